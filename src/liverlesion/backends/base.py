@@ -1,0 +1,105 @@
+"""The interface every inference backend implements."""
+
+from __future__ import annotations
+
+import abc
+import time
+from dataclasses import dataclass
+from typing import ClassVar
+
+import numpy as np
+
+from ..errors import InputError
+from ..package import ModelPackage
+
+
+@dataclass(frozen=True)
+class TensorSpec:
+    """Name, dtype and shape of a graph input; -1 marks a dynamic dimension."""
+
+    name: str
+    dtype: str
+    shape: tuple[int, ...]
+
+
+class Backend(abc.ABC):
+    """Runs a package's fused graph. Subclasses set ``name`` and implement ``_run``.
+
+    Lifecycle: construct (loads the model), ``infer`` any number of times, ``close``
+    (also via a ``with`` block). ``infer`` is safe to call from several threads;
+    each backend documents how (a lock, or per-thread contexts).
+    """
+
+    name: ClassVar[str] = "base"
+    #: Extra to install for this backend, named in errors.
+    extra: ClassVar[str] = ""
+
+    def __init__(self, package: ModelPackage, precision: str) -> None:
+        self.package = package
+        self.precision = precision
+        self._last_time = float("nan")
+        self._closed = False
+
+    # -- what subclasses provide ---------------------------------------------
+    @classmethod
+    @abc.abstractmethod
+    def availability(cls) -> tuple[bool, str]:
+        """(usable on this machine, reason) without loading any model or touching a GPU driver unsafely."""
+
+    @abc.abstractmethod
+    def _run(self, hu: np.ndarray) -> dict[str, np.ndarray]:
+        """Run the graph on N x 1 x H x W float32 HU; return outputs by name."""
+
+    def _release(self) -> None:
+        """Free runtime resources (sessions, contexts, device buffers)."""
+
+    @property
+    def device(self) -> str:
+        """Where inference runs, in words (e.g. 'CPU', 'CUDA:0 NVIDIA H100')."""
+        return "CPU"
+
+    @property
+    def max_batch(self) -> int | None:
+        """Largest batch the loaded model accepts, None when unbounded."""
+        return None
+
+    # -- the common part ------------------------------------------------------
+    def input_metadata(self) -> TensorSpec:
+        spec = self.package.manifest.raw["input"]
+        rows, cols = self.package.manifest.grid.size
+        return TensorSpec(name=str(spec["name"]), dtype="float32", shape=(-1, 1, rows, cols))
+
+    def infer(self, hu: np.ndarray) -> dict[str, np.ndarray]:
+        """Check the batch against the input spec, run it, and time the run."""
+        if self._closed:
+            raise InputError(f"the {self.name} backend was closed; load the model again")
+        spec = self.input_metadata()
+        if not isinstance(hu, np.ndarray) or hu.dtype != np.float32 or hu.ndim != 4 \
+                or hu.shape[1:] != spec.shape[1:] or hu.shape[0] < 1:
+            got = f"{type(hu).__name__} {getattr(hu, 'dtype', '')} {getattr(hu, 'shape', '')}"
+            raise InputError(f"backend input must be float32 of shape (N, {', '.join(map(str, spec.shape[1:]))}) "
+                             f"with N >= 1, got {got}")
+        if self.max_batch is not None and hu.shape[0] > self.max_batch:
+            raise InputError(f"batch of {hu.shape[0]} exceeds this model's maximum batch {self.max_batch}")
+        start = time.perf_counter()
+        outputs = self._run(np.ascontiguousarray(hu))
+        self._last_time = time.perf_counter() - start
+        return outputs
+
+    def last_inference_time(self) -> float:
+        """Seconds taken by the last ``infer`` call (the runtime only, no host pre/postprocessing)."""
+        return self._last_time
+
+    def close(self) -> None:
+        if not self._closed:
+            self._closed = True
+            self._release()
+
+    def __enter__(self) -> "Backend":
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def __repr__(self) -> str:
+        return f"{type(self).__name__}(precision={self.precision!r}, device={self.device!r})"
