@@ -115,3 +115,17 @@ def test_archive_with_tampered_member_is_refused(tmp_path):
             zf.write(root / name, name)
     with pytest.raises(ChecksumError):
         load_package(tmp_path / "bad.zip")
+
+
+def test_a_changed_engine_does_not_block_the_onnx_files_but_is_caught_on_use(tmp_path):
+    root = make_package(tmp_path / "pkg")
+    (root / "engines").mkdir()
+    (root / "engines" / "e.engine").write_bytes(b"plan" * 100)
+    data = json.loads((root / "manifest.json").read_text())
+    data["files"].append(file_record(root, "engines/e.engine", "engine", "fp16").to_dict())
+    (root / "manifest.json").write_text(json.dumps(data))
+    (root / "engines" / "e.engine").write_bytes(b"PLAN" * 100)
+    package = load_package(root)
+    engine = package.manifest.find(role="engine")
+    with pytest.raises(ChecksumError, match="e.engine"):
+        package.verify([engine])

@@ -21,7 +21,7 @@ SCHEMA_VERSION = 1
 MANIFEST_NAME = "manifest.json"
 
 #: Roles a file may play in a package.
-FILE_ROLES = ("onnx", "onnx-bare", "engine", "calibration", "calibration-cache", "other")
+FILE_ROLES = ("onnx", "onnx-bare", "weights", "engine", "calibration", "calibration-cache", "other")
 PRECISIONS = ("fp32", "fp16", "int8", "bf16")
 _SAFE_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]*(/[A-Za-z0-9][A-Za-z0-9._-]*)*$")
 

@@ -15,6 +15,8 @@ from ..errors import ChecksumError, PackageError
 from .manifest import MANIFEST_NAME, FileRecord, Manifest
 
 _CHUNK = 1 << 20
+#: File roles written on target devices, verified on use rather than at load.
+DEVICE_BUILT_ROLES = ("engine", "calibration-cache")
 
 
 def sha256_file(path: str | Path) -> str:
@@ -137,7 +139,10 @@ def _extract_archive(archive: Path) -> Path:
 
 
 def load_package(path: str | Path, *, verify: bool = True) -> ModelPackage:
-    """Open a package folder or .zip archive; by default verify every file's checksum."""
+    """Open a package folder or .zip archive; by default verify every file's checksum.
+
+    Engine files are the exception: the TensorRT backend verifies the one it opens.
+    """
     path = Path(path)
     if not path.exists():
         raise PackageError(f"model package {path} does not exist; give a package folder or its .zip archive")
@@ -148,7 +153,9 @@ def load_package(path: str | Path, *, verify: bool = True) -> ModelPackage:
     try:
         package = ModelPackage(root, read_manifest(root), cleanup=cleanup)
         if verify:
-            package.verify()
+            # Engines are built on devices after export and checked by the TensorRT backend
+            # when it opens one: a stale engine must not block the ONNX backends.
+            package.verify([f for f in package.manifest.files if f.role not in DEVICE_BUILT_ROLES])
     except BaseException:
         if cleanup is not None:
             shutil.rmtree(cleanup, ignore_errors=True)

@@ -1,0 +1,60 @@
+"""``liverlesion engines``: the TensorRT engines in a package, and whether each can run on this machine."""
+
+from __future__ import annotations
+
+import argparse
+import json
+from typing import Any
+
+
+def register(subparsers: Any) -> None:
+    parser = subparsers.add_parser(
+        "engines", help="list a package's TensorRT engines and whether each runs on this machine",
+        description="List the TensorRT engines recorded in a model package and say, for each, whether this "
+                    "machine (its TensorRT version and GPU) can run it, and why not.")
+    parser.add_argument("package", help="model package folder or .zip archive")
+    parser.add_argument("--json", action="store_true", help="print the report as JSON")
+
+
+def run(args: argparse.Namespace) -> int:
+    from ..engines.gpu import detect_gpu
+    from ..engines.records import engine_compatibility, engine_records
+    from ..engines.versions import installed_tensorrt_version
+    from ..errors import LiverLesionError
+    from ..package import load_package
+
+    version = installed_tensorrt_version()
+    gpu = detect_gpu()
+    rows = []
+    with load_package(args.package, verify=False) as package:  # each engine is checked below, by itself
+        for record in engine_records(package.manifest):
+            cc, name = (None, None) if gpu is None else (gpu.compute_capability, gpu.name)
+            ok, reason = engine_compatibility(record, version, cc, name)
+            try:
+                package.verify([record.file_record()])
+            except LiverLesionError as exc:
+                ok, reason = False, f"{exc}; rebuild it with liverlesion build-engine"
+            rows.append({"file": record.file, "precision": record.precision, "tensorrt": record.tensorrt,
+                         "gpu": record.gpu_name, "compute_capability": record.compute_capability,
+                         "batch": [record.min_batch, int(record.profile["opt"][0]), record.max_batch],
+                         "dla_core": record.dla_core, "built": record.built, "runs_here": ok,
+                         "reason": reason})
+    machine = {"tensorrt": None if version is None else str(version),
+               "gpu": None if gpu is None else gpu.name,
+               "compute_capability": None if gpu is None else gpu.cc_text}
+    if args.json:
+        print(json.dumps({"machine": machine, "engines": rows}, indent=2))
+        return 0
+    print(f"this machine: TensorRT {machine['tensorrt'] or 'not installed'}; "
+          f"GPU {gpu.describe() if gpu is not None else 'none found'}")
+    if not rows:
+        print("the package has no TensorRT engines: liverlesion build-engine PACKAGE --precision fp16")
+        return 0
+    for row in rows:
+        dla = f", DLA core {row['dla_core']}" if row["dla_core"] is not None else ""
+        batch = "/".join(str(b) for b in row["batch"])
+        print(f"{'yes' if row['runs_here'] else 'no ':4} {row['file']}  {row['precision']}, TensorRT "
+              f"{row['tensorrt']}, {row['gpu']} (sm {row['compute_capability']}){dla}, batch min/opt/max "
+              f"{batch}, built {row['built']}")
+        print(f"     {row['reason']}")
+    return 0

@@ -1,0 +1,252 @@
+"""What to build: every TensorRT decision as plain data, from (TensorRT version, options, manifest).
+
+:func:`plan_build` decides the code path, the ONNX file, the network and builder
+flags, the optimisation profile, memory limits, DLA, calibration and the engine
+file name; :mod:`.build` only carries the plan out. Refusals are EngineErrors that
+say what to change. Flag names are the attribute names of TensorRT's enums; the
+builder turns network flags into a bit mask with ``1 << int(flag)`` because
+``STRONGLY_TYPED`` is 1 in TensorRT 10 and 0 in TensorRT 11.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import asdict, dataclass, field
+from typing import Any
+
+from ..errors import EngineError
+from ..package import FileRecord, Manifest
+from .versions import (
+    BUILDER_FLAGS,
+    CHECKED_RELEASES,
+    SMALL_JETSONS,
+    STRONGLY_TYPED,
+    TrtVersion,
+    code_path,
+    dla_refusal,
+    format_compute_capability,
+    parse_compute_capability,
+    sm_tag,
+    version_compatible_refusal,
+)
+
+PRECISIONS = ("fp32", "fp16", "int8")
+DEFAULT_MAX_BATCH = 8
+DEFAULT_WORKSPACE_MB = 1024  # an 8 GB Orin NX builds with this; more starves the CPU side of shared memory
+DEFAULT_CALIBRATION_BATCH = 8
+ENGINES_DIR = "engines"
+INT8_FORM = "qdq-s8s8"
+
+
+@dataclass(frozen=True)
+class BuildOptions:
+    """What the user asks for; defaults suit a Jetson building for latency."""
+
+    precision: str
+    compute_capability: tuple[int, int] | str
+    max_batch: int = DEFAULT_MAX_BATCH
+    opt_batch: int = 1
+    workspace_mb: int = DEFAULT_WORKSPACE_MB
+    dla_core: int | None = None
+    timing_cache: str | None = None
+    version_compatible: bool = False
+    calibration_batch: int = DEFAULT_CALIBRATION_BATCH
+
+
+@dataclass(frozen=True)
+class ShapeProfile:
+    """One optimisation profile: the input's min / opt / max shapes."""
+
+    input: str
+    min: tuple[int, ...]
+    opt: tuple[int, ...]
+    max: tuple[int, ...]
+
+
+@dataclass(frozen=True)
+class CalibratorPlan:
+    """TensorRT 8.x implicit INT8: an IInt8EntropyCalibrator2 over the package's slices."""
+
+    batch_size: int
+    slices: str
+    slices_sha256: str
+    cache: str
+    reuse_cache: bool
+    profile: tuple[int, ...]
+    kind: str = "entropy2"
+
+
+@dataclass(frozen=True)
+class BuildPlan:
+    """Everything the builder does, as data (``to_dict`` is JSON)."""
+
+    tensorrt: str
+    code_path: str
+    precision: str
+    compute_capability: str
+    onnx: str
+    onnx_sha256: str
+    network_flags: tuple[str, ...]
+    builder_flags: tuple[str, ...]
+    profile: ShapeProfile
+    workspace_bytes: int
+    device: str
+    dla_core: int | None
+    timing_cache: str | None
+    version_compatible: bool
+    calibrator: CalibratorPlan | None
+    engine_file: str
+    profiling_verbosity: str = "DETAILED"
+    warnings: tuple[str, ...] = field(default=())
+
+    @property
+    def max_batch(self) -> int:
+        return self.profile.max[0]
+
+    def to_dict(self) -> dict[str, Any]:
+        data = asdict(self)
+
+        def plain(value: Any) -> Any:  # tuples -> lists, so that the dict equals its JSON round trip
+            if isinstance(value, dict):
+                return {k: plain(v) for k, v in value.items()}
+            if isinstance(value, (list, tuple)):
+                return [plain(v) for v in value]
+            return value
+
+        return dict(plain(data))
+
+
+def _positive(name: str, value: Any, minimum: int = 1) -> int:
+    if not isinstance(value, int) or isinstance(value, bool) or value < minimum:
+        raise EngineError(f"{name} must be an integer >= {minimum}, got {value!r}")
+    return value
+
+
+def _onnx_for(manifest: Manifest, path: str, precision: str) -> FileRecord:
+    """The ONNX file the code path needs for this precision, or an EngineError naming what exists."""
+    if path == BUILDER_FLAGS:  # TensorRT 8.x sets the precision with flags, on the float32 graph
+        record = manifest.find(role="onnx", precision="fp32")
+        wanted = "the float32 ONNX (precision fp32)"
+    elif precision == "int8":
+        record = manifest.find(role="onnx", precision="int8", form=INT8_FORM)
+        wanted = (f"an INT8 Q/DQ ONNX (precision int8, form {INT8_FORM!r}); run `liverlesion quantize` on "
+                  "the package")
+    elif precision == "fp16":
+        record = manifest.find(role="onnx", precision="fp16")
+        wanted = ("a float16 ONNX (precision fp16, model_fp16.onnx); re-export the package with "
+                  "`liverlesion export`")
+    else:
+        record = manifest.find(role="onnx", precision="fp32")
+        wanted = "the float32 ONNX (precision fp32)"
+    if record is None:
+        have = ", ".join(f"{f.path} ({f.precision}, form {f.extra.get('form', '?')})"
+                         for f in manifest.onnx_files()) or "none"
+        raise EngineError(f"a {precision} engine on the {path} path needs {wanted}; the package has: {have}")
+    return record
+
+
+def _calibrator(manifest: Manifest, version: TrtVersion, cc: tuple[int, int], options: BuildOptions,
+                shape: tuple[int, int, int], arch: str) -> CalibratorPlan:
+    slices = manifest.find(role="calibration")
+    if slices is None:
+        raise EngineError("an int8 engine with TensorRT 8.x calibrates on the package's calibration slices "
+                          "(role 'calibration', calibration/slices.npy), and this package has none: "
+                          "re-export it with calibration data, or build fp16")
+    batch = _positive("calibration batch", options.calibration_batch)
+    cache = f"{ENGINES_DIR}/{arch}_{sm_tag(cc)}_trt{version.short()}.calib"
+    recorded = next((f for f in manifest.files if f.path == cache and f.role == "calibration-cache"), None)
+    # A cache is only valid for the TensorRT and GPU that wrote it (TensorRT#3612) and for these slices.
+    reuse = bool(recorded and recorded.extra.get("tensorrt") == version.short()
+                 and recorded.extra.get("compute_capability") == format_compute_capability(cc)
+                 and recorded.extra.get("slices_sha256") == slices.sha256)
+    return CalibratorPlan(batch_size=batch, slices=slices.path, slices_sha256=slices.sha256, cache=cache,
+                          reuse_cache=reuse, profile=(batch, *shape))
+
+
+def engine_file_name(arch: str, precision: str, cc: tuple[int, int], version: TrtVersion,
+                     dla_core: int | None = None, version_compatible: bool = False) -> str:
+    """e.g. ``engines/joint_int8_sm87_trt10.3.0.engine`` (``_dla0`` / ``_vc`` when used)."""
+    safe = re.sub(r"[^A-Za-z0-9-]+", "-", arch).strip("-") or "model"
+    suffix = (f"_dla{dla_core}" if dla_core is not None else "") + ("_vc" if version_compatible else "")
+    return f"{ENGINES_DIR}/{safe}_{precision}_{sm_tag(cc)}_trt{version.short()}{suffix}.engine"
+
+
+def plan_build(trt_version: str, options: BuildOptions, manifest: Manifest) -> BuildPlan:
+    """Decide how to build the engine; EngineError when the request cannot be met."""
+    version = TrtVersion.parse(trt_version)
+    path = code_path(version)
+    if options.precision not in PRECISIONS:
+        raise EngineError(f"precision {options.precision!r} is not buildable; accepted: "
+                          f"{', '.join(PRECISIONS)}")
+    cc = parse_compute_capability(options.compute_capability)
+    max_batch = _positive("max batch", options.max_batch)
+    opt_batch = _positive("opt batch", options.opt_batch)
+    if opt_batch > max_batch:
+        raise EngineError(f"opt batch {opt_batch} is larger than max batch {max_batch}")
+    workspace_mb = _positive("workspace (MiB)", options.workspace_mb, minimum=16)
+    warnings: list[str] = []
+
+    onnx = _onnx_for(manifest, path, options.precision)
+    rows, cols = manifest.grid.size
+    shape = (1, int(rows), int(cols))  # HU in, one channel, on the model grid
+    network_flags = ("EXPLICIT_BATCH",) if path == BUILDER_FLAGS else ("STRONGLY_TYPED",)
+    builder_flags: list[str] = []
+    if path == BUILDER_FLAGS and options.precision == "fp16":
+        builder_flags.append("FP16")
+    elif path == BUILDER_FLAGS and options.precision == "int8":
+        builder_flags += ["INT8", "FP16"]  # layers left unquantised run in FP16, as trtexec --int8 --fp16
+    if version.major > 11:
+        warnings.append(f"TensorRT {version} is newer than the releases liverlesion was checked against "
+                        f"({', '.join(CHECKED_RELEASES)}); building it strongly typed, as for 10.x and 11.x")
+
+    min_batch = 1
+    device = "GPU"
+    if options.dla_core is not None:
+        core = _positive("DLA core", options.dla_core, minimum=0)
+        if options.precision == "fp32":
+            raise EngineError("DLA runs FP16 and INT8 only: build --precision fp16 or int8 with --dla-core, "
+                              "or drop --dla-core for an fp32 GPU engine")
+        reason = dla_refusal(version, cc)
+        if reason:
+            raise EngineError(f"cannot use DLA core {core}: {reason}; drop --dla-core to build for the GPU")
+        if options.version_compatible:
+            raise EngineError("version-compatible engines (lean runtime) cannot use DLA; drop one of "
+                              "--version-compatible or --dla-core")
+        builder_flags.append("GPU_FALLBACK")
+        device = "DLA"
+        # DLA needs static shapes: one batch size for min, opt and max.
+        if max_batch != opt_batch:
+            warnings.append(f"DLA needs static shapes: the profile is fixed at batch {opt_batch} "
+                            f"(--opt-batch), not 1..{max_batch}; more is refused, fewer are padded")
+        min_batch = max_batch = opt_batch
+        warnings.append("GPU fallback is silent: layers the DLA cannot run move to the GPU without an error; "
+                        "build-engine reports the placement TensorRT logs ('Layers Running on DLA/GPU')")
+        if path == STRONGLY_TYPED and options.precision == "int8":
+            warnings.append("Q/DQ INT8 layers the DLA does not accept fall back to the GPU: check placement")
+    if options.version_compatible:
+        reason = version_compatible_refusal(version)
+        if reason:
+            raise EngineError(f"{reason}; drop --version-compatible")
+        builder_flags.append("VERSION_COMPATIBLE")
+        warnings.append("version-compatible engines embed a lean runtime and may run slower")
+    if cc in SMALL_JETSONS and workspace_mb > 2 * DEFAULT_WORKSPACE_MB:
+        warnings.append(f"a {workspace_mb} MiB workspace on a Jetson ({sm_tag(cc)}) competes with the CPU "
+                        "for shared memory; 8 GB modules need swap or a smaller --workspace-mb")
+
+    calibrator = None
+    if path == BUILDER_FLAGS and options.precision == "int8":
+        calibrator = _calibrator(manifest, version, cc, options, shape, manifest.arch)
+
+    return BuildPlan(
+        tensorrt=str(version), code_path=path, precision=options.precision,
+        compute_capability=format_compute_capability(cc), onnx=onnx.path, onnx_sha256=onnx.sha256,
+        network_flags=network_flags, builder_flags=tuple(builder_flags),
+        profile=ShapeProfile(input=manifest.input_name, min=(min_batch, *shape), opt=(opt_batch, *shape),
+                             max=(max_batch, *shape)),
+        workspace_bytes=workspace_mb * 2**20, device=device, dla_core=options.dla_core,
+        timing_cache=options.timing_cache, version_compatible=bool(options.version_compatible),
+        calibrator=calibrator,
+        engine_file=engine_file_name(manifest.arch, options.precision, cc, version, options.dla_core,
+                                     bool(options.version_compatible)),
+        warnings=tuple(warnings),
+    )

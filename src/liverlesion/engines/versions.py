@@ -1,0 +1,171 @@
+"""TensorRT versions and GPUs: parsing them, and what each combination supports.
+
+The facts come from NVIDIA's release notes and Python bindings (see docs/jetson.md):
+8.5/8.6 build precision with builder flags and calibrators, 10.x and 11.x build
+strongly typed networks from the precision stored in the ONNX, and DLA exists only
+on some Jetson modules with some TensorRT releases.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import re
+import sys
+from dataclasses import dataclass
+from types import ModuleType
+
+from ..errors import EngineError, MissingDependencyError, require
+
+#: Code paths, by TensorRT generation.
+BUILDER_FLAGS = "builder-flags"
+STRONGLY_TYPED = "strongly-typed"
+
+#: Compute capabilities of the GPUs that carry DLA cores (Orin Nano has none; Thor has none).
+DLA_GPUS = {(7, 2): "Jetson AGX/NX Xavier", (8, 7): "Jetson AGX/NX Orin"}
+#: Integrated Jetson GPUs with 8-64 GB shared with the CPU, where the build workspace must stay small.
+SMALL_JETSONS = {(7, 2), (8, 7)}
+#: The TensorRT releases these engines were checked against (tests plan each one).
+CHECKED_RELEASES = ("8.5.2", "10.3", "10.13", "11.4.1")
+
+
+@dataclass(frozen=True, order=True)
+class TrtVersion:
+    """A TensorRT version: major.minor.patch and, when known, the build number."""
+
+    major: int
+    minor: int
+    patch: int = 0
+    build: int | None = None
+
+    @classmethod
+    def parse(cls, text: str) -> TrtVersion:
+        match = re.fullmatch(r"\s*(\d+)\.(\d+)(?:\.(\d+))?(?:\.(\d+))?(?:[.+-]\S*)?\s*", str(text))
+        if not match:
+            raise EngineError(f"TensorRT version {text!r} is not of the form MAJOR.MINOR[.PATCH[.BUILD]] "
+                              "(e.g. 8.5.2, 10.3.0.30)")
+        major, minor, patch, build = match.groups()
+        return cls(int(major), int(minor), int(patch or 0), None if build is None else int(build))
+
+    @property
+    def release(self) -> tuple[int, int, int]:
+        return (self.major, self.minor, self.patch)
+
+    def short(self) -> str:
+        """major.minor.patch, as used in engine file names."""
+        return f"{self.major}.{self.minor}.{self.patch}"
+
+    def __str__(self) -> str:
+        return self.short() if self.build is None else f"{self.short()}.{self.build}"
+
+
+def code_path(version: TrtVersion) -> str:
+    """Which build flow a TensorRT version needs, or EngineError for versions that cannot be used."""
+    if version.release < (8, 5, 0):
+        raise EngineError(f"TensorRT {version} is too old: liverlesion builds engines with TensorRT 8.5 or "
+                          "newer (JetPack 5.1 has 8.5.2; JetPack 6 has 10.3; PyPI has 10.x and 11.x)")
+    if version.major == 8:
+        return BUILDER_FLAGS
+    if version.major == 9:
+        raise EngineError(f"TensorRT {version} was a limited release for large language models; use TensorRT "
+                          "8.5/8.6 (JetPack 5), 10.x or 11.x")
+    return STRONGLY_TYPED
+
+
+def parse_compute_capability(value: str | tuple[int, int] | list[int]) -> tuple[int, int]:
+    """'8.7', 'sm87', 'sm_87' or (8, 7) -> (8, 7)."""
+    if isinstance(value, (tuple, list)):
+        if len(value) == 2 and all(isinstance(v, int) and not isinstance(v, bool) and v >= 0 for v in value):
+            return (int(value[0]), int(value[1]))
+    elif isinstance(value, str):
+        text = value.strip().lower()
+        match = re.fullmatch(r"(\d+)\.(\d)", text) or re.fullmatch(r"sm_?(\d+)(\d)", text)
+        if match:
+            return (int(match.group(1)), int(match.group(2)))
+    raise EngineError(f"compute capability {value!r} is not understood; give it as 8.7 or sm87")
+
+
+def format_compute_capability(cc: tuple[int, int]) -> str:
+    return f"{cc[0]}.{cc[1]}"
+
+
+def sm_tag(cc: tuple[int, int]) -> str:
+    """(8, 7) -> 'sm87', (11, 0) -> 'sm110'."""
+    return f"sm{cc[0]}{cc[1]}"
+
+
+def dla_refusal(version: TrtVersion, cc: tuple[int, int]) -> str | None:
+    """Why DLA cannot be used with this TensorRT on this GPU, or None when it can."""
+    if cc not in DLA_GPUS:
+        return (f"this GPU ({sm_tag(cc)}) has no DLA: DLA cores exist on Jetson AGX/NX Xavier (sm72) and "
+                "AGX/NX Orin (sm87), not on Jetson Thor, Orin Nano or discrete GPUs")
+    if version.major == 10 and version.minor > 7:
+        return f"TensorRT {version.short()} has no DLA support: 10.7 was the last 10.x release with DLA"
+    if version.major == 11 and version.release < (11, 4, 1):
+        return (f"TensorRT {version.short()} has no DLA support on Jetson: DLA returned in 11.4.1 "
+                "(JetPack 7.2.2+)")
+    if version.major == 11 and cc != (8, 7):
+        return f"TensorRT {version.short()} supports DLA on Jetson AGX Orin only"
+    return None
+
+
+def version_compatible_refusal(version: TrtVersion) -> str | None:
+    """Why a version-compatible engine cannot be built, or None when it can (TensorRT 8.6+)."""
+    if version.release < (8, 6, 0):
+        return f"TensorRT {version.short()} cannot build version-compatible engines (8.6 or newer can)"
+    return None
+
+
+def runtime_can_run(built: TrtVersion, runtime: TrtVersion, version_compatible: bool) -> str | None:
+    """Why a runtime cannot deserialise an engine built by another TensorRT, or None when it can.
+
+    Plain engines need the exact same TensorRT (build number too, when both are known).
+    Version-compatible engines run on the same or a later release of the same major
+    version, and across the two pairs NVIDIA supports: 8 -> 10 and 10 -> 11.
+    """
+    if not version_compatible:
+        same = built.release == runtime.release and (
+            built.build is None or runtime.build is None or built.build == runtime.build)
+        return None if same else f"it was built with TensorRT {built} and this is TensorRT {runtime}"
+    if runtime.release < built.release:
+        return f"it was built with TensorRT {built}, newer than this TensorRT {runtime}"
+    if runtime.major != built.major and (built.major, runtime.major) not in {(8, 10), (10, 11)}:
+        return (f"a version-compatible TensorRT {built.major}.x engine does not run on TensorRT "
+                f"{runtime.major}.x (NVIDIA supports 8 -> 10 and 10 -> 11)")
+    return None
+
+
+def tensorrt_installed() -> bool:
+    """Whether NVIDIA's TensorRT Python package is importable, without importing it.
+
+    A ``tensorrt`` folder holding only type stubs (tensorrt-stubs) imports as an empty
+    namespace package, so the module must have a real ``__init__.py``.
+    """
+    loaded = sys.modules.get("tensorrt")
+    if loaded is not None:
+        return isinstance(getattr(loaded, "__version__", None), str)
+    try:
+        spec = importlib.util.find_spec("tensorrt")
+    except (ImportError, ValueError):
+        return False
+    return bool(spec and spec.origin and spec.origin.endswith(("__init__.py", ".so", ".pyd")))
+
+
+def import_tensorrt() -> ModuleType:
+    """The tensorrt module, or MissingDependencyError naming the extra to install."""
+    module = require("tensorrt", "tensorrt", "Building or running TensorRT engines")
+    if not isinstance(getattr(module, "__version__", None), str) or not hasattr(module, "Builder"):
+        where = ", ".join(getattr(module, "__path__", [])) or getattr(module, "__file__", "?")
+        raise MissingDependencyError(
+            f"the 'tensorrt' module found at {where} is not NVIDIA's TensorRT Python package (type stubs "
+            "alone?): pip install 'liverlesion[tensorrt]', or on Jetson install JetPack's python3-libnvinfer")
+    return module
+
+
+def installed_tensorrt_version() -> TrtVersion | None:
+    """The installed TensorRT's version, or None when TensorRT is absent."""
+    if not tensorrt_installed():
+        return None
+    try:
+        return TrtVersion.parse(import_tensorrt().__version__)
+    except MissingDependencyError:
+        return None

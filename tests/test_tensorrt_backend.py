@@ -1,0 +1,656 @@
+"""The TensorRT backend, GPU detection and CUDA memory: every refusal without touching CUDA, the binding
+logic against a fake TensorRT, and (where TensorRT and a GPU exist) real engines against onnxruntime."""
+
+from __future__ import annotations
+
+import ctypes
+import subprocess
+import sys
+import threading
+import types
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from engine_fixtures import GRID, make_engine_package
+from liverlesion.backends import cuda_memory
+from liverlesion.backends import tensorrt as trt_backend
+from liverlesion.backends.cuda_memory import CudaMemory, CudaPythonMemory, PyCudaMemory, open_cuda_memory
+from liverlesion.backends.tensorrt import TensorRTBackend
+from liverlesion.engines import gpu as gpu_module
+from liverlesion.engines.gpu import GpuInfo, detect_gpu
+from liverlesion.engines.plan import BuildOptions, plan_build
+from liverlesion.engines.records import add_engine_record, make_record
+from liverlesion.engines.versions import tensorrt_installed
+from liverlesion.errors import BackendError, EngineError, InputError, MissingDependencyError
+from liverlesion.package import load_package
+from liverlesion.package.store import read_manifest
+
+ROOT = Path(__file__).resolve().parents[1]
+ORIN = GpuInfo(0, "Orin", (8, 7), 8 * 2**30, integrated=True)
+H, W = GRID
+
+
+# -- a fake GPU and a fake TensorRT that computes something checkable ---------------------------------
+class FakeDevice:
+    """Device memory as numpy byte buffers, plus a record of stream captures and graph launches."""
+
+    def __init__(self):
+        self.buffers: dict[int, np.ndarray] = {}
+        self.capturing: list | None = None
+        self.captures = self.launches = self.enqueues = 0
+        self.freed = False
+
+
+class FakeMemory(CudaMemory):
+    name = "fake"
+    supports_graphs = True
+
+    def __init__(self, device: FakeDevice):
+        super().__init__(0)
+        self.dev = device
+
+    def device_alloc(self, nbytes):
+        ptr = 0x10000 * (len(self.dev.buffers) + 1)
+        self.dev.buffers[ptr] = np.zeros(nbytes, np.uint8)
+        return ptr
+
+    def pinned_empty(self, shape, dtype):
+        return np.full(shape, 77, dtype)  # stale garbage, as real pinned memory may hold
+
+    def create_stream(self):
+        return 5
+
+    def copy_htod_async(self, dst, src, stream):
+        assert src.flags.c_contiguous
+        self.dev.buffers[dst][: src.nbytes] = src.reshape(-1).view(np.uint8)
+
+    def copy_dtoh_async(self, dst, src, stream):
+        assert dst.flags.c_contiguous
+        dst.reshape(-1).view(np.uint8)[:] = self.dev.buffers[src][: dst.nbytes]
+
+    def synchronize(self, stream):
+        pass
+
+    def begin_capture(self, stream):
+        self.dev.capturing = []
+
+    def end_capture(self, stream):
+        ops, self.dev.capturing = self.dev.capturing, None
+        self.dev.captures += 1
+        return ops
+
+    def launch_graph(self, graph, stream):
+        self.dev.launches += 1
+        for op in graph:
+            op()
+
+    def free_all(self):
+        self.dev.freed = True
+
+
+def reference(hu: np.ndarray) -> dict[str, np.ndarray]:
+    """What the fake engine computes, written independently of it."""
+    labels = (hu[:, 0] > 0).astype(np.int32) + 2 * (hu[:, 0] > 50).astype(np.int32)
+    probabilities = np.stack([hu[:, 0] * (c + 1) for c in range(5)], axis=1).astype(np.float32)
+    return {"labels": labels, "probabilities": probabilities}
+
+
+class FakeContext:
+    def __init__(self, engine):
+        self.engine, self.batch, self.addresses, self.shape_calls = engine, None, {}, []
+
+    def set_input_shape(self, name, shape):
+        self.shape_calls.append(tuple(shape))
+        in_profile = self.engine.low <= shape[0] <= self.engine.high
+        if name != "hu" or not in_profile or tuple(shape[1:]) != (1, H, W):
+            return False
+        self.batch = shape[0]
+        return True
+
+    def get_tensor_shape(self, name):
+        return {"hu": [self.batch, 1, H, W], "labels": [self.batch, H, W],
+                "probabilities": [self.batch, 5, H, W]}[name]
+
+    def set_tensor_address(self, name, ptr):
+        self.addresses[name] = ptr
+        return True
+
+    def execute_async_v3(self, stream):
+        dev = self.engine.dev
+        dev.enqueues += 1
+        n = self.batch  # shapes are fixed when the work is queued (or captured)
+
+        def compute():
+            buffers = dev.buffers
+            hu = buffers[self.addresses["hu"]][: n * H * W * 4].view(np.float32).reshape(n, 1, H, W)
+            for name, value in reference(hu).items():
+                buffers[self.addresses[name]][: value.nbytes] = value.reshape(-1).view(np.uint8)
+
+        if dev.capturing is not None:
+            dev.capturing.append(compute)
+        else:
+            compute()
+        return True
+
+
+class FakeEngine:
+    num_io_tensors = 3
+
+    def __init__(self, dev, low, high):
+        self.dev, self.low, self.high = dev, low, high
+
+    def get_tensor_name(self, index):
+        return ["hu", "labels", "probabilities"][index]
+
+    def get_tensor_mode(self, name):
+        return "input" if name == "hu" else "output"
+
+    def get_tensor_dtype(self, name):
+        return np.int32 if name == "labels" else np.float32
+
+    def get_tensor_profile_shape(self, name, profile):
+        assert (name, profile) == ("hu", 0)
+        return [[self.low, 1, H, W], [self.low, 1, H, W], [self.high, 1, H, W]]
+
+    def create_execution_context(self):
+        self.context = FakeContext(self)
+        return self.context
+
+
+def fake_tensorrt(dev: FakeDevice, version="10.3.0.30", profile=(1, 8)) -> types.ModuleType:
+    trt = types.ModuleType("tensorrt")
+    trt.__version__ = version
+    trt.Builder = object
+    trt.TensorIOMode = types.SimpleNamespace(INPUT="input", OUTPUT="output")
+    trt.nptype = lambda dtype: dtype
+
+    class Logger:
+        WARNING = 2
+
+        def __init__(self, severity):
+            pass
+
+    class Runtime:
+        def __init__(self, logger):
+            self.engine_host_code_allowed = False
+
+        def deserialize_cuda_engine(self, data):
+            if not bytes(data).startswith(b"FAKEPLAN"):
+                return None
+            dev.engine = FakeEngine(dev, *profile)
+            return dev.engine
+
+    trt.Logger, trt.Runtime = Logger, Runtime
+    return trt
+
+
+def add_fake_engine(root, trt="10.3.0.30", precision="fp16", cc=(8, 7), payload=b"FAKEPLAN", **options):
+    options = BuildOptions(precision=precision, compute_capability=cc, **options)
+    plan = plan_build(trt, options, read_manifest(root))
+    path = root / plan.engine_file
+    path.parent.mkdir(exist_ok=True)
+    path.write_bytes(payload + b"\0" * 64)
+    record = make_record(root, plan.engine_file, plan.to_dict(), gpu_name="Orin", build_seconds=1.0)
+    add_engine_record(root, record)
+    return record
+
+
+@pytest.fixture
+def device():
+    return FakeDevice()
+
+
+@pytest.fixture
+def machine(monkeypatch, device):
+    """This machine becomes an Orin with TensorRT 10.3.0.30 and fake device memory."""
+    monkeypatch.setitem(sys.modules, "tensorrt", fake_tensorrt(device))
+    monkeypatch.setattr(trt_backend, "detect_gpu", lambda index=0: ORIN)
+    monkeypatch.setattr(trt_backend, "open_cuda_memory", lambda prefer=None, index=0: FakeMemory(device))
+    return device
+
+
+@pytest.fixture
+def package(tmp_path):
+    root = make_engine_package(tmp_path / "pkg")
+    add_fake_engine(root)
+    return load_package(root)
+
+
+def hu_batch(n, seed=0):
+    return np.random.default_rng(seed).uniform(-200, 200, (n, 1, H, W)).astype(np.float32)
+
+
+# -- running, against the fake -----------------------------------------------------------------------
+def test_every_batch_size_gives_the_engines_outputs(machine, package):
+    with TensorRTBackend(package, "fp16") as backend:
+        assert backend.max_batch == 8 and backend.record.file == "engines/joint_fp16_sm87_trt10.3.0.engine"
+        for n in (1, 3, 8, 2):
+            hu = hu_batch(n, seed=n)
+            out = backend.infer(hu)
+            expected = reference(hu)
+            assert out["labels"].dtype == np.int32 and out["labels"].shape == (n, H, W)
+            np.testing.assert_array_equal(out["labels"], expected["labels"])
+            np.testing.assert_allclose(out["probabilities"], expected["probabilities"])
+            assert not any(np.shares_memory(out["labels"], t.host) for t in backend._tensors.values())
+        with pytest.raises(InputError, match="maximum batch 8"):
+            backend.infer(hu_batch(9))
+        assert "Orin" in backend.device and "10.3.0.30" in backend.device
+
+
+def test_input_shape_set_only_when_the_batch_changes(machine, package):
+    with TensorRTBackend(package, "fp16") as backend:
+        for n in (2, 2, 3, 3, 2):
+            backend.infer(hu_batch(n))
+        assert machine.engine.context.shape_calls == [(8, 1, H, W), (2, 1, H, W), (3, 1, H, W), (2, 1, H, W)]
+
+
+def test_cuda_graph_captured_once_and_replayed_with_new_data(machine, package):
+    with TensorRTBackend(package, "fp16", cuda_graph_batch=2) as backend:
+        for step, n in enumerate((2, 2, 2, 1, 2, 2)):
+            hu = hu_batch(n, seed=10 + step)
+            np.testing.assert_array_equal(backend.infer(hu)["labels"], reference(hu)["labels"])
+    # call 1: shape changed -> plain; call 2: capture + launch; call 3: launch; batch 1 and the next
+    # batch-2 call follow shape changes -> plain; the last call replays the graph captured at call 2.
+    assert machine.captures == 1 and machine.launches == 3
+
+
+def test_static_profile_pads_small_batches(machine, tmp_path, monkeypatch):
+    monkeypatch.setitem(sys.modules, "tensorrt", fake_tensorrt(machine, profile=(2, 2)))
+    root = make_engine_package(tmp_path / "pkg")
+    add_fake_engine(root, trt="10.3.0.30", dla_core=0, opt_batch=2)
+    with TensorRTBackend(load_package(root), "fp16") as backend:
+        assert backend.max_batch == 2 and backend.record.dla_core == 0
+        hu = hu_batch(1)
+        np.testing.assert_array_equal(backend.infer(hu)["labels"], reference(hu)["labels"])
+        assert "DLA core 0" in backend.device
+
+
+def test_threads_share_one_context_safely(machine, package):
+    with TensorRTBackend(package, "fp16") as backend:
+        failures = []
+
+        def work(seed):
+            for i in range(15):
+                hu = hu_batch(1 + (seed + i) % 4, seed=100 * seed + i)
+                if not np.array_equal(backend.infer(hu)["labels"], reference(hu)["labels"]):
+                    failures.append((seed, i))
+
+        threads = [threading.Thread(target=work, args=(s,)) for s in range(4)]
+        for thread in threads:
+            thread.start()
+        for thread in threads:
+            thread.join()
+        assert failures == []
+
+
+def test_close_frees_device_memory(machine, package):
+    backend = TensorRTBackend(package, "fp16")
+    backend.infer(hu_batch(1))
+    backend.close()
+    assert machine.freed
+    with pytest.raises(InputError, match="closed"):
+        backend.infer(hu_batch(1))
+
+
+# -- refusals, none of which may reach CUDA ---------------------------------------------------------
+@pytest.fixture
+def no_cuda(monkeypatch):
+    def forbidden(*args, **kwargs):
+        raise AssertionError("CUDA memory was opened before the engine was checked")
+
+    monkeypatch.setattr(trt_backend, "open_cuda_memory", forbidden)
+
+
+def test_package_without_engines(machine, no_cuda, tmp_path):
+    package = load_package(make_engine_package(tmp_path / "pkg"))
+    with pytest.raises(EngineError, match=r"no fp16 TensorRT engine.*liverlesion build-engine"):
+        TensorRTBackend(package, "fp16")
+    assert TensorRTBackend.engine_for(package, "fp16")[0] is None
+
+
+@pytest.mark.parametrize("version, message", [("10.4.0.26", "10.3.0.30.*10.4.0.26"),
+                                               ("10.3.0.26", "rebuild"), ("8.5.2.2", "build-engine")])
+def test_engine_from_another_tensorrt(monkeypatch, machine, no_cuda, package, version, message):
+    monkeypatch.setitem(sys.modules, "tensorrt", fake_tensorrt(machine, version=version))
+    with pytest.raises(EngineError, match=message):
+        TensorRTBackend(package, "fp16")
+
+
+def test_engine_from_another_gpu(monkeypatch, machine, no_cuda, package):
+    monkeypatch.setattr(trt_backend, "detect_gpu", lambda index=0: GpuInfo(0, "RTX 3080", (8, 6), 10 * 2**30))
+    with pytest.raises(EngineError, match=r"sm87.*sm86.*rebuild"):
+        TensorRTBackend(package, "fp16")
+
+
+def test_changed_engine_bytes(machine, no_cuda, package):
+    record = TensorRTBackend.engine_for(package, "fp16")[0]
+    path = package.path(record.file)
+    data = bytearray(path.read_bytes())
+    data[-1] ^= 1
+    path.write_bytes(bytes(data))
+    with pytest.raises(EngineError, match=r"does not match its record.*sha256.*build-engine"):
+        TensorRTBackend(package, "fp16")
+
+
+def test_missing_tensorrt(monkeypatch, no_cuda, package):
+    monkeypatch.setitem(sys.modules, "tensorrt", None)
+    with pytest.raises(MissingDependencyError, match=r"liverlesion\[tensorrt\]"):
+        TensorRTBackend(package, "fp16")
+
+
+def test_type_stubs_are_not_tensorrt(monkeypatch, no_cuda, package):
+    stub = types.ModuleType("tensorrt")  # what `import tensorrt` gives where only tensorrt-stubs is installed
+    stub.__path__ = ["/site-packages/tensorrt"]
+    monkeypatch.setitem(sys.modules, "tensorrt", stub)
+    with pytest.raises(MissingDependencyError, match="not NVIDIA's TensorRT"):
+        TensorRTBackend(package, "fp16")
+    assert not tensorrt_installed()
+
+
+def test_no_driver(monkeypatch, machine, no_cuda, package):
+    monkeypatch.setattr(trt_backend, "detect_gpu", lambda index=0: None)
+    with pytest.raises(EngineError, match="needs an NVIDIA GPU"):
+        TensorRTBackend(package, "fp16")
+
+
+def test_unknown_or_mismatched_engine_file(machine, no_cuda, package):
+    with pytest.raises(EngineError, match=r"no engine 'engines/other.engine'"):
+        TensorRTBackend(package, "fp16", engine="engines/other.engine")
+    with pytest.raises(EngineError, match="is fp16, and int8 was asked for"):
+        TensorRTBackend(package, "int8", engine="engines/joint_fp16_sm87_trt10.3.0.engine")
+
+
+def test_undeserialisable_plan_frees_what_it_took(machine, tmp_path):
+    root = make_engine_package(tmp_path / "pkg")
+    add_fake_engine(root, payload=b"GARBAGE!")  # its sha256 is right, TensorRT still rejects it
+    with pytest.raises(EngineError, match=r"could not deserialise.*build-engine"):
+        TensorRTBackend(load_package(root), "fp16")
+    assert machine.freed
+
+
+def test_cuda_graph_batch_outside_the_profile(machine, no_cuda, package):
+    with pytest.raises(EngineError, match="CUDA graph batch 9"):
+        TensorRTBackend(package, "fp16", cuda_graph_batch=9)
+
+
+# -- availability ------------------------------------------------------------------------------------
+def test_availability(monkeypatch, device):
+    monkeypatch.setitem(sys.modules, "tensorrt", None)
+    ok, reason = TensorRTBackend.availability()
+    assert not ok and "liverlesion[tensorrt]" in reason
+    monkeypatch.setitem(sys.modules, "tensorrt", fake_tensorrt(device))
+    monkeypatch.setattr(trt_backend, "available_implementations", list)
+    ok, reason = TensorRTBackend.availability()
+    assert not ok and "cuda-python nor pycuda" in reason
+    monkeypatch.setattr(trt_backend, "available_implementations", lambda: ["pycuda"])
+    monkeypatch.setattr(trt_backend, "detect_gpu", lambda index=0: None)
+    ok, reason = TensorRTBackend.availability()
+    assert not ok and "no CUDA GPU" in reason
+    monkeypatch.setattr(trt_backend, "detect_gpu", lambda index=0: ORIN)
+    ok, reason = TensorRTBackend.availability()
+    assert ok and "Orin" in reason and "pycuda" in reason
+
+
+def test_availability_here_never_crashes():
+    ok, reason = TensorRTBackend.availability()
+    assert isinstance(ok, bool) and reason
+
+
+# -- GPU detection -------------------------------------------------------------------------------------
+class FakeLibCuda:
+    """ctypes-level stand-in for libcuda: fills the out-parameters TensorRT-free detection passes."""
+
+    def __init__(self, init_result=0, count=1):
+        self.init_result, self.count = init_result, count
+
+    def cuInit(self, flags):
+        return self.init_result
+
+    def cuDeviceGetCount(self, ref):
+        ref._obj.value = self.count
+        return 0
+
+    def cuDeviceGet(self, ref, ordinal):
+        ref._obj.value = ordinal.value
+        return 0
+
+    def cuDeviceGetName(self, buffer, length, device):
+        buffer.value = b"Orin"
+        return 0
+
+    def cuDeviceGetAttribute(self, ref, attribute, device):
+        ref._obj.value = {75: 8, 76: 7, 18: 1}[attribute.value]
+        return 0
+
+    def cuDeviceTotalMem_v2(self, ref, device):
+        ref._obj.value = 7 * 2**30
+        return 0
+
+    def cuDriverGetVersion(self, ref):
+        ref._obj.value = 12060
+        return 0
+
+
+@pytest.fixture
+def fresh_detection(monkeypatch):
+    monkeypatch.delenv("LIVERLESION_NO_GPU", raising=False)
+    gpu_module._probe.cache_clear()
+    yield
+    gpu_module._probe.cache_clear()
+
+
+def test_detect_gpu_reads_the_driver(monkeypatch, fresh_detection):
+    monkeypatch.setattr(gpu_module, "_load_driver", lambda: FakeLibCuda())
+    found = detect_gpu()
+    assert found == GpuInfo(0, "Orin", (8, 7), 7 * 2**30, integrated=True, driver_version=12060)
+    assert (found.sm, found.cc_text) == ("sm87", "8.7")
+    assert detect_gpu(1) is None  # only one device
+
+
+@pytest.mark.parametrize("lib", [None, FakeLibCuda(init_result=100), FakeLibCuda(count=0)])
+def test_detect_gpu_without_driver_or_device(monkeypatch, fresh_detection, lib):
+    monkeypatch.setattr(gpu_module, "_load_driver", lambda: lib)
+    assert detect_gpu() is None
+
+
+def test_detect_gpu_when_libcuda_cannot_be_loaded(monkeypatch, fresh_detection):
+    def refuse(name):
+        raise OSError(f"{name}: cannot open shared object file")
+
+    monkeypatch.setattr(gpu_module.ctypes, "CDLL", refuse)
+    assert detect_gpu() is None
+
+
+def test_detect_gpu_can_be_switched_off(monkeypatch, fresh_detection):
+    monkeypatch.setattr(gpu_module, "_load_driver", lambda: pytest.fail("the driver was touched"))
+    monkeypatch.setenv("LIVERLESION_NO_GPU", "1")
+    assert detect_gpu() is None
+
+
+def test_detect_gpu_on_this_machine_returns_or_says_none(fresh_detection):
+    found = detect_gpu(refresh=True)
+    assert found is None or (found.name and found.compute_capability[0] >= 5)
+
+
+# -- CUDA memory ---------------------------------------------------------------------------------------
+def test_neither_memory_library_names_both_extras(monkeypatch):
+    monkeypatch.setattr(cuda_memory, "_cuda_python_runtime", lambda: None)
+    monkeypatch.setattr(cuda_memory, "_pycuda_driver", lambda: None)
+    with pytest.raises(MissingDependencyError, match=r"liverlesion\[tensorrt\].*liverlesion\[pycuda\]"):
+        open_cuda_memory()
+    with pytest.raises(MissingDependencyError, match=r"liverlesion\[pycuda\]"):
+        open_cuda_memory("pycuda")
+    with pytest.raises(BackendError, match="accepted"):
+        open_cuda_memory("cupy")
+
+
+class FakeCudaRuntime:
+    """cuda-python's calling convention: (error, *results); host memory is real, device memory fails."""
+
+    class cudaMemcpyKind:
+        cudaMemcpyHostToDevice, cudaMemcpyDeviceToHost = 1, 2
+
+    def __init__(self):
+        self.keep, self.copies = [], []
+
+    def cudaSetDevice(self, device):
+        return (0,)
+
+    def cudaMallocHost(self, size):
+        buffer = (ctypes.c_uint8 * size)()
+        self.keep.append(buffer)
+        return (0, ctypes.addressof(buffer))
+
+    def cudaMalloc(self, size):
+        return (2, 0)
+
+    def cudaGetErrorString(self, error):
+        return (0, b"out of memory")
+
+    def cudaMemcpyAsync(self, dst, src, count, kind, stream):
+        self.copies.append((dst, src, count, kind, stream))
+        return (0,)
+
+    def cudaFreeHost(self, ptr):
+        return (0,)
+
+
+def test_cuda_python_memory_pins_host_arrays_and_reports_errors():
+    runtime = FakeCudaRuntime()
+    memory = CudaPythonMemory(runtime)
+    pinned = memory.pinned_empty((4, 1, 3, 5), np.float32)
+    assert pinned.shape == (4, 1, 3, 5) and pinned.dtype == np.float32
+    assert pinned.ctypes.data == ctypes.addressof(runtime.keep[0])  # the array is the pinned allocation
+    pinned[:] = 1.5
+    assert np.frombuffer(runtime.keep[0], np.float32).tolist() == [1.5] * 60
+    memory.copy_htod_async(0xABC, pinned[:2], 9)
+    assert runtime.copies[-1] == (0xABC, pinned.ctypes.data, 2 * 15 * 4, 1, 9)
+    memory.copy_dtoh_async(pinned[1:3], 0xDEF, 9)
+    assert runtime.copies[-1] == (pinned.ctypes.data + 15 * 4, 0xDEF, 2 * 15 * 4, 2, 9)
+    with pytest.raises(BackendError, match="cudaMalloc failed: out of memory"):
+        memory.device_alloc(1024)
+    memory.close()
+
+
+def test_pycuda_memory_pushes_and_pops_the_primary_context():
+    events = []
+    context = types.SimpleNamespace(push=lambda: events.append("push"))
+    driver = types.SimpleNamespace(
+        init=lambda: events.append("init"),
+        Device=lambda index: types.SimpleNamespace(retain_primary_context=lambda: context),
+        Context=types.SimpleNamespace(pop=lambda: events.append("pop")))
+    memory = PyCudaMemory(driver)
+    with pytest.raises(RuntimeError), memory.activate():
+        raise RuntimeError("work failed")
+    assert events == ["init", "push", "pop"]
+    assert not memory.supports_graphs
+    with pytest.raises(BackendError, match="cuda-python"):
+        memory.begin_capture(0)
+
+
+def test_example_script_runs_its_help():
+    script = ROOT / "examples" / "jetson_build_verify_bench.py"
+    result = subprocess.run([sys.executable, str(script), "--help"],
+                            check=False, capture_output=True, text=True, timeout=60)
+    assert result.returncode == 0 and "Jetson" in result.stdout
+
+
+# -- real TensorRT, where it exists ----------------------------------------------------------------------
+def _real_tensorrt_here() -> bool:
+    return tensorrt_installed() and bool(cuda_memory.available_implementations()) and detect_gpu() is not None
+
+
+requires_tensorrt = pytest.mark.skipif(
+    not _real_tensorrt_here(),
+    reason="needs NVIDIA TensorRT, cuda-python or pycuda, and a CUDA GPU (not on this machine)")
+
+
+def tiny_package(root: Path) -> Path:
+    """A package of tiny fused graphs (x/1000 -> 1x1 conv -> softmax, argmax): fp32, fp16 and Q/DQ."""
+    onnx = pytest.importorskip("onnx")
+    quantization = pytest.importorskip("onnxruntime.quantization")
+    from onnx import TensorProto, helper, numpy_helper
+
+    from liverlesion.package import write_manifest
+    from liverlesion.package.store import file_record
+
+    make_engine_package(root, fp16=False, int8=False)
+    weights = np.array([-3, -1, 0.5, 1.5, 3], np.float32).reshape(5, 1, 1, 1)
+    bias = np.array([0, 0.4, 0.2, -0.3, -1.2], np.float32)
+
+    def graph(dtype):
+        np_type = np.float16 if dtype == TensorProto.FLOAT16 else np.float32
+        nodes = [helper.make_node("Cast", ["hu"], ["x0"], to=dtype),
+                 helper.make_node("Mul", ["x0", "scale"], ["x"]),
+                 helper.make_node("Conv", ["x", "w", "b"], ["logits"]),
+                 helper.make_node("Softmax", ["logits"], ["p"], axis=1),
+                 helper.make_node("Cast", ["p"], ["probabilities"], to=TensorProto.FLOAT),
+                 helper.make_node("ArgMax", ["p"], ["l64"], axis=1, keepdims=0),
+                 helper.make_node("Cast", ["l64"], ["labels"], to=TensorProto.INT32)]
+        inits = [numpy_helper.from_array(np.array(1e-3, np_type), "scale"),
+                 numpy_helper.from_array(weights.astype(np_type), "w"),
+                 numpy_helper.from_array(bias.astype(np_type), "b")]
+        model = helper.make_model(helper.make_graph(
+            nodes, "tiny", [helper.make_tensor_value_info("hu", TensorProto.FLOAT, ["N", 1, H, W])],
+            [helper.make_tensor_value_info("labels", TensorProto.INT32, ["N", H, W]),
+             helper.make_tensor_value_info("probabilities", TensorProto.FLOAT, ["N", 5, H, W])], inits),
+            opset_imports=[helper.make_opsetid("", 17)])
+        model.ir_version = 8
+        return model
+
+    onnx.save(graph(TensorProto.FLOAT), root / "model_fp32.onnx")
+    onnx.save(graph(TensorProto.FLOAT16), root / "model_fp16.onnx")
+
+    # Calibration slices spanning the HU range the test feeds, for both INT8 paths (Q/DQ and 8.x calibrator).
+    slices = np.random.default_rng(0).uniform(-1000, 1000, (16, 1, H, W)).astype(np.float32)
+    np.save(root / "calibration" / "slices.npy", slices, allow_pickle=False)
+
+    class Reader(quantization.CalibrationDataReader):
+        def __init__(self):
+            self.items = iter([{"hu": s[None]} for s in slices])
+
+        def get_next(self):
+            return next(self.items, None)
+
+    quantization.quantize_static(str(root / "model_fp32.onnx"), str(root / "model_int8_qdq_s8s8.onnx"),
+                                 Reader(),
+                                 quant_format=quantization.QuantFormat.QDQ, per_channel=True,
+                                 op_types_to_quantize=["Conv"],
+                                 activation_type=quantization.QuantType.QInt8,
+                                 weight_type=quantization.QuantType.QInt8,
+                                 extra_options={"ActivationSymmetric": True, "WeightSymmetric": True})
+    data = read_manifest(root).to_dict()
+    data["files"] = [f for f in data["files"] if f["role"] not in ("onnx", "calibration")] + [
+        file_record(root, "calibration/slices.npy", "calibration").to_dict(),
+        file_record(root, "model_fp32.onnx", "onnx", "fp32", opset=17, form="float").to_dict(),
+        file_record(root, "model_fp16.onnx", "onnx", "fp16", opset=17, form="float").to_dict(),
+        file_record(root, "model_int8_qdq_s8s8.onnx", "onnx", "int8", opset=17, form="qdq-s8s8").to_dict()]
+    write_manifest(root, data)
+    return root
+
+
+@pytest.mark.tensorrt
+@pytest.mark.slow
+@requires_tensorrt
+@pytest.mark.parametrize("precision, agreement", [("fp32", 0.999), ("fp16", 0.995), ("int8", 0.95)])
+def test_real_engine_agrees_with_onnxruntime_fp32(tmp_path, precision, agreement):
+    ort = pytest.importorskip("onnxruntime")
+    from liverlesion.engines.build import build_engine
+    from liverlesion.engines.versions import installed_tensorrt_version
+
+    root = tiny_package(tmp_path / "pkg")
+    gpu = detect_gpu()
+    options = BuildOptions(precision, gpu.compute_capability, max_batch=4)
+    plan = plan_build(str(installed_tensorrt_version()), options, read_manifest(root))
+    build_engine(root, plan, log=lambda message: None)
+    hu = np.random.default_rng(3).uniform(-1000, 1000, (4, 1, H, W)).astype(np.float32)
+    with TensorRTBackend(load_package(root), precision) as backend:
+        got = backend.infer(hu)
+        single = backend.infer(hu[:1])
+    session = ort.InferenceSession(str(root / "model_fp32.onnx"), providers=["CPUExecutionProvider"])
+    labels, probabilities = session.run(["labels", "probabilities"], {"hu": hu})
+    assert (got["labels"] == labels).mean() >= agreement
+    np.testing.assert_array_equal(single["labels"], got["labels"][:1])
+    assert np.abs(got["probabilities"] - probabilities).max() < (1e-3 if precision == "fp32" else 0.1)
