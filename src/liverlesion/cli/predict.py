@@ -1,0 +1,147 @@
+"""``liverlesion predict``: run a model package on CT slices; print one line each, write what was asked.
+
+Inputs are DICOM files, NIfTI volumes (with ``--index``) or ``.npy`` HU arrays (with
+``--spacing``, else the package default). A bad input is reported on stderr and the
+others still run; the exit status is 1 when any input failed.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+from typing import Any
+
+BACKENDS = ("auto", "tensorrt", "onnxruntime", "torch")
+PRECISIONS = ("auto", "fp32", "fp16", "int8")
+
+
+def register(subparsers: Any) -> None:
+    parser = subparsers.add_parser(
+        "predict", help="segment and classify liver lesions on CT slices with a model package",
+        description="Run a model package on CT slices (DICOM files, NIfTI volumes with --index, or .npy "
+                    "arrays of HU) and print one line per input: slice class, lesions with their areas, time "
+                    "and backend. Optionally write a JSON list, DICOM SEG and SR objects, and overlay PNGs.",
+    )
+    add = parser.add_argument
+    add("package", type=Path, metavar="PACKAGE", help="model package folder or .zip archive")
+    add("inputs", type=Path, nargs="+", metavar="INPUT", help="DICOM file, NIfTI volume or .npy HU array")
+    add("--backend", choices=BACKENDS, default="auto",
+        help="inference backend (default: auto, the fastest here)")
+    add("--precision", choices=PRECISIONS, default="auto", help="model precision (default: auto)")
+    add("--provider", choices=("cpu", "cuda", "tensorrt"), help="onnxruntime execution provider")
+    add("--threads", type=int, metavar="N", help="CPU threads for onnxruntime / torch")
+    add("--index", type=int, metavar="K", help="axial slice of each NIfTI volume (0 = nearest the feet)")
+    add("--frame", type=int, metavar="F", help="frame of each multi-frame DICOM object (0-based)")
+    add("--spacing", type=float, nargs=2, metavar=("ROW_MM", "COL_MM"),
+        help="pixel spacing of .npy arrays (default: the package's)")
+    add("--allow-non-hu", action="store_true", help="accept DICOM whose Rescale Type is not HU")
+    add("--json", type=Path, metavar="OUT", help="write the results as a JSON list ('-' for stdout)")
+    add("--masks", choices=("summary", "rle", "none"), default="summary",
+        help="label maps in the JSON: pixel counts (default), run-length encoded, or none")
+    add("--dicom-seg", type=Path, metavar="DIR",
+        help="write a DICOM SEG per DICOM input, named after its SOP instance")
+    add("--dicom-sr", type=Path, metavar="DIR",
+        help="write a TID 1500 SR per DICOM input (and its SEG there too unless --dicom-seg is given)")
+    add("--overlay", type=Path, metavar="PNG_OR_DIR",
+        help="write overlay PNGs: a .png file name (numbered for several inputs) or a folder")
+    add("--no-warmup", action="store_true", help="skip the warm-up run on load")
+
+
+def _load_input(analyzer: Any, path: Path, args: argparse.Namespace) -> Any:
+    """A SliceInput for one command-line input."""
+    from ..errors import DataFormatError
+    from ..sdk import load_slice
+
+    if path.suffix.lower() == ".npy":
+        import numpy as np
+
+        try:
+            array = np.load(path, allow_pickle=False)
+        except (OSError, ValueError) as exc:
+            raise DataFormatError(f"{path}: not a readable .npy array of HU ({exc})") from None
+        return load_slice(array, spacing=args.spacing, default_spacing=analyzer.default_spacing)
+    return load_slice(path, index=args.index, frame=args.frame, allow_non_hu=args.allow_non_hu)
+
+
+def _stem(slice_: Any, path: Path) -> str:
+    """File stem for DICOM outputs: the source SOP instance (and frame)."""
+    uid = slice_.source.get("sop_instance_uid") or path.stem
+    frame = slice_.source.get("frame")
+    return uid if frame is None else f"{uid}_frame{frame}"
+
+
+def _overlay_path(target: Path, path: Path, number: int, count: int) -> Path:
+    if target.suffix.lower() == ".png":
+        return target if count == 1 else target.with_name(f"{target.stem}_{number}{target.suffix}")
+    name = path.name.removesuffix(".gz")
+    return target / f"{Path(name).stem}_{number}.png" if count > 1 else target / f"{Path(name).stem}.png"
+
+
+def _write_outputs(prediction: Any, slice_: Any, path: Path, number: int, count: int,
+                   args: argparse.Namespace) -> list[str]:
+    """DICOM SEG / SR and overlay for one input; returns the written paths."""
+    from ..errors import InputError
+    from ..sdk import save_dicom, write_overlay
+
+    written = []
+    if args.dicom_seg or args.dicom_sr:
+        if slice_.dataset is None:
+            kind = slice_.source.get("kind")
+            raise InputError(f"{path}: DICOM SEG/SR need a DICOM input; this is a {kind} slice")
+        seg = prediction.to_dicom_seg()
+        stem = _stem(slice_, path)
+        seg_dir = args.dicom_seg or args.dicom_sr
+        seg_dir.mkdir(parents=True, exist_ok=True)
+        written.append(str(save_dicom(seg, seg_dir / f"{stem}_seg.dcm")))
+        if args.dicom_sr:
+            args.dicom_sr.mkdir(parents=True, exist_ok=True)
+            sr = prediction.to_dicom_sr(None, seg)
+            written.append(str(save_dicom(sr, args.dicom_sr / f"{stem}_sr.dcm")))
+    if args.overlay:
+        target = _overlay_path(args.overlay, path, number, count)
+        target.parent.mkdir(parents=True, exist_ok=True)
+        written.append(str(write_overlay(slice_.hu, prediction, target)))
+    return written
+
+
+def _dump(results: list[dict[str, Any]], target: Path) -> None:
+    from ..package.store import atomic_write_bytes
+
+    text = json.dumps(results, indent=2) + "\n"
+    if str(target) == "-":
+        sys.stdout.write(text)
+    else:
+        target.parent.mkdir(parents=True, exist_ok=True)
+        atomic_write_bytes(target, text.encode())
+
+
+def run(args: argparse.Namespace) -> int:
+    from ..errors import LiverLesionError
+    from ..sdk import LesionAnalyzer
+
+    results: list[dict[str, Any]] = []
+    failed = 0
+    quiet = args.json is not None and str(args.json) == "-"  # stdout carries the JSON then
+    say = (lambda text: print(text, file=sys.stderr)) if quiet else print
+    with LesionAnalyzer.load(args.package, args.backend, args.precision, provider=args.provider,
+                             threads=args.threads, warmup=not args.no_warmup) as analyzer:
+        say(f"{args.package}: {analyzer.selection.summary()}")
+        for number, path in enumerate(args.inputs, start=1):
+            try:
+                slice_ = _load_input(analyzer, path, args)
+                prediction = analyzer.predict(slice_)
+                written = _write_outputs(prediction, slice_, path, number, len(args.inputs), args)
+            except LiverLesionError as exc:
+                failed += 1
+                print(f"{path}: error: {exc}", file=sys.stderr)
+                results.append({"input": str(path), "error": str(exc), "error_type": type(exc).__name__})
+                continue
+            say(f"{path}: {prediction.summary()} [{analyzer.backend} {analyzer.precision}]")
+            results.append({"input": str(path), **prediction.to_dict(masks=args.masks), "files": written})
+    if args.json is not None:
+        _dump(results, args.json)
+    if failed:
+        print(f"{failed} of {len(args.inputs)} input(s) failed", file=sys.stderr)
+    return 1 if failed else 0

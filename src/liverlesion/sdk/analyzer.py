@@ -1,0 +1,352 @@
+"""``LesionAnalyzer``: load a model package once, then turn CT slices into Predictions on any backend.
+
+One analyzer may be shared by many threads: inputs, resampling and postprocessing keep
+no shared state, and each backend makes ``infer`` thread-safe in its own way (see
+``liverlesion.backends``). ``close`` waits for predictions in flight, then frees the
+backend; later calls raise a clear error.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import os
+import sys
+import threading
+import time
+from collections.abc import Iterable, Iterator, Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from ..errors import BackendError, InputError, LiverLesionError, PackageError
+from ..grid import ModelGrid, check_spacing
+from ..package import ModelPackage, load_package
+from .inputs import load_slice
+from .postprocess import Postprocessor
+from .prediction import Prediction
+from .selection import Choice, Selection, probe_machine, select
+from .slice_input import MAX_TILT_DEG, SliceInput
+
+log = logging.getLogger("liverlesion.sdk")
+
+#: Slices per device batch in ``predict_batch`` when neither the caller nor the backend bounds it.
+DEFAULT_BATCH = 8
+#: Warm-up runs on load: the first allocates the runtime's buffers, the second confirms the steady state.
+WARMUP_RUNS = 2
+
+
+def _ms(seconds: float) -> float:
+    return seconds * 1000.0
+
+
+class LesionAnalyzer:
+    """Liver, lesions, lesion types and measurements for CT slices, from one model package."""
+
+    def __init__(self, package: ModelPackage, backend: Any, selection: Selection, *,
+                 owns_package: bool = True) -> None:
+        """Use :meth:`load`; this wraps an already loaded package and backend."""
+        self.package = package
+        self.manifest = package.manifest
+        self.selection = selection
+        self._backend = backend
+        self._owns_package = owns_package
+        self._post = Postprocessor.from_manifest(self.manifest)
+        self._model = {"name": self.manifest.model_name, "arch": self.manifest.arch,
+                       "version": str(self.manifest.raw["model"]["version"])}
+        self._busy = threading.Condition()
+        self._active = 0
+        self._closed = False
+        self.warmup_ms: list[float] = []
+        spec = self.manifest.raw["input"]
+        try:
+            self.default_spacing = check_spacing(spec.get("default_spacing_mm") or self.grid.spacing_mm)
+        except InputError as exc:
+            raise PackageError(f"manifest: input.default_spacing_mm is not usable: {exc}") from None
+        limits = [b for b in (backend.max_batch, spec.get("max_batch")) if isinstance(b, int) and b > 0]
+        self.max_batch = min(limits) if limits else None
+
+    # -- loading ---------------------------------------------------------------------------------
+    @classmethod
+    def load(cls, package: str | os.PathLike[str] | ModelPackage, backend: str = "auto",
+             precision: str = "auto", *, warmup: bool = True, threads: int | None = None,
+             provider: str | None = None, build_engine: bool = False, verify: bool = True) -> LesionAnalyzer:
+        """Open a package (folder or .zip; checksums verified) and load it on a backend.
+
+        ``backend``: "auto", "tensorrt", "onnxruntime" or "torch"; ``precision``: "auto",
+        "fp32", "fp16" or "int8" (see ``sdk.selection`` for what auto picks, and
+        ``analyzer.selection`` for why). ``provider``: onnxruntime's "cpu", "cuda" or
+        "tensorrt". ``threads``: CPU threads of onnxruntime / torch. ``build_engine``:
+        build a TensorRT engine for this GPU when the package has none (minutes; the
+        package folder gains the engine). ``warmup``: run the model before returning.
+        """
+        if isinstance(package, ModelPackage):
+            opened, owns, archive = package, False, False
+        else:
+            path = Path(os.fspath(package))
+            opened, owns, archive = load_package(path, verify=verify), True, path.is_file()
+        try:
+            wanted = ("tensorrt", "onnxruntime", "torch") if backend == "auto" else (backend,)
+            selection = select(opened.manifest, probe_machine(wanted), backend, precision, provider=provider,
+                               build_engine=build_engine)
+            opened, loaded, selection = _load_backend(opened, selection, threads=threads,
+                                                      explicit=backend != "auto", archive=archive)
+        except BaseException:
+            if owns:
+                opened.close()
+            raise
+        log.info("liverlesion: %s", selection.summary())
+        try:
+            analyzer = cls(opened, loaded, selection, owns_package=owns)
+        except BaseException:
+            loaded.close()
+            if owns:
+                opened.close()
+            raise
+        if warmup:
+            try:
+                analyzer.warm_up()
+            except BaseException:
+                analyzer.close()
+                raise
+        return analyzer
+
+    def warm_up(self, runs: int = WARMUP_RUNS) -> list[float]:
+        """Predict a synthetic slice ``runs`` times so that the first real predict is not an outlier."""
+        rows, cols = self.grid.size
+        yy, xx = np.mgrid[:rows, :cols]
+        body = ((yy - rows / 2) / (0.4 * rows)) ** 2 + ((xx - cols / 2) / (0.45 * cols)) ** 2 < 1
+        hu = np.where(body, 50.0, -1000.0).astype(np.float32)
+        times = []
+        for _ in range(runs):
+            start = time.perf_counter()
+            self.predict(hu, spacing=self.grid.spacing_mm)
+            times.append(_ms(time.perf_counter() - start))
+        self.warmup_ms = times
+        return times
+
+    # -- what was loaded -------------------------------------------------------------------------
+    @property
+    def grid(self) -> ModelGrid:
+        return self.manifest.grid
+
+    @property
+    def backend(self) -> str:
+        return str(self._backend.name)
+
+    @property
+    def precision(self) -> str:
+        return str(self._backend.precision)
+
+    @property
+    def device(self) -> str:
+        return str(self._backend.device)
+
+    @property
+    def closed(self) -> bool:
+        return self._closed
+
+    @property
+    def model(self) -> dict[str, str]:
+        return dict(self._model)
+
+    # -- predicting --------------------------------------------------------------------------------
+    def predict(self, slice: Any, *, spacing: Sequence[float] | None = None, index: int | None = None,
+                frame: int | None = None, max_tilt_deg: float = MAX_TILT_DEG,
+                allow_non_hu: bool = False) -> Prediction:
+        """The Prediction for one slice: an HU array, a pydicom Dataset, a DICOM path, a NIfTI path
+        with ``index``, or a SliceInput. Arrays without ``spacing`` take ``default_spacing``."""
+        with self._using():
+            start = time.perf_counter()
+            slice_, hu = self._prepare(slice, spacing, index, frame, max_tilt_deg, allow_non_hu)
+            prepared = time.perf_counter()
+            outputs = self._backend.infer(hu[None, None])
+            inferred = time.perf_counter()
+            prediction = self._finish(outputs, slice_, 0)
+            done = time.perf_counter()
+        prediction.timings.update(preprocess_ms=_ms(prepared - start), inference_ms=_ms(inferred - prepared),
+                                  postprocess_ms=_ms(done - inferred), total_ms=_ms(done - start))
+        return prediction
+
+    def predict_batch(self, slices: Iterable[Any], *, spacing: Sequence[float] | None = None,
+                      index: int | None = None, frame: int | None = None, batch_size: int | None = None,
+                      max_tilt_deg: float = MAX_TILT_DEG, allow_non_hu: bool = False) -> list[Prediction]:
+        """Predictions for several slices, run on the device in batches of at most ``batch_size``.
+
+        The keyword arguments apply to every slice (give SliceInputs from ``load_slice`` for
+        per-slice options). ``timings["inference_ms"]`` is each slice's share of its batch.
+        A bad slice raises, naming its position; nothing is returned then.
+        """
+        if _is_single(slices):
+            raise InputError(f"predict_batch takes a sequence of slices (or an N x rows x cols array), got "
+                             f"{_describe(slices)}; for one slice use predict()")
+        size = self._batch_size(batch_size)
+        results: list[Prediction] = []
+        with self._using():
+            for chunk in _chunks(enumerate(slices), size):
+                start = time.perf_counter()
+                prepared, stack = [], []
+                for position, item in chunk:
+                    t = time.perf_counter()
+                    try:
+                        slice_, hu = self._prepare(item, spacing, index, frame, max_tilt_deg, allow_non_hu)
+                    except LiverLesionError as exc:
+                        raise type(exc)(f"slice {position} of the batch: {exc}") from None
+                    prepared.append((slice_, _ms(time.perf_counter() - t)))
+                    stack.append(hu)
+                t = time.perf_counter()
+                outputs = self._backend.infer(np.stack(stack)[:, None])
+                share = _ms(time.perf_counter() - t) / len(stack)
+                for item_index, (slice_, pre_ms) in enumerate(prepared):
+                    t = time.perf_counter()
+                    prediction = self._finish(outputs, slice_, item_index)
+                    post_ms = _ms(time.perf_counter() - t)
+                    prediction.timings.update(preprocess_ms=pre_ms, inference_ms=share,
+                                              postprocess_ms=post_ms, total_ms=pre_ms + share + post_ms)
+                    results.append(prediction)
+                log.debug("batch of %d slices in %.1f ms", len(stack), _ms(time.perf_counter() - start))
+        return results
+
+    def _prepare(self, item: Any, spacing: Sequence[float] | None, index: int | None, frame: int | None,
+                 max_tilt_deg: float, allow_non_hu: bool) -> tuple[SliceInput, np.ndarray]:
+        slice_ = load_slice(item, spacing=spacing, default_spacing=self.default_spacing, index=index,
+                            frame=frame, max_tilt_deg=max_tilt_deg, allow_non_hu=allow_non_hu)
+        return slice_, slice_.on_model_grid(self.grid)
+
+    def _finish(self, outputs: dict[str, np.ndarray], slice_: SliceInput, item: int) -> Prediction:
+        return self._post(outputs, slice_, item, backend=self.backend, precision=self.precision,
+                          model=self._model)
+
+    def _batch_size(self, asked: int | None) -> int:
+        if asked is not None and (isinstance(asked, bool) or not isinstance(asked, int) or asked < 1):
+            raise InputError(f"batch_size={asked!r} is not accepted: give a positive integer")
+        size = asked or DEFAULT_BATCH
+        return min(size, self.max_batch) if self.max_batch else size
+
+    # -- lifetime ----------------------------------------------------------------------------------
+    @contextlib.contextmanager
+    def _using(self) -> Iterator[None]:
+        """Count a call in flight, refusing it once the analyzer is closed."""
+        with self._busy:
+            if self._closed:
+                raise BackendError("this LesionAnalyzer was closed; load the package again with "
+                                   "LesionAnalyzer.load(...)")
+            self._active += 1
+        try:
+            yield
+        finally:
+            with self._busy:
+                self._active -= 1
+                self._busy.notify_all()
+
+    def close(self) -> None:
+        """Wait for predictions in flight, then free the backend (and the unpacked archive). Idempotent."""
+        with self._busy:
+            if self._closed:
+                return
+            self._closed = True
+            self._busy.wait_for(lambda: self._active == 0)
+        self._backend.close()
+        if self._owns_package:
+            self.package.close()
+
+    def __enter__(self) -> LesionAnalyzer:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def __repr__(self) -> str:
+        state = "closed" if self._closed else self.device
+        return (f"LesionAnalyzer(model={self._model['name']!r}, backend={self.backend!r}, "
+                f"precision={self.precision!r}, device={state!r})")
+
+
+def _is_single(thing: Any) -> bool:
+    """Whether ``thing`` is one slice (or a path / Dataset) rather than a sequence of slices."""
+    if isinstance(thing, np.ndarray):
+        return thing.ndim != 3
+    if isinstance(thing, (str, bytes, os.PathLike, SliceInput)):
+        return True
+    pydicom = sys.modules.get("pydicom")  # a Dataset iterates over its elements; no import just for this
+    return pydicom is not None and isinstance(thing, pydicom.Dataset)
+
+
+def _describe(thing: Any) -> str:
+    if isinstance(thing, np.ndarray):
+        return f"an array of shape {thing.shape}"
+    return f"a {type(thing).__name__}"
+
+
+def _chunks(items: Iterable[Any], size: int) -> Iterator[list[Any]]:
+    chunk: list[Any] = []
+    for item in items:
+        chunk.append(item)
+        if len(chunk) == size:
+            yield chunk
+            chunk = []
+    if chunk:
+        yield chunk
+
+
+def _backend_options(choice: Choice, threads: int | None) -> dict[str, Any]:
+    """Keyword arguments of the chosen backend's constructor."""
+    options = {k: v for k, v in choice.options.items() if k != "build"}
+    if choice.backend in ("onnxruntime", "torch") and threads is not None:
+        options["threads"] = threads
+    return options
+
+
+def _build_engine(package: ModelPackage, precision: str, archive: bool) -> tuple[ModelPackage, str]:
+    """Build a TensorRT engine of ``precision`` for this GPU into the package folder; reopen the package."""
+    from ..engines.build import build_engine
+    from ..engines.gpu import detect_gpu
+    from ..engines.plan import BuildOptions, plan_build
+    from ..engines.versions import import_tensorrt
+
+    trt = import_tensorrt()
+    gpu = detect_gpu()
+    if gpu is None:
+        raise BackendError("build_engine=True needs an NVIDIA GPU, and none was found")
+    if archive:  # unpacked into a temporary folder: the engine would vanish with it
+        raise BackendError("build_engine=True needs the package folder (the engine is recorded inside it); "
+                           "unpack the archive, or run liverlesion build-engine")
+    options = BuildOptions(precision=precision, compute_capability=gpu.compute_capability)
+    plan = plan_build(str(trt.__version__), options, package.manifest)
+    record = build_engine(package.root, plan, log=lambda line: log.info("build-engine: %s", line))
+    root = Path(package.root)
+    package.close()
+    return load_package(root), record.file
+
+
+def _load_backend(package: ModelPackage, selection: Selection, *, threads: int | None, explicit: bool,
+                  archive: bool = False) -> tuple[ModelPackage, Any, Selection]:
+    """Load the first choice that loads; an explicit request's own error is raised as is."""
+    from ..backends.registry import backend_class
+
+    failures: list[tuple[Choice, str]] = []
+    last: Exception | None = None
+    for choice in selection.candidates:
+        try:
+            if choice.options.get("build"):
+                package, engine = _build_engine(package, choice.precision, archive)
+                choice = Choice(choice.backend, choice.precision, {"engine": engine}, choice.device,
+                                f"engine {engine} built here (build_engine=True)")
+            options = _backend_options(choice, threads)
+            loaded = backend_class(choice.backend)(package, choice.precision, **options)
+        except Exception as exc:  # auto tries the next choice whatever the runtime raised
+            if explicit and len(selection.candidates) == 1:
+                if isinstance(exc, LiverLesionError):
+                    raise
+                raise BackendError(f"the {choice.backend} backend failed to load: "
+                                   f"{type(exc).__name__}: {exc}") from exc
+            log.warning("liverlesion: %s failed to load (%s); trying the next choice", choice.label(), exc)
+            failures.append((choice, f"{type(exc).__name__}: {exc}"))
+            last = exc
+            continue
+        return package, loaded, selection.loaded(choice, tuple(failures))
+    tried = "; ".join(f"{c.label()}: {why}" for c, why in failures)
+    if isinstance(last, LiverLesionError) and len(failures) == 1:
+        raise last
+    raise BackendError(f"no backend could load the package ({tried})") from last

@@ -1,0 +1,357 @@
+"""Which backend and precision ``LesionAnalyzer.load`` uses, and why: plain data in, a decision out.
+
+:func:`probe_machine` gathers the facts (GPU, TensorRT, onnxruntime and its execution
+providers, torch) without loading a model; :func:`select` turns a manifest and those
+facts into an ordered list of :class:`Choice` to try, with a reason for every backend
+and precision considered. ``select`` is pure, so it is tested with hand-made machines.
+
+Rules of ``backend="auto"`` (fastest first): TensorRT where the package has an engine
+built for this GPU and TensorRT version; else onnxruntime (TensorRT or CUDA execution
+provider where installed and a GPU is present, else CPU); else torch (the reference).
+Rules of ``precision="auto"``: a reduced precision is chosen only where the package
+records its accuracy and that record meets the export's target (FP16 within 0.1 Dice
+point of FP32; INT8 within 1 Dice and 1 accuracy point); FP32 always qualifies. Among
+those, GPUs take INT8, then FP16; CPUs take the order measured on onnxruntime CPU
+(:data:`CPU_PRECISION_ORDER`: FP32 first, as neither FP16 nor the Q/DQ INT8 graph is faster there).
+"""
+
+from __future__ import annotations
+
+import importlib.util
+from collections.abc import Mapping
+from dataclasses import dataclass, field, replace
+from typing import Any
+
+from ..errors import BackendError, EngineError, MissingDependencyError
+from ..package import Manifest
+
+BACKEND_NAMES = ("tensorrt", "onnxruntime", "torch")
+PRECISIONS = ("fp32", "fp16", "int8")
+#: Fastest first on a GPU (TensorRT, or onnxruntime's TensorRT execution provider).
+GPU_PRECISION_ORDER = ("int8", "fp16", "fp32")
+#: Fastest first on onnxruntime's CUDA provider: it runs Q/DQ INT8 graphs dequantized, slower than FP16.
+CUDA_EP_PRECISION_ORDER = ("fp16", "fp32")
+#: Fastest first on onnxruntime CPU, as measured (docs/sdk.md, x86 with AVX-512 VNNI, onnxruntime 1.32):
+#: FP16 runs its convolutions through casts to float, so it only ties FP32; the Q/DQ INT8 graph (the
+#: s8s8 form TensorRT needs) is about 1.4x slower than FP32. So CPUs run FP32 unless asked otherwise.
+CPU_PRECISION_ORDER = ("fp32", "fp16", "int8")
+#: onnxruntime execution providers by the short names users give.
+ORT_PROVIDERS = {"cpu": "CPUExecutionProvider", "cuda": "CUDAExecutionProvider",
+                 "tensorrt": "TensorrtExecutionProvider"}
+EXTRAS = {"tensorrt": "tensorrt", "onnxruntime": "onnxruntime", "torch": "train"}
+
+
+@dataclass(frozen=True)
+class Machine:
+    """What selection needs to know about this machine; :func:`probe_machine` fills it in."""
+
+    gpu_name: str | None = None
+    compute_capability: tuple[int, int] | None = None
+    #: Installed TensorRT version, None when absent.
+    tensorrt_version: str | None = None
+    #: ``TensorRTBackend.availability()``: (usable, why).
+    tensorrt_backend: tuple[bool, str] = (False, "TensorRT is not installed: pip install "
+                                                 "'liverlesion[tensorrt]'")
+    #: Installed onnxruntime version, None when absent, and its execution providers.
+    onnxruntime_version: str | None = None
+    ort_providers: tuple[str, ...] = ()
+    torch: bool = False
+
+    @property
+    def has_gpu(self) -> bool:
+        return self.compute_capability is not None
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"gpu": self.gpu_name, "compute_capability": self.compute_capability,
+                "tensorrt": self.tensorrt_version, "tensorrt_backend": list(self.tensorrt_backend),
+                "onnxruntime": self.onnxruntime_version, "ort_providers": list(self.ort_providers),
+                "torch": self.torch}
+
+
+@dataclass(frozen=True)
+class Choice:
+    """One way to run the package: a backend, a precision, its options, and why it was picked."""
+
+    backend: str
+    precision: str
+    #: Keyword options for the backend (``provider`` for onnxruntime; ``engine`` or ``build`` for TensorRT).
+    options: dict[str, Any] = field(default_factory=dict)
+    device: str = "CPU"
+    reason: str = ""
+
+    def label(self) -> str:
+        extra = f" ({self.options['provider']} provider)" if "provider" in self.options else ""
+        return f"{self.backend}{extra} {self.precision} on {self.device}"
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"backend": self.backend, "precision": self.precision, "options": dict(self.options),
+                "device": self.device, "reason": self.reason}
+
+
+@dataclass(frozen=True)
+class Selection:
+    """The decision: choices to try in order, why each backend / precision was or was not considered.
+
+    ``chosen`` is set by the analyzer once a choice loaded; ``failures`` lists the choices
+    that were tried before it and why they failed to load.
+    """
+
+    requested: dict[str, Any]
+    candidates: tuple[Choice, ...]
+    backends: dict[str, str]
+    precisions: dict[str, str]
+    machine: Machine
+    chosen: Choice | None = None
+    failures: tuple[tuple[Choice, str], ...] = ()
+
+    @property
+    def backend(self) -> str | None:
+        return None if self.chosen is None else self.chosen.backend
+
+    @property
+    def precision(self) -> str | None:
+        return None if self.chosen is None else self.chosen.precision
+
+    def loaded(self, chosen: Choice, failures: tuple[tuple[Choice, str], ...] = ()) -> Selection:
+        return replace(self, chosen=chosen, failures=failures)
+
+    def summary(self) -> str:
+        """One line for logs: what runs, and why."""
+        if self.chosen is None:
+            return "nothing chosen yet: " + "; ".join(f"{k}: {v}" for k, v in self.backends.items())
+        failed = "".join(f"; {c.label()} failed to load: {why}" for c, why in self.failures)
+        return f"{self.chosen.label()}: {self.chosen.reason}{failed}"
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"requested": dict(self.requested),
+                "chosen": None if self.chosen is None else self.chosen.to_dict(),
+                "backends": dict(self.backends), "precisions": dict(self.precisions),
+                "candidates": [c.to_dict() for c in self.candidates],
+                "failures": [{"choice": c.to_dict(), "error": why} for c, why in self.failures],
+                "machine": self.machine.to_dict()}
+
+
+# -- facts about the machine ------------------------------------------------------------------
+def _installed(module: str) -> bool:
+    try:
+        return importlib.util.find_spec(module) is not None
+    except (ImportError, ValueError):
+        return False
+
+
+def probe_machine(backends: tuple[str, ...] = BACKEND_NAMES) -> Machine:
+    """Look at this machine for the given backends (imports onnxruntime, never torch, loads nothing)."""
+    facts: dict[str, Any] = {}
+    if "tensorrt" in backends or "onnxruntime" in backends:
+        from ..engines.gpu import detect_gpu
+        from ..engines.versions import installed_tensorrt_version
+
+        gpu = detect_gpu()
+        if gpu is not None:
+            facts.update(gpu_name=gpu.name, compute_capability=tuple(gpu.compute_capability))
+        version = installed_tensorrt_version()
+        facts["tensorrt_version"] = None if version is None else str(version)
+    if "tensorrt" in backends:
+        from ..backends.registry import backend_class
+
+        try:
+            facts["tensorrt_backend"] = backend_class("tensorrt").availability()  # type: ignore[attr-defined]
+        except BackendError as exc:
+            facts["tensorrt_backend"] = (False, str(exc))
+    if "onnxruntime" in backends and _installed("onnxruntime"):
+        try:
+            import onnxruntime as ort
+
+            facts.update(onnxruntime_version=str(ort.__version__),
+                         ort_providers=tuple(ort.get_available_providers()))
+        except ImportError:
+            pass
+    if "torch" in backends:
+        facts["torch"] = _installed("torch") and _installed("safetensors")
+    return Machine(**facts)
+
+
+# -- precisions ---------------------------------------------------------------------------------
+def precision_files(manifest: Manifest) -> set[str]:
+    """Precisions the package has an ONNX model for."""
+    return {f.precision for f in manifest.onnx_files() if f.precision}
+
+
+def accuracy_verdict(manifest: Manifest, precision: str) -> tuple[bool, str]:
+    """(may ``precision="auto"`` choose it, why), from the accuracy the export recorded."""
+    if precision == "fp32":
+        return True, "FP32 is the reference precision"
+    records = manifest.raw.get("accuracy") or {}
+    record = records.get(precision) if isinstance(records, Mapping) else None
+    if not isinstance(record, Mapping):
+        return False, (f"the package records no {precision.upper()} accuracy, so auto does not trade "
+                       f"accuracy it cannot vouch for (ask for precision='{precision}' to use it anyway)")
+    dice = record.get("lesion_dice")
+    measured = f"lesion Dice {dice:.4f}" if isinstance(dice, (int, float)) else "accuracy"
+    if "meets_target" in record:
+        if record["meets_target"]:
+            return True, f"recorded {measured} meets the export target against FP32"
+        misses = "; ".join(str(m) for m in record.get("target_misses") or []) or "see the manifest"
+        return False, f"recorded {precision.upper()} accuracy misses the export target ({misses})"
+    limits, fp32 = record.get("target_max_loss"), records.get("fp32")
+    if isinstance(limits, Mapping) and isinstance(fp32, Mapping):
+        numbers = (int, float)
+        lost = [metric for metric, limit in limits.items()
+                if isinstance(record.get(metric), numbers) and isinstance(fp32.get(metric), numbers)
+                and float(fp32[metric]) - float(record[metric]) > float(limit) + 1e-12]
+        if lost:
+            return False, (f"recorded {precision.upper()} accuracy loses more than the target on "
+                           f"{', '.join(lost)}")
+        return True, f"recorded {measured} is within the target loss against FP32"
+    return False, f"the package records {precision.upper()} accuracy but no target verdict for it"
+
+
+def _auto_precisions(manifest: Manifest, order: tuple[str, ...], have: set[str],
+                     notes: dict[str, str]) -> list[str]:
+    """Precisions of ``order`` that the package has and whose recorded accuracy qualifies."""
+    chosen = []
+    for precision in order:
+        if precision not in have:
+            notes.setdefault(precision, f"the package has no {precision.upper()} model")
+            continue
+        ok, why = accuracy_verdict(manifest, precision)
+        notes.setdefault(precision, why)
+        if ok:
+            chosen.append(precision)
+    return chosen
+
+
+# -- backends -----------------------------------------------------------------------------------
+def _tensorrt(manifest: Manifest, machine: Machine, precisions: list[str] | None, build: bool,
+              notes: dict[str, str]) -> tuple[list[Choice], str]:
+    ok, why = machine.tensorrt_backend
+    if not ok:
+        return [], why
+    from ..engines.records import engine_records, select_engine
+
+    device = f"GPU {machine.gpu_name}"
+    wanted = precisions if precisions is not None else _auto_precisions(
+        manifest, GPU_PRECISION_ORDER, precision_files(manifest), notes)
+    records = engine_records(manifest)
+    choices, refused = [], []
+    for precision in wanted:
+        record, rejected = select_engine(records, precision, machine.tensorrt_version,
+                                         machine.compute_capability, machine.gpu_name)
+        if record is not None:
+            why = f"engine {record.file} was built for this GPU and TensorRT {record.tensorrt}"
+            choices.append(Choice("tensorrt", precision, {"engine": record.file}, device, why))
+        elif build and precision in precision_files(manifest):
+            why = f"no {precision} engine fits this GPU, so one is built (build_engine=True)"
+            choices.append(Choice("tensorrt", precision, {"build": True}, device, why))
+        else:
+            reasons = "; ".join(f"{r.file}: {w}" for r, w in rejected)
+            refused.append(f"{precision}: {reasons or f'the package has no {precision} engine'}")
+    if choices:
+        return choices, choices[0].reason
+    hint = " (pass build_engine=True, or run liverlesion build-engine, to build one here)"
+    return [], f"no engine in the package runs here: {'; '.join(refused) or 'no precision qualifies'}{hint}"
+
+
+def _ort_provider(machine: Machine, provider: str | None) -> tuple[str | None, str]:
+    """The execution provider to use (None: none usable) and why."""
+    available = machine.ort_providers
+    if provider is not None:
+        if provider not in ORT_PROVIDERS:
+            raise BackendError(f"unknown onnxruntime provider {provider!r}; accepted: "
+                               f"{', '.join(ORT_PROVIDERS)}")
+        if ORT_PROVIDERS[provider] not in available:
+            return None, (f"onnxruntime here has no {ORT_PROVIDERS[provider]} (it has "
+                          f"{', '.join(available)}); install onnxruntime-gpu for CUDA/TensorRT, or use "
+                          "provider='cpu'")
+        return provider, f"the {provider} provider was asked for"
+    if machine.has_gpu and ORT_PROVIDERS["tensorrt"] in available and machine.tensorrt_version is not None:
+        return "tensorrt", (f"a GPU ({machine.gpu_name}) and onnxruntime's TensorRT provider with TensorRT "
+                            "installed")
+    if machine.has_gpu and ORT_PROVIDERS["cuda"] in available:
+        return "cuda", f"a GPU ({machine.gpu_name}) and onnxruntime's CUDA provider"
+    gpu = "no GPU" if not machine.has_gpu else "no CUDA/TensorRT provider in this onnxruntime"
+    return "cpu", f"CPU provider ({gpu})"
+
+
+def _onnxruntime(manifest: Manifest, machine: Machine, precisions: list[str] | None, provider: str | None,
+                 notes: dict[str, str]) -> tuple[list[Choice], str]:
+    if machine.onnxruntime_version is None:
+        return [], "onnxruntime is not installed: pip install 'liverlesion[onnxruntime]'"
+    chosen, why = _ort_provider(machine, provider)
+    if chosen is None:
+        return [], why
+    orders = {"tensorrt": GPU_PRECISION_ORDER, "cuda": CUDA_EP_PRECISION_ORDER}
+    order = orders.get(chosen, CPU_PRECISION_ORDER)
+    have = precision_files(manifest)
+    if precisions is None:
+        wanted = _auto_precisions(manifest, order, have, notes)
+    else:
+        wanted = [p for p in precisions if p in have]
+    if not wanted:
+        return [], f"no ONNX model of a usable precision in the package (it has {', '.join(sorted(have))})"
+    device = "CPU" if chosen == "cpu" else f"GPU {machine.gpu_name}"
+    runtime = f"onnxruntime {machine.onnxruntime_version}, {why}"
+    choices = [Choice("onnxruntime", p, {"provider": chosen}, device,
+                      f"{runtime}; {notes.get(p, 'precision asked for')}") for p in wanted]
+    return choices, choices[0].reason
+
+
+def _torch(manifest: Manifest, machine: Machine, precisions: list[str] | None) -> tuple[list[Choice], str]:
+    if not machine.torch:
+        return [], "torch (or safetensors) is not installed: pip install 'liverlesion[train]'"
+    if manifest.find(role="weights", format="safetensors") is None:
+        return [], "the package has no weights (role 'weights', model.safetensors) for the torch reference"
+    if precisions is not None and "fp32" not in precisions:
+        return [], "the torch backend is the FP32 reference; it runs fp32 only"
+    choice = Choice("torch", "fp32", {}, "CPU", "the PyTorch FP32 reference on CPU")
+    return [choice], "the PyTorch FP32 reference"
+
+
+def select(manifest: Manifest, machine: Machine, backend: str = "auto", precision: str = "auto", *,
+           provider: str | None = None, build_engine: bool = False) -> Selection:
+    """The choices to try, in order, for a request; raises when an explicit request cannot be met."""
+    if backend != "auto" and backend not in BACKEND_NAMES:
+        raise BackendError(f"unknown backend {backend!r}; accepted: auto, {', '.join(BACKEND_NAMES)}")
+    if precision != "auto" and precision not in PRECISIONS:
+        raise BackendError(f"unknown precision {precision!r}; accepted: auto, {', '.join(PRECISIONS)}")
+    if provider is not None and backend not in ("auto", "onnxruntime"):
+        raise BackendError(f"provider={provider!r} applies to the onnxruntime backend, not {backend!r}")
+    if precision != "auto" and precision not in precision_files(manifest):
+        have = ", ".join(sorted(precision_files(manifest)))
+        raise BackendError(f"the package has no {precision} model; it has: {have} (see liverlesion quantize "
+                           "for int8)")
+    fixed = None if precision == "auto" else [precision]
+    notes: dict[str, str] = {}
+    reasons: dict[str, str] = {}
+    candidates: list[Choice] = []
+    names = BACKEND_NAMES if backend == "auto" else (backend,)
+    if provider is not None:
+        names = ("onnxruntime",)
+    for name in names:
+        if name == "tensorrt":
+            found, why = _tensorrt(manifest, machine, fixed, build_engine, notes)
+        elif name == "onnxruntime":
+            found, why = _onnxruntime(manifest, machine, fixed, provider, notes)
+        else:
+            found, why = _torch(manifest, machine, fixed)
+        reasons[name] = ("usable: " if found else "not used: ") + why
+        candidates += found
+    requested = {"backend": backend, "precision": precision, "provider": provider,
+                 "build_engine": build_engine}
+    if not candidates:
+        raise _refusal(backend, names, reasons)
+    return Selection(requested, tuple(candidates), reasons, notes, machine)
+
+
+def _refusal(backend: str, names: tuple[str, ...], reasons: dict[str, str]) -> Exception:
+    """The error for a request nothing can serve: a missing runtime names its extra."""
+    text = "; ".join(f"{name}: {reasons[name].removeprefix('not used: ')}" for name in names)
+    if backend == "auto":
+        return BackendError(f"no backend can run this package here ({text}); install one: "
+                            "pip install 'liverlesion[onnxruntime]'")
+    why = reasons[backend]
+    if "not installed" in why:
+        return MissingDependencyError(f"the {backend} backend cannot be used: {text}")
+    if backend == "tensorrt":
+        return EngineError(f"the tensorrt backend cannot be used: {text}")
+    return BackendError(f"the {backend} backend cannot be used: {text}")

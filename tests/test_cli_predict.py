@@ -1,0 +1,123 @@
+"""``liverlesion predict``: lines printed, JSON, DICOM SEG/SR and overlays written, bad inputs reported."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pydicom
+import pytest
+from pydicom.data import get_testdata_file
+from pydicom.uid import Comprehensive3DSRStorage, SegmentationStorage
+
+from liverlesion import LesionAnalyzer
+from liverlesion.cli import main
+
+
+def real(name: str) -> str:
+    path = get_testdata_file(name, download=False)
+    if path is None:
+        pytest.skip(f"{name} is not installed (pydicom-data, in the dev extra)")
+    return str(path)
+
+
+@pytest.fixture(scope="module")
+def volume(sdk_world):
+    return sorted((sdk_world.phantoms / "lits").glob("volume-*.nii*"))[0]
+
+
+def test_predict_prints_a_line_per_input_and_writes_the_json_list(sdk_world, volume, tmp_path, capsys):
+    array = tmp_path / "slice.npy"
+    np.save(array, np.full((40, 50), 40, np.int16), allow_pickle=False)
+    out = tmp_path / "results" / "out.json"
+    code = main(["predict", str(sdk_world.package), real("CT_small.dcm"), str(volume), str(array),
+                 "--index", "2", "--spacing", "0.8", "0.8", "--json", str(out)])
+    printed = capsys.readouterr().out.strip().splitlines()
+    assert code == 0
+    assert printed[0].startswith(f"{sdk_world.package}: onnxruntime")  # what auto chose, and why
+    lines = printed[1:]
+    assert len(lines) == 3
+    for line, name in zip(lines, ("CT_small.dcm", volume.name, "slice.npy"), strict=True):
+        assert name in line and " ms" in line and "liver" in line and line.endswith("[onnxruntime fp32]")
+    results = json.loads(out.read_text())
+    assert [r["input"].rsplit("/", 1)[-1] for r in results] == ["CT_small.dcm", volume.name, "slice.npy"]
+    assert results[1]["source"]["index"] == 2 and results[2]["spacing_mm"] == [0.8, 0.8]
+    with LesionAnalyzer.load(sdk_world.package, "onnxruntime", warmup=False) as analyzer:
+        expected = analyzer.predict(real("CT_small.dcm")).to_dict()
+    assert results[0]["lesions"] == expected["lesions"] and results[0]["masks"] == expected["masks"]
+
+
+def test_predict_writes_seg_and_sr_named_after_the_source_instance(sdk_world, tmp_path, capsys):
+    names = ["CT_small.dcm", "explicit_VR-UN.dcm"]
+    code = main(["predict", str(sdk_world.package), *map(real, names), "--dicom-seg", str(tmp_path / "seg"),
+                 "--dicom-sr", str(tmp_path / "sr"), "--backend", "torch", "--threads", "1", "--no-warmup"])
+    assert code == 0, capsys.readouterr().err
+    for name in names:
+        source = pydicom.dcmread(real(name), stop_before_pixels=True)
+        seg = pydicom.dcmread(tmp_path / "seg" / f"{source.SOPInstanceUID}_seg.dcm")
+        sr = pydicom.dcmread(tmp_path / "sr" / f"{source.SOPInstanceUID}_sr.dcm")
+        assert seg.SOPClassUID == SegmentationStorage and sr.SOPClassUID == Comprehensive3DSRStorage
+        assert (seg.Rows, seg.Columns) == (source.Rows, source.Columns)
+        assert seg.ReferencedSeriesSequence[0].ReferencedInstanceSequence[0].ReferencedSOPInstanceUID == \
+            source.SOPInstanceUID
+        evidence = {item.ReferencedSOPInstanceUID for study in sr.CurrentRequestedProcedureEvidenceSequence
+                    for series in study.ReferencedSeriesSequence for item in series.ReferencedSOPSequence}
+        assert evidence == {source.SOPInstanceUID, seg.SOPInstanceUID}
+
+
+def test_predict_writes_overlay_pngs_to_a_file_or_a_folder(sdk_world, volume, tmp_path):
+    from PIL import Image
+
+    assert main(["predict", str(sdk_world.package), real("CT_small.dcm"), "--overlay",
+                 str(tmp_path / "one.png"), "--no-warmup"]) == 0
+    with Image.open(tmp_path / "one.png") as image:
+        assert image.format == "PNG" and image.size[0] >= 128
+    assert main(["predict", str(sdk_world.package), real("CT_small.dcm"), str(volume), "--index", "1",
+                 "--overlay", str(tmp_path / "overlays"), "--no-warmup"]) == 0
+    written = sorted(p.name for p in (tmp_path / "overlays").iterdir())
+    assert written == ["CT_small_1.png", f"{volume.name.removesuffix('.gz').removesuffix('.nii')}_2.png"]
+
+
+def test_bad_inputs_are_reported_and_the_others_still_run(sdk_world, tmp_path, capsys):
+    (tmp_path / "notes.dcm").write_bytes(b"not DICOM" * 30)
+    (tmp_path / "cube.npy").write_bytes(b"garbage")
+    out = tmp_path / "out.json"
+    code = main(["predict", str(sdk_world.package), str(tmp_path / "notes.dcm"), real("CT_small.dcm"),
+                 str(tmp_path / "cube.npy"), "--json", str(out), "--dicom-seg", str(tmp_path / "seg"),
+                 "--no-warmup"])
+    captured = capsys.readouterr()
+    assert code == 1
+    assert "notes.dcm: error:" in captured.err and "cube.npy: error:" in captured.err
+    assert "2 of 3 input(s) failed" in captured.err
+    results = json.loads(out.read_text())
+    assert [("error" in r) for r in results] == [True, False, True]
+    assert results[0]["error_type"] == "DicomError" and results[2]["error_type"] == "DataFormatError"
+    assert len(list((tmp_path / "seg").iterdir())) == 1
+    # a non-DICOM input cannot get a SEG: said per input
+    np.save(tmp_path / "a.npy", np.zeros((8, 8), np.int16), allow_pickle=False)
+    assert main(["predict", str(sdk_world.package), str(tmp_path / "a.npy"), "--dicom-seg",
+                 str(tmp_path / "s2"), "--no-warmup"]) == 1
+    assert "need a DICOM input" in capsys.readouterr().err
+
+
+def test_a_bad_package_or_backend_fails_with_a_message(sdk_world, tmp_path, capsys):
+    assert main(["predict", str(tmp_path / "nowhere"), real("CT_small.dcm")]) == 2
+    assert "predict: error: model package" in capsys.readouterr().err
+    assert main(["predict", str(sdk_world.package), real("CT_small.dcm"), "--precision", "int8"]) == 2
+    assert "no int8 model" in capsys.readouterr().err
+
+
+def test_json_to_stdout_keeps_stdout_for_the_json(sdk_world, capsys):
+    assert main(["predict", str(sdk_world.package), real("CT_small.dcm"), "--json", "-", "--masks", "rle",
+                 "--no-warmup"]) == 0
+    captured = capsys.readouterr()
+    results = json.loads(captured.out)
+    assert len(results) == 1 and results[0]["masks"]["label_map_rle"]["shape"] == [128, 128]
+    assert "CT_small.dcm" in captured.err
+
+
+def test_a_source_without_frame_of_reference_gets_no_seg_and_a_clear_error(sdk_world, tmp_path, capsys):
+    code = main(["predict", str(sdk_world.package), real("693_UNCR.dcm"), "--dicom-seg",
+                 str(tmp_path / "seg"), "--no-warmup"])
+    assert code == 1
+    assert "Frame of Reference UID" in capsys.readouterr().err

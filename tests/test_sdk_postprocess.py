@@ -1,0 +1,251 @@
+"""From hand-built model outputs to a Prediction: components, areas, boxes, class votes, resampling."""
+
+from __future__ import annotations
+
+import json
+from concurrent.futures import ThreadPoolExecutor
+
+import numpy as np
+import pytest
+
+from liverlesion.errors import BackendError, InputError, PackageError
+from liverlesion.grid import ModelGrid, from_model_grid
+from liverlesion.labels import LESION_CLASSES, YNET_SEG_LABELS
+from liverlesion.sdk import Orientation, Postprocessor, SliceInput, postprocess
+from liverlesion.sdk.postprocess import source_index
+
+CYST, HEM, MET = 2, 3, 4
+
+
+def outputs(labels: np.ndarray, probs: np.ndarray | None = None, n_labels: int = 5) -> dict[str, np.ndarray]:
+    """The fused graph's outputs for one slice; by default 0.9 on the chosen label, the rest shared."""
+    if probs is None:
+        probs = np.full((n_labels, *labels.shape), 0.1 / (n_labels - 1), np.float32)
+        np.put_along_axis(probs, labels[None].astype(np.intp), 0.9, axis=0)
+    return {"labels": labels[None].astype(np.int32), "probabilities": probs[None].astype(np.float32)}
+
+
+GRID = ModelGrid(size=(32, 32), spacing_mm=(0.5, 0.8))
+
+
+def on_grid(grid: ModelGrid = GRID) -> SliceInput:
+    """A slice exactly on the model grid, so labels come back unresampled."""
+    return SliceInput(hu=np.zeros(grid.size, np.float32), spacing_mm=grid.spacing_mm)
+
+
+def test_components_areas_boxes_and_centroids():
+    labels = np.zeros(GRID.size, np.int32)
+    labels[1:30, 1:30] = 1
+    labels[2:5, 3:7] = MET              # 3 x 4 rectangle
+    labels[10, 10] = labels[11, 11] = CYST  # diagonal neighbours: one component with 8-connectivity
+    labels[20, 20] = labels[20, 22] = HEM   # a gap between them: two components
+    p = Postprocessor(GRID)(outputs(labels), on_grid())
+    np.testing.assert_array_equal(p.label_map, labels)
+    assert p.label_map.dtype == np.uint8
+    assert [x.pixels for x in p.lesions] == [12, 2, 1, 1]
+    assert [x.label for x in p.lesions] == ["metastasis", "cyst", "hemangioma", "hemangioma"]
+    first, second = p.lesions[0], p.lesions[1]
+    assert first.bbox == (2, 3, 5, 7) and first.centroid == pytest.approx((3.0, 4.5))
+    assert second.bbox == (10, 10, 12, 12) and second.centroid == pytest.approx((10.5, 10.5))
+    assert first.area_mm2 == pytest.approx(12 * 0.5 * 0.8)
+    assert first.probability == pytest.approx(0.9)
+    np.testing.assert_array_equal(p.lesion_components > 0, p.lesion_mask)
+    for lesion in p.lesions:
+        assert int((p.lesion_components == lesion.id).sum()) == lesion.pixels
+    assert p.liver_mask.sum() == 29 * 29  # the whole liver, lesions included
+    assert p.liver_area_mm2 == pytest.approx(29 * 29 * 0.4)
+
+
+def test_each_lesion_takes_its_majority_class_and_ties_go_to_the_lower_class():
+    labels = np.zeros(GRID.size, np.int32)
+    labels[2, 2:12] = [MET] * 6 + [CYST] * 4  # one component: 6 metastasis, 4 cyst pixels
+    labels[8, 2:6] = [HEM, CYST, HEM, CYST]   # a tie between cyst and hemangioma
+    p = Postprocessor(GRID)(outputs(labels), on_grid())
+    assert [x.label for x in p.lesions] == ["metastasis", "cyst"]
+    # The map keeps the network's per-pixel labels; the vote is per lesion.
+    np.testing.assert_array_equal(p.label_map, labels)
+
+
+def test_lesion_probability_is_the_mean_of_its_class_over_its_pixels():
+    labels = np.zeros(GRID.size, np.int32)
+    labels[4:6, 4:8] = MET
+    probs = np.full((5, *GRID.size), 0.05, np.float32)
+    probs[MET, 4:6, 4:8] = np.linspace(0.5, 0.9, 8, dtype=np.float32).reshape(2, 4)
+    p = Postprocessor(GRID)(outputs(labels, probs), on_grid())
+    assert p.lesions[0].probability == pytest.approx(0.7, abs=1e-6)
+
+
+def test_slice_class_is_the_majority_of_lesion_pixels_not_of_lesions():
+    labels = np.zeros(GRID.size, np.int32)
+    labels[1:4, 1:4] = MET        # 9 px
+    labels[10:12, 10:13] = MET    # 6 px
+    labels[20:24, 20:25] = CYST   # 20 px: one lesion, but the most pixels
+    probs = np.full((5, *GRID.size), 0.02, np.float32)
+    probs[CYST][labels == CYST] = 0.6
+    probs[MET][labels == MET] = 0.8
+    p = Postprocessor(GRID)(outputs(labels, probs), on_grid())
+    assert [x.label for x in p.lesions].count("metastasis") == 2
+    assert p.slice_class == "cyst"
+    lesion = labels >= CYST
+    means = np.array([probs[c][lesion].mean() for c in (CYST, HEM, MET)])
+    expected = dict(zip(LESION_CLASSES, means / means.sum()))
+    assert p.class_probabilities == pytest.approx(expected)
+    assert p.slice_class_probability == pytest.approx(expected["cyst"])
+
+
+def test_a_slice_without_lesions_has_no_class():
+    labels = np.zeros(GRID.size, np.int32)
+    labels[5:20, 5:20] = 1
+    p = Postprocessor(GRID)(outputs(labels), on_grid())
+    assert p.lesions == () and p.slice_class is None and p.slice_class_probability is None
+    assert p.class_probabilities is None and not p.lesion_components.any()
+    assert "no lesion" in p.summary()
+
+
+def test_ynet_outputs_are_relabelled_and_classed_by_the_head():
+    labels = np.zeros(GRID.size, np.int32)
+    labels[2:28, 2:28] = 1
+    labels[4:7, 4:7] = 2    # Y-Net "lesion"
+    labels[15:17, 15:18] = 2
+    classes = ("metastasis", "cyst", "hemangioma")  # the head's order, as the manifest lists it
+    out = outputs(labels, n_labels=3)
+    out["class_probabilities"] = np.array([[0.2, 0.1, 0.7]], np.float32)
+    p = Postprocessor(GRID, YNET_SEG_LABELS, classes)(out, on_grid())
+    expected = np.where(labels == 2, HEM, labels)
+    np.testing.assert_array_equal(p.label_map, expected)
+    assert [x.label for x in p.lesions] == ["hemangioma", "hemangioma"]
+    assert [x.probability for x in p.lesions] == pytest.approx([0.7, 0.7])
+    assert p.slice_class == "hemangioma" and p.slice_class_probability == pytest.approx(0.7)
+    assert p.class_probabilities == pytest.approx({"cyst": 0.1, "hemangioma": 0.7, "metastasis": 0.2})
+    del out["class_probabilities"]
+    with pytest.raises(BackendError, match="class_probabilities"):
+        Postprocessor(GRID, YNET_SEG_LABELS, classes)(out, on_grid())
+
+
+def test_package_labels_in_another_order_are_mapped_by_name():
+    order = ("background", "metastasis", "liver", "cyst", "hemangioma")
+    labels = np.zeros(GRID.size, np.int32)
+    labels[2:20, 2:20] = 2  # liver in this package
+    labels[5:8, 5:8] = 1    # metastasis in this package
+    p = Postprocessor(GRID, order)(outputs(labels), on_grid())
+    assert set(np.unique(p.label_map)) == {0, 1, MET}
+    assert p.lesions[0].label == "metastasis" and p.lesions[0].probability == pytest.approx(0.9)
+
+
+@pytest.mark.parametrize("orientation", [Orientation(), Orientation(flip_rows=True), Orientation(flip_cols=True),
+                                         Orientation(transpose=True, flip_rows=True)])
+def test_the_label_map_comes_back_through_the_one_resampling(orientation):
+    grid = ModelGrid(size=(40, 48), spacing_mm=(2.0, 1.5))
+    labels = np.random.default_rng(3).integers(0, 5, size=grid.size).astype(np.int32)
+    slice_ = SliceInput(hu=np.zeros((70, 90), np.float32), spacing_mm=(0.9, 1.1), orientation=orientation)
+    p = postprocess(outputs(labels), slice_, grid)
+    canonical = from_model_grid(labels, grid, orientation.canonical_shape((70, 90)),
+                                orientation.canonical_spacing((0.9, 1.1)))
+    np.testing.assert_array_equal(p.label_map, orientation.from_canonical(canonical))
+    assert p.label_map.shape == (70, 90)
+
+
+def test_the_source_index_is_cached_and_read_only():
+    first = source_index(GRID, (100, 100), (0.3, 0.4), Orientation())
+    assert source_index(GRID, (100, 100), (0.3, 0.4), Orientation()) is first
+    assert not first.flags.writeable and first.min() == -1  # parts of the input lie outside the model grid
+
+
+def _phantom(spacing: float, size: int, centre=(20.0, -30.0), radius=15.0) -> SliceInput:
+    """A liver with one round lesion, drawn in mm from the slice centre on a grid of ``spacing``."""
+    c = (np.arange(size) - (size - 1) / 2) * spacing
+    y, x = np.meshgrid(c, c, indexing="ij")
+    hu = np.full((size, size), -1000.0, np.float32)
+    hu[(y / 90) ** 2 + (x / 110) ** 2 < 1] = 60.0
+    hu[(y - centre[0]) ** 2 + (x - centre[1]) ** 2 < radius ** 2] = 150.0
+    return SliceInput(hu=hu, spacing_mm=(spacing, spacing))
+
+
+def test_the_same_lesion_on_a_fine_and_a_coarse_grid_has_the_same_area_in_mm2():
+    grid = ModelGrid(size=(160, 160), spacing_mm=(2.5, 2.5))
+    post = Postprocessor(grid)
+    found = []
+    for spacing, size in ((0.6, 512), (0.9, 341)):
+        slice_ = _phantom(spacing, size)
+        model_hu = slice_.on_model_grid(grid)
+        labels = np.where(model_hu > 100, MET, np.where(model_hu > 0, 1, 0))  # a threshold stands in for the net
+        p = post(outputs(labels), slice_)
+        assert len(p.lesions) == 1
+        lesion = p.lesions[0]
+        centre_mm = (np.array(lesion.centroid) - (size - 1) / 2) * spacing
+        found.append((lesion.area_mm2, centre_mm))
+    (fine, fine_centre), (coarse, coarse_centre) = found
+    # Nearest-neighbour resampling moves the border by under a model pixel; on a 15 mm disc the
+    # areas then agree to a few percent, and both match pi r^2 (706.9 mm2).
+    assert fine == pytest.approx(coarse, rel=0.03)
+    for area in (fine, coarse):
+        assert area == pytest.approx(np.pi * 15.0 ** 2, rel=0.04)
+    np.testing.assert_allclose(fine_centre, coarse_centre, atol=0.5)
+    np.testing.assert_allclose(fine_centre, (20.0, -30.0), atol=0.5)
+
+
+def test_to_dict_is_json_and_its_run_length_map_decodes_to_the_label_map():
+    labels = np.zeros(GRID.size, np.int32)
+    labels[3:25, 3:25] = 1
+    labels[5:9, 5:9] = MET
+    p = Postprocessor(GRID)(outputs(labels), on_grid(), backend="onnxruntime", precision="fp32",
+                            model={"name": "m", "version": "1"}, timings={"total_ms": 3.0})
+    data = json.loads(json.dumps(p.to_dict(masks="rle")))
+    assert data["slice_class"] == "metastasis" and data["backend"] == "onnxruntime"
+    assert data["lesions"][0]["area_mm2"] == pytest.approx(p.lesions[0].area_mm2)
+    assert data["masks"]["pixels"]["metastasis"] == 16 and data["masks"]["pixels"]["liver"] == 22 * 22 - 16
+    rle = data["masks"]["label_map_rle"]
+    decoded = np.repeat(rle["values"], rle["lengths"]).reshape(rle["shape"])
+    np.testing.assert_array_equal(decoded, p.label_map)
+    assert "label_map_rle" not in p.to_dict()["masks"] and "masks" not in p.to_dict(masks="none")
+    with pytest.raises(InputError, match="accepted"):
+        p.to_dict(masks="full")
+    assert "metastasis" in p.summary() and "3.0 ms" in p.summary()
+
+
+@pytest.mark.parametrize("broken", ["no-labels", "labels-shape", "probabilities-shape", "values", "index"])
+def test_malformed_backend_outputs_are_refused(broken):
+    labels = np.zeros(GRID.size, np.int32)
+    out = outputs(labels)
+    index = 0
+    if broken == "no-labels":
+        del out["labels"]
+    elif broken == "labels-shape":
+        out["labels"] = out["labels"][:, :16]
+    elif broken == "probabilities-shape":
+        out["probabilities"] = out["probabilities"][:, :3]
+    elif broken == "values":
+        out["labels"][0, 0, 0] = 7
+    else:
+        index = 1
+    with pytest.raises(BackendError):
+        Postprocessor(GRID)(out, on_grid(), index)
+
+
+def test_unknown_label_conventions_are_refused():
+    with pytest.raises(PackageError, match="not a known convention"):
+        Postprocessor(GRID, ("background", "organ", "spot"))
+    with pytest.raises(PackageError, match="permutation"):
+        Postprocessor(GRID, lesion_classes=("cyst", "cyst", "metastasis"))
+
+
+def test_one_postprocessor_shared_by_threads_gives_the_serial_results():
+    grid = ModelGrid(size=(48, 48), spacing_mm=(2.0, 2.0))
+    rng = np.random.default_rng(7)
+    cases = []
+    for k in range(12):
+        labels = rng.integers(0, 5, size=grid.size).astype(np.int32)
+        slice_ = SliceInput(hu=np.zeros((60 + k, 70), np.float32), spacing_mm=(1.0 + 0.1 * k, 1.3))
+        cases.append((outputs(labels), slice_))
+    post = Postprocessor(grid)
+
+    def run(case):
+        p = post(*case)
+        return p.label_map.copy(), [x.to_dict() for x in p.lesions]
+
+    serial = [run(case) for case in cases]
+    with ThreadPoolExecutor(max_workers=4) as pool:
+        parallel = list(pool.map(run, cases * 3))
+    for (m1, l1), (m2, l2) in zip(serial * 3, parallel):
+        np.testing.assert_array_equal(m1, m2)
+        assert l1 == l2

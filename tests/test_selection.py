@@ -1,0 +1,182 @@
+"""Backend and precision selection as plain data: hand-made manifests and machines, no runtime needed."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pytest
+
+from liverlesion.errors import BackendError, EngineError, MissingDependencyError
+from liverlesion.grid import ModelGrid
+from liverlesion.labels import LESION_CLASSES, TARGET_LABELS
+from liverlesion.package import SCHEMA_NAME, SCHEMA_VERSION, Manifest
+from liverlesion.preprocessing import Preprocessing
+from liverlesion.sdk.selection import (
+    CPU_PRECISION_ORDER,
+    GPU_PRECISION_ORDER,
+    Machine,
+    accuracy_verdict,
+    probe_machine,
+    select,
+)
+
+SHA = "0" * 64
+ORIN = {"gpu_name": "Orin", "compute_capability": (8, 7), "tensorrt_version": "10.3.0",
+        "tensorrt_backend": (True, "TensorRT with Orin")}
+ALL_PROVIDERS = ("TensorrtExecutionProvider", "CUDAExecutionProvider", "CPUExecutionProvider")
+CPU_ONLY = Machine(onnxruntime_version="1.32.0", ort_providers=("CPUExecutionProvider",), torch=True)
+
+
+def scores(lesion: float, accuracy: float = 0.8, **extra: Any) -> dict[str, Any]:
+    return {"lesion_dice": lesion, "liver_dice": 0.9, "accuracy": accuracy, **extra}
+
+
+def engine(precision: str, cc: str = "8.7", trt: str = "10.3.0") -> dict[str, Any]:
+    return {"file": f"engines/{precision}_{cc}.plan", "sha256": SHA, "size": 1, "precision": precision,
+            "tensorrt": trt, "gpu": {"name": "Orin", "compute_capability": cc},
+            "profile": {"min": [1, 1, 32, 32], "opt": [1, 1, 32, 32], "max": [8, 1, 32, 32]}}
+
+
+def manifest(precisions=("fp32", "fp16", "int8"), accuracy: dict | None = None, engines=(),
+             weights: bool = True) -> Manifest:
+    files = [{"path": f"model_{p}.onnx", "role": "onnx", "precision": p, "sha256": SHA, "size": 1,
+              "form": "qdq-s8s8" if p == "int8" else "float"} for p in precisions]
+    if weights:
+        files.append({"path": "model.safetensors", "role": "weights", "precision": "fp32", "sha256": SHA,
+                      "size": 1, "format": "safetensors"})
+    if accuracy is None:
+        accuracy = {"fp32": scores(0.80),
+                    "fp16": scores(0.80, target_max_loss={"lesion_dice": 0.001}, meets_target=True),
+                    "int8": scores(0.795, 0.8, meets_target=True, target_misses=[])}
+    return Manifest.from_dict({
+        "schema": SCHEMA_NAME, "schema_version": SCHEMA_VERSION,
+        "model": {"name": "m", "version": "0", "arch": "joint", "config": {}},
+        "input": {"name": "hu", "units": "HU", "grid": ModelGrid((32, 32), (8.0, 8.0)).to_dict()},
+        "preprocessing": Preprocessing().to_dict(), "labels": list(TARGET_LABELS),
+        "lesion_classes": list(LESION_CLASSES), "files": files, "accuracy": accuracy,
+        "engines": list(engines),
+    })
+
+
+def plan(selection) -> list[tuple[str, str, str | None]]:
+    return [(c.backend, c.precision, c.options.get("provider") or c.options.get("engine")
+             or ("build" if c.options.get("build") else None)) for c in selection.candidates]
+
+
+def test_cpu_only_machine_runs_onnxruntime_cpu_in_the_measured_order_then_torch():
+    selection = select(manifest(), CPU_ONLY)
+    expected = [("onnxruntime", p, "cpu") for p in CPU_PRECISION_ORDER]
+    assert plan(selection) == [*expected, ("torch", "fp32", None)]
+    assert CPU_PRECISION_ORDER[0] == "fp32"  # neither FP16 nor Q/DQ INT8 is faster on onnxruntime CPU
+    assert selection.backends["tensorrt"].startswith("not used: TensorRT is not installed")
+    assert selection.backends["onnxruntime"].startswith("usable: onnxruntime 1.32.0, CPU provider (no GPU)")
+    assert selection.chosen is None
+    chosen = selection.loaded(selection.candidates[0])
+    assert (chosen.backend, chosen.precision) == ("onnxruntime", "fp32")
+    assert "onnxruntime 1.32.0" in chosen.summary()
+
+
+def test_a_reduced_precision_needs_a_recorded_accuracy_that_meets_its_target():
+    accuracy = {"fp32": scores(0.80),
+                "fp16": scores(0.797, target_max_loss={"lesion_dice": 0.001, "liver_dice": 0.001}),
+                "int8": scores(0.70, 0.7, meets_target=False,
+                               target_misses=["lesion_dice 0.70 vs FP32 0.80"])}
+    m = manifest(accuracy=accuracy)
+    assert accuracy_verdict(m, "fp32")[0]
+    ok, why = accuracy_verdict(m, "fp16")
+    assert not ok and "lesion_dice" in why  # loses 0.3 Dice points > 0.1 (computed from target_max_loss)
+    ok, why = accuracy_verdict(m, "int8")
+    assert not ok and "misses the export target (lesion_dice 0.70 vs FP32 0.80)" in why
+    unrecorded = manifest(accuracy={"fp32": scores(0.8)})
+    ok, why = accuracy_verdict(unrecorded, "int8")
+    assert not ok and "records no INT8 accuracy" in why
+    gpu = Machine(**ORIN, onnxruntime_version="1.20", torch=False, ort_providers=ALL_PROVIDERS)
+    selection = select(m, gpu)
+    assert [c.precision for c in selection.candidates] == ["fp32"]
+    assert "misses the export target" in selection.precisions["int8"]
+    assert "loses more than the target on lesion_dice" in selection.precisions["fp16"]
+    # asked for explicitly, a precision is used whatever its record says
+    assert [c.precision for c in select(m, CPU_ONLY, "onnxruntime", "int8").candidates] == ["int8"]
+
+
+def test_tensorrt_is_chosen_where_an_engine_fits_this_gpu_and_tensorrt():
+    m = manifest(engines=[engine("int8"), engine("fp16"), engine("fp16", cc="8.6")])
+    gpu = Machine(**ORIN, onnxruntime_version="1.20",
+                  ort_providers=("CUDAExecutionProvider", "CPUExecutionProvider"), torch=True)
+    selection = select(m, gpu)
+    assert plan(selection)[:3] == [("tensorrt", "int8", "engines/int8_8.7.plan"),
+                                   ("tensorrt", "fp16", "engines/fp16_8.7.plan"),
+                                   ("onnxruntime", "fp16", "cuda")]
+    assert plan(selection)[-1] == ("torch", "fp32", None)
+    assert "built for this GPU and TensorRT 10.3.0" in selection.candidates[0].reason
+
+
+def test_engines_for_another_gpu_or_tensorrt_fall_back_to_onnxruntime_saying_why():
+    m = manifest(engines=[engine("int8", cc="7.2"), engine("fp16", trt="8.5.2")])
+    gpu = Machine(**ORIN, onnxruntime_version="1.20", torch=False, ort_providers=ALL_PROVIDERS)
+    selection = select(m, gpu)
+    why = selection.backends["tensorrt"]
+    assert why.startswith("not used: no engine in the package runs here")
+    assert "sm72" in why and "TensorRT 8.5.2" in why and "build_engine=True" in why
+    assert plan(selection) == [("onnxruntime", p, "tensorrt") for p in GPU_PRECISION_ORDER]
+    assert "TensorRT provider" in selection.candidates[0].reason
+    built = select(m, gpu, build_engine=True)
+    assert plan(built)[:2] == [("tensorrt", "int8", "build"), ("tensorrt", "fp16", "build")]
+
+
+def test_onnxruntime_gpu_providers_need_a_gpu_and_tensorrt_for_its_provider():
+    providers = ALL_PROVIDERS
+    no_trt = Machine(gpu_name="A2", compute_capability=(8, 6), onnxruntime_version="1.20",
+                     ort_providers=providers)
+    cuda = [("onnxruntime", "fp16", "cuda"), ("onnxruntime", "fp32", "cuda")]
+    assert plan(select(manifest(), no_trt)) == cuda
+    no_gpu = Machine(onnxruntime_version="1.20", ort_providers=providers)
+    assert {c.options["provider"] for c in select(manifest(), no_gpu).candidates} == {"cpu"}
+    asked = select(manifest(), no_gpu, provider="cuda")
+    assert plan(asked) == cuda
+    with pytest.raises(BackendError, match=r"no CUDAExecutionProvider.*onnxruntime-gpu"):
+        select(manifest(), CPU_ONLY, provider="cuda")
+    with pytest.raises(BackendError, match="unknown onnxruntime provider"):
+        select(manifest(), CPU_ONLY, provider="rocm")
+
+
+def test_without_onnxruntime_auto_takes_the_torch_reference():
+    machine = Machine(torch=True)
+    selection = select(manifest(), machine)
+    assert plan(selection) == [("torch", "fp32", None)]
+    assert "pip install 'liverlesion[onnxruntime]'" in selection.backends["onnxruntime"]
+    with pytest.raises(BackendError, match="no backend can run this package here"):
+        select(manifest(weights=False), machine)
+
+
+def test_explicit_requests_that_cannot_be_met_raise_naming_the_fix():
+    with pytest.raises(MissingDependencyError, match=r"liverlesion\[onnxruntime\]"):
+        select(manifest(), Machine(torch=True), "onnxruntime")
+    with pytest.raises(MissingDependencyError, match=r"liverlesion\[train\]"):
+        ort_only = Machine(onnxruntime_version="1.0", ort_providers=("CPUExecutionProvider",))
+        select(manifest(), ort_only, "torch")
+    with pytest.raises(MissingDependencyError, match=r"liverlesion\[tensorrt\]"):
+        select(manifest(), CPU_ONLY, "tensorrt")
+    with pytest.raises(EngineError, match="no CUDA GPU"):
+        select(manifest(), Machine(tensorrt_backend=(False, "no CUDA GPU found")), "tensorrt")
+    with pytest.raises(EngineError, match="no engine in the package runs here"):
+        select(manifest(), Machine(**ORIN), "tensorrt")
+    with pytest.raises(BackendError, match="fp32 only"):
+        select(manifest(), CPU_ONLY, "torch", "fp16")
+    with pytest.raises(BackendError, match="no int8 model; it has: fp16, fp32"):
+        select(manifest(("fp32", "fp16")), CPU_ONLY, precision="int8")
+    for kwargs in ({"backend": "openvino"}, {"precision": "fp64"}, {"backend": "torch", "provider": "cpu"}):
+        with pytest.raises(BackendError):
+            select(manifest(), CPU_ONLY, **kwargs)
+
+
+def test_probe_machine_reports_what_is_installed_here():
+    import onnxruntime
+
+    machine = probe_machine()
+    assert machine.onnxruntime_version == onnxruntime.__version__
+    assert set(machine.ort_providers) == set(onnxruntime.get_available_providers())
+    assert machine.torch is True  # the dev environment has the train extra
+    assert isinstance(machine.tensorrt_backend[0], bool) and machine.tensorrt_backend[1]
+    only_torch = probe_machine(("torch",))
+    assert only_torch.onnxruntime_version is None and only_torch.torch
