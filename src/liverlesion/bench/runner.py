@@ -1,0 +1,382 @@
+"""The benchmark itself: each backend x precision x batch size, timed and scored on the same slices.
+
+For each configuration that runs here: the model file's size, end-to-end ``predict``
+latency (p50/p90/p99 per slice) and throughput, raw ``Backend.infer`` latency on the
+same slices already on the model grid (their ratio is the SDK's host overhead), the
+achieved GFLOP/s against the manifest's FLOP count, peak host memory (and device memory
+on a GPU), and lesion Dice, liver Dice, slice-class accuracy and label agreement with
+the FP32 reference, all through :mod:`liverlesion.metrics`. For each configuration that
+cannot run, a row saying why. The PyTorch eager FP32 reference is the torch backend
+(the trained network rebuilt from the package's weights, run eagerly); OpenVINO gets a
+row of its own, "not installed" until it is.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import math
+import time
+from dataclasses import asdict, dataclass, field
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from .. import __version__
+from ..backends.registry import backend_class
+from ..errors import BackendError, InputError, LiverLesionError, MissingDependencyError
+from ..metrics import agreement, evaluate_predictions
+from ..package import ModelPackage, load_package
+from ..sdk.analyzer import LesionAnalyzer
+from ..sdk.inputs import load_slice
+from ..sdk.selection import Choice, probe_machine, select
+from ..sdk.slice_input import SliceInput
+from .configs import BACKEND_SPECS, DEFAULT_BATCH_SIZES, PRECISIONS, BenchConfig, configurations
+from .data import BenchData
+from .machine import machine_info
+from .nvml import device_memory_used
+from .progress import Progress
+from .soak import memory_soak
+from .timing import PeakRss, interleaved
+
+SCHEMA = "liverlesion.bench"
+_MB = 2**20
+
+
+@dataclass
+class BenchOptions:
+    """What to measure and how long."""
+
+    backends: tuple[str, ...] = tuple(BACKEND_SPECS)
+    precisions: tuple[str, ...] = PRECISIONS
+    batch_sizes: tuple[int, ...] = DEFAULT_BATCH_SIZES
+    iterations: int = 50
+    warmup: int = 5
+    threads: int | None = None
+    memory_soak: int = 0
+    progress: bool = True
+
+    def __post_init__(self) -> None:
+        for name in ("iterations", "warmup", "memory_soak"):
+            value = getattr(self, name)
+            low = 1 if name == "iterations" else 0
+            if isinstance(value, bool) or not isinstance(value, int) or value < low:
+                raise InputError(f"{name}={value!r} is not accepted: give an integer >= {low}")
+        if not self.batch_sizes or any(isinstance(b, bool) or not isinstance(b, int) or b < 1
+                                       for b in self.batch_sizes):
+            raise InputError(f"batch sizes {self.batch_sizes!r} are not accepted: give positive integers")
+        if self.threads is not None and (isinstance(self.threads, bool) or self.threads < 1):
+            raise InputError(f"threads={self.threads!r} is not accepted: give a positive integer")
+        configurations(self.backends, self.precisions)  # validates the names
+
+
+@dataclass
+class Opened:
+    """A loaded configuration: the analyzer for end-to-end runs and its backend for raw ones."""
+
+    config: BenchConfig
+    analyzer: LesionAnalyzer
+    backend: Any
+    choice: Choice
+
+    def close(self) -> None:
+        self.analyzer.close()  # also closes the backend; the package belongs to the caller
+
+    def __enter__(self) -> Opened:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+
+def open_config(package: ModelPackage, config: BenchConfig, *, threads: int | None = None,
+                machine: Any = None) -> Opened:
+    """Load ``config`` on ``package``; raises a LiverLesionError saying why when it cannot run here."""
+    if config.backend == "openvino":
+        if importlib.util.find_spec("openvino") is None:
+            raise MissingDependencyError("openvino is not installed (pip install openvino); it would run the "
+                                         "package's ONNX files as the usual CPU alternative")
+        raise BackendError("openvino is installed, but liverlesion has no OpenVINO backend yet")
+    machine = machine if machine is not None else probe_machine((config.backend,))
+    selection = select(package.manifest, machine, config.backend, config.precision, provider=config.provider)
+    choice = selection.candidates[0]
+    options = {k: v for k, v in choice.options.items() if k != "build"}
+    if choice.backend in ("onnxruntime", "torch") and threads is not None:
+        options["threads"] = threads
+    try:
+        backend = backend_class(choice.backend)(package, choice.precision, **options)
+    except LiverLesionError:
+        raise
+    except Exception as exc:  # runtimes raise their own types; the row reports them
+        raise BackendError(f"the {choice.backend} backend failed to load: "
+                           f"{type(exc).__name__}: {exc}") from exc
+    try:
+        analyzer = LesionAnalyzer(package, backend, selection.loaded(choice), owns_package=False)
+    except BaseException:
+        backend.close()
+        raise
+    return Opened(config, analyzer, backend, choice)
+
+
+def model_file(package: ModelPackage, opened: Opened) -> tuple[str | None, int | None]:
+    """The file the backend runs (ONNX, TensorRT plan or weights) and its size in bytes."""
+    backend = opened.backend
+    if opened.choice.backend == "onnxruntime":
+        return backend.record.path, int(backend.record.size)
+    if opened.choice.backend == "tensorrt":
+        path = package.path(backend.record.file)
+        return backend.record.file, path.stat().st_size
+    record = package.manifest.find(role="weights", format="safetensors")
+    return (None, None) if record is None else (record.path, int(record.size))
+
+
+# -- one configuration ----------------------------------------------------------------------------
+@dataclass
+class _Inputs:
+    """The benchmark slices as SliceInputs, and on the model grid for raw inference."""
+
+    slices: list[SliceInput]
+    grids: np.ndarray  # N x 1 x H x W float32 HU
+    arrays: list[tuple[np.ndarray, tuple[float, float]]] = field(default_factory=list)
+
+
+def _inputs(data: BenchData, package: ModelPackage) -> _Inputs:
+    slices = [load_slice(s.hu, spacing=s.spacing_mm) for s in data.slices]
+    grids = np.stack([s.on_model_grid(package.manifest.grid) for s in slices])[:, None].astype(np.float32)
+    return _Inputs(slices, np.ascontiguousarray(grids), [(s.hu, s.spacing_mm) for s in data.slices])
+
+
+def _batches(count: int, batch: int) -> list[list[int]]:
+    """Slice indices of each round's batch, cycling through the slices (the pattern's period)."""
+    period = count // math.gcd(count, batch)
+    return [[(r * batch + j) % count for j in range(batch)] for r in range(period)]
+
+
+def _ms(values: dict[str, float | int]) -> dict[str, float]:
+    return {k.removesuffix("_ms"): round(float(v), 4) for k, v in values.items() if k.endswith("_ms")}
+
+
+def _time_batch(opened: Opened, inputs: _Inputs, batch: int, options: BenchOptions, memory: PeakRss,
+                device: dict[str, int | None], progress: Progress) -> dict[str, Any]:
+    analyzer, backend = opened.analyzer, opened.backend
+    rounds = _batches(len(inputs.slices), batch)
+    raw_inputs = [np.ascontiguousarray(inputs.grids[r]) for r in rounds]
+    stages: dict[str, list[float]] = {"preprocess": [], "inference": [], "postprocess": []}
+
+    def end_to_end(round_: int) -> None:
+        picked = rounds[round_ % len(rounds)]
+        if batch == 1:
+            hu, spacing = inputs.arrays[picked[0]]
+            predictions = [analyzer.predict(hu, spacing=spacing)]
+        else:  # per-slice spacings: load_slice per slice, as predict does inside
+            predictions = analyzer.predict_batch([load_slice(inputs.arrays[i][0], spacing=inputs.arrays[i][1])
+                                                  for i in picked], batch_size=batch)
+        if round_ >= options.warmup:
+            for p in predictions:
+                for stage in stages:
+                    stages[stage].append(p.timings[f"{stage}_ms"])
+
+    def raw(round_: int) -> None:
+        backend.infer(raw_inputs[round_ % len(raw_inputs)])
+
+    def after_each(round_: int) -> None:
+        memory.sample()
+        if device["index"] is not None:
+            used = device_memory_used(device["index"])
+            if used is not None:
+                device["peak"] = max(device["peak"] or 0, used)
+        progress.update(round_ + 1, options.iterations, "iterations")
+
+    timings = interleaved({"predict": end_to_end, "infer": raw}, iterations=options.iterations,
+                          warmup=options.warmup, items=batch, after_each=after_each)
+    e2e, bare = timings["predict"].summary(), timings["infer"].summary()
+    return {"batch": batch, "latency_ms": _ms(e2e),
+            "throughput_sps": round(float(e2e["throughput_per_s"]), 3),
+            "raw_latency_ms": _ms(bare), "raw_throughput_sps": round(float(bare["throughput_per_s"]), 3),
+            "overhead": round(float(e2e["p50_ms"]) / float(bare["p50_ms"]), 4),
+            "stages_ms": {k: round(float(np.median(v)), 4) for k, v in stages.items() if v},
+            "iterations": options.iterations, "warmup": options.warmup}
+
+
+def _score(opened: Opened, inputs: _Inputs, data: BenchData,
+           batch: int) -> tuple[dict[str, Any], list[np.ndarray]]:
+    """Metrics of the end-to-end label maps against the truth, and the maps (for agreement later)."""
+    predictions = opened.analyzer.predict_batch(inputs.slices, batch_size=batch)
+    maps = [p.label_map for p in predictions]
+    true_classes = data.classes
+    pred_classes = [p.slice_class for p in predictions] if true_classes is not None else None
+    scores = evaluate_predictions(maps, [s.labels for s in data.slices], pred_classes, true_classes)
+    return {"lesion_dice": scores["lesion_dice"], "liver_dice": scores["liver_dice"],
+            "accuracy": scores.get("accuracy")}, maps
+
+
+def _empty_row(config: BenchConfig, status: str, reason: str) -> dict[str, Any]:
+    return {"config": config.label, "backend": config.name, "precision": config.precision, "batch": None,
+            "reference_row": config.reference, "status": status, "reason": reason, "device": None,
+            "model_file": None, "model_size_bytes": None, "latency_ms": None, "throughput_sps": None,
+            "raw_latency_ms": None, "raw_throughput_sps": None, "overhead": None, "gflops_per_s": None,
+            "stages_ms": None, "peak_rss_mb": None, "device_memory_mb": None, "lesion_dice": None,
+            "liver_dice": None, "accuracy": None, "agreement_with_reference": None}
+
+
+def _run_config(package: ModelPackage, config: BenchConfig, inputs: _Inputs, data: BenchData,
+                options: BenchOptions, machine: Any, gflops: float | None,
+                progress: Progress) -> tuple[list[dict[str, Any]], list[np.ndarray] | None]:
+    """The rows of one configuration (one per batch size, or one saying why it cannot run)."""
+    memory = PeakRss()
+    try:
+        opened = open_config(package, config, threads=options.threads, machine=machine)
+    except MissingDependencyError as exc:
+        return [_empty_row(config, "not installed", str(exc))], None
+    except LiverLesionError as exc:
+        return [_empty_row(config, "unavailable", str(exc))], None
+    on_gpu = opened.choice.device != "CPU"
+    device: dict[str, int | None] = {"index": 0 if on_gpu else None, "peak": None}
+    before = device_memory_used(0) if on_gpu else None
+    rows = []
+    with opened:
+        path, size = model_file(package, opened)
+        limit = opened.analyzer.max_batch
+        runnable = [b for b in options.batch_sizes if limit is None or b <= limit]
+        try:
+            scores, maps = _score(opened, inputs, data, max(runnable) if runnable else 1)
+        except LiverLesionError as exc:
+            return [_empty_row(config, "failed", f"predict failed: {exc}")], None
+        for batch in options.batch_sizes:
+            base = {**_empty_row(config, "ok", ""), "batch": batch, "device": opened.analyzer.device,
+                    "model_file": path, "model_size_bytes": size, **scores}
+            if batch not in runnable:
+                rows.append({**base, "status": "unavailable", "reason": f"the loaded model takes at most "
+                                                                       f"{limit} slices per batch"})
+                continue
+            progress.start(f"{config.label}, batch {batch}")
+            try:
+                timed = _time_batch(opened, inputs, batch, options, memory, device, progress)
+            except LiverLesionError as exc:
+                progress.finish("failed")
+                rows.append({**base, "status": "failed", "reason": str(exc)})
+                continue
+            progress.finish(f"{timed['latency_ms']['p50']:.2f} ms/slice end to end, "
+                            f"{timed['raw_latency_ms']['p50']:.2f} ms raw")
+            base.update(timed)
+            if gflops:
+                base["gflops_per_s"] = round(gflops * timed["raw_throughput_sps"], 3)
+            base["peak_rss_mb"] = round(memory.peak_bytes() / _MB, 1)
+            if before is not None and device["peak"] is not None:
+                base["device_memory_mb"] = round((device["peak"] - before) / _MB, 1)
+            rows.append(base)
+    return rows, maps
+
+
+def _selectable(package: ModelPackage, config: BenchConfig, machine: Any) -> bool:
+    """Whether selection accepts ``config`` here (without loading it): for the progress total only."""
+    if config.backend == "openvino":
+        return False
+    try:
+        select(package.manifest, machine, config.backend, config.precision, provider=config.provider)
+    except LiverLesionError:
+        return False
+    return True
+
+
+def _reference(rows: list[dict[str, Any]], maps: dict[str, list[np.ndarray]]) -> str | None:
+    """The FP32 reference configuration: PyTorch eager if it ran, else the first FP32 that did."""
+    ran = [r["config"] for r in rows if r["status"] == "ok" and r["config"] in maps]
+    for wanted in ("torch fp32", "onnxruntime fp32"):
+        if wanted in ran:
+            return wanted
+    return next((c for c in ran if c.endswith("fp32")), None)
+
+
+def summarize(rows: list[dict[str, Any]]) -> dict[str, Any]:
+    """Speed-up of the fastest CPU configuration over PyTorch eager FP32 per batch size; host overhead."""
+    ok = [r for r in rows if r["status"] == "ok"]
+    speedups = []
+    for batch in sorted({r["batch"] for r in ok}):
+        same = [r for r in ok if r["batch"] == batch]
+        torch_rows = [r for r in same if r["backend"] == "torch"]
+        sdk = [r for r in same if r["reference_row"] is None and r["device"] == "CPU"]
+        if not torch_rows or not sdk:
+            continue
+        fastest = min(sdk, key=lambda r: r["latency_ms"]["p50"])
+        reference = torch_rows[0]["latency_ms"]["p50"]
+        speedups.append({"batch": batch, "fastest": fastest["config"],
+                         "fastest_ms": fastest["latency_ms"]["p50"],
+                         "torch_fp32_ms": reference,
+                         "speedup": round(reference / fastest["latency_ms"]["p50"], 3), "target": 3.0})
+    overhead = {f"{r['config']} b{r['batch']}": r["overhead"] for r in ok}
+    return {"speedup_vs_torch_eager": speedups, "overhead": overhead, "overhead_target": 1.15}
+
+
+def run_benchmark(package_path: str | Path, data: BenchData,
+                  options: BenchOptions | None = None) -> dict[str, Any]:
+    """Run every configuration of ``options`` on ``data``; the JSON-able result (see :mod:`.report`)."""
+    options = options or BenchOptions()
+    configs = configurations(options.backends, options.precisions)
+    started = time.perf_counter()
+    with load_package(Path(package_path)) as package:
+        manifest = package.manifest
+        model = manifest.raw["model"]
+        gflops = model.get("gflops_per_slice")
+        inputs = _inputs(data, package)
+        wanted = tuple(dict.fromkeys(c.backend for c in configs if c.backend != "openvino"))
+        machine = probe_machine(wanted)
+        selectable = sum(_selectable(package, c, machine) for c in configs)
+        progress = Progress(selectable * len(options.batch_sizes) + bool(options.memory_soak),
+                            enabled=options.progress)
+        rows: list[dict[str, Any]] = []
+        maps: dict[str, list[np.ndarray]] = {}
+        for config in configs:
+            config_rows, config_maps = _run_config(package, config, inputs, data, options, machine,
+                                                   float(gflops) if gflops else None, progress)
+            rows += config_rows
+            if config_maps is not None:
+                maps[config.label] = config_maps
+        reference = _reference(rows, maps)
+        if reference is not None:
+            flat_ref = np.concatenate([m.ravel() for m in maps[reference]])
+            for row in rows:
+                if row["config"] in maps:
+                    row["agreement_with_reference"] = agreement(
+                        np.concatenate([m.ravel() for m in maps[row["config"]]]), flat_ref)
+        soak = None
+        if options.memory_soak:
+            soak = _soak(package, rows, configs, inputs, options, machine, progress)
+        result = {
+            "schema": SCHEMA, "version": 1, "liverlesion": __version__,
+            "created": datetime.now(timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ"),
+            "machine": machine_info(),
+            "package": {"path": str(package_path), "name": manifest.model_name, "arch": manifest.arch,
+                        "grid": manifest.grid.to_dict(), "parameters": model.get("parameters"),
+                        "gflops_per_slice": gflops, "config": model.get("config")},
+            "data": {"description": data.description, "slices": len(data),
+                     "shapes": sorted({tuple(s.hu.shape) for s in data.slices})},
+            "options": asdict(options), "reference": reference,
+            "rows": rows, "summary": summarize(rows), "memory_soak": soak,
+        }
+    result["seconds"] = round(time.perf_counter() - started, 2)
+    return result
+
+
+def _soak(package: ModelPackage, rows: list[dict[str, Any]], configs: list[BenchConfig], inputs: _Inputs,
+          options: BenchOptions, machine: Any, progress: Progress) -> dict[str, Any] | None:
+    """The memory soak, on the fastest batch-1 configuration of the SDK (what one would deploy)."""
+    candidates = [r for r in rows if r["status"] == "ok" and r["batch"] == 1 and r["reference_row"] is None]
+    if not candidates:
+        candidates = [r for r in rows if r["status"] == "ok"]
+    if not candidates:
+        return None
+    best = min(candidates, key=lambda r: r["latency_ms"]["p50"])
+    config = next(c for c in configs if c.label == best["config"])
+    progress.start(f"memory soak: {options.memory_soak} predictions on {config.label}")
+    with open_config(package, config, threads=options.threads, machine=machine) as opened:
+        analyzer = opened.analyzer
+
+        def predict(i: int) -> None:
+            hu, spacing = inputs.arrays[i % len(inputs.arrays)]
+            analyzer.predict(hu, spacing=spacing)
+
+        soak = memory_soak(predict, options.memory_soak, progress=progress)
+    progress.finish(f"resident memory {soak['growth_percent']:+.2f}%")
+    return {"config": config.label, **soak}

@@ -1,0 +1,69 @@
+"""``liverlesion bench``: latency, throughput, memory and accuracy of a package per backend and precision.
+
+Prints a table (machine header, one row per configuration that ran, a reason for each
+that could not), and writes JSON / markdown / a plot on request. The JSON files of two
+runs compare row by row.
+"""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+from typing import Any
+
+#: Soak length that the memory target is stated for.
+SOAK_TARGET_PREDICTIONS = 10_000
+
+
+def register(subparsers: Any) -> None:
+    from ..bench.configs import BACKEND_SPECS, DEFAULT_BATCH_SIZES, PRECISIONS
+
+    parser = subparsers.add_parser(
+        "bench", help="benchmark a model package on every backend and precision here",
+        description="Time end-to-end predict() and raw backend inference for each backend x precision x "
+                    "batch size that can run here (a row saying why for each that cannot), with peak memory, "
+                    "achieved GFLOP/s, and lesion Dice, liver Dice, class accuracy and label agreement with "
+                    "the FP32 reference on the same slices. Reference rows: PyTorch eager FP32 (the torch "
+                    "backend) and OpenVINO.")
+    add = parser.add_argument
+    add("package", type=Path, metavar="PACKAGE", help="model package folder or .zip archive")
+    add("--backends", nargs="+", choices=list(BACKEND_SPECS), default=list(BACKEND_SPECS), metavar="B",
+        help=f"backends to try (default: all of {', '.join(BACKEND_SPECS)})")
+    add("--precisions", nargs="+", choices=list(PRECISIONS), default=list(PRECISIONS), metavar="P",
+        help="precisions to try (default: fp32 fp16 int8)")
+    add("--batch-sizes", nargs="+", type=int, default=list(DEFAULT_BATCH_SIZES), metavar="N",
+        help="slices per call (default: 1 8)")
+    add("--iterations", type=int, default=50, metavar="N", help="timed iterations per configuration (50)")
+    add("--warmup", type=int, default=5, metavar="N", help="untimed iterations first (5)")
+    add("--data", type=Path, metavar="DIR",
+        help="LiTS folder or lesion-slice dataset (default: lesion-slice phantoms generated in memory)")
+    add("--slices", type=int, default=16, metavar="N", help="slices to time and score on (16)")
+    add("--seed", type=int, default=0, help="seed of the generated phantoms (0)")
+    add("--threads", type=int, metavar="N", help="CPU threads for onnxruntime / torch (default: all)")
+    add("--memory-soak", type=int, default=0, metavar="N",
+        help=f"then run N predictions on the fastest configuration and report resident-memory growth "
+             f"(the target is < 5%% over {SOAK_TARGET_PREDICTIONS})")
+    add("--json", type=Path, metavar="OUT", help="write the full result as JSON")
+    add("--markdown", type=Path, metavar="OUT", help="write the table as markdown")
+    add("--plot", type=Path, metavar="PNG", help="write latency against accuracy per configuration")
+    add("--quiet", action="store_true", help="no progress line on stderr")
+
+
+def run(args: argparse.Namespace) -> int:
+    from ..bench.data import load_bench_data
+    from ..bench.report import format_table, write_json, write_markdown, write_plot
+    from ..bench.runner import BenchOptions, run_benchmark
+
+    options = BenchOptions(backends=tuple(dict.fromkeys(args.backends)),
+                           precisions=tuple(dict.fromkeys(args.precisions)),
+                           batch_sizes=tuple(dict.fromkeys(args.batch_sizes)), iterations=args.iterations,
+                           warmup=args.warmup, threads=args.threads, memory_soak=args.memory_soak,
+                           progress=not args.quiet)
+    data = load_bench_data(args.data, args.slices, seed=args.seed)
+    result = run_benchmark(args.package, data, options)
+    print(format_table(result), end="")
+    for path, write in ((args.json, write_json), (args.markdown, write_markdown), (args.plot, write_plot)):
+        if path is not None:
+            write(result, path)
+            print(f"wrote {path}")
+    return 0 if any(r["status"] == "ok" for r in result["rows"]) else 1
