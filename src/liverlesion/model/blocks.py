@@ -21,6 +21,9 @@ class SqueezeExcitation(nn.Module):
         self.pool = nn.AdaptiveAvgPool2d(1)
         self.reduce = nn.Conv2d(channels, hidden, 1)
         self.expand = nn.Conv2d(hidden, channels, 1)
+        # The pooled input follows a BatchNorm, so it averages to zero over a training batch;
+        # with a zero bias each hidden unit is then positive for some slice and cannot start dead.
+        nn.init.zeros_(self.reduce.bias)  # type: ignore[arg-type]
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         scale = torch.sigmoid(self.expand(torch.relu(self.reduce(self.pool(x)))))
@@ -30,7 +33,8 @@ class SqueezeExcitation(nn.Module):
 class ResidualSEBlock(nn.Module):
     """ResNet basic block with SE on the residual branch (SE-ResNet placement, before the addition)."""
 
-    def __init__(self, in_channels: int, out_channels: int, *, stride: int = 1, se_reduction: int = 4) -> None:
+    def __init__(self, in_channels: int, out_channels: int, *, stride: int = 1,
+                 se_reduction: int = 4) -> None:
         super().__init__()
         self.conv1 = conv3x3(in_channels, out_channels, stride)
         self.bn1 = nn.BatchNorm2d(out_channels)
@@ -40,7 +44,8 @@ class ResidualSEBlock(nn.Module):
         self.shortcut: nn.Module = nn.Identity()
         if stride != 1 or in_channels != out_channels:
             self.shortcut = nn.Sequential(
-                nn.Conv2d(in_channels, out_channels, 1, stride=stride, bias=False), nn.BatchNorm2d(out_channels)
+                nn.Conv2d(in_channels, out_channels, 1, stride=stride, bias=False),
+                nn.BatchNorm2d(out_channels),
             )
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:

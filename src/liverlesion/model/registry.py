@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Callable, Sequence
+from collections.abc import Callable, Sequence
 
 import torch
 from torch import nn
@@ -20,7 +20,8 @@ def build_model(config: ModelConfig) -> nn.Module:
     try:
         factory = MODEL_REGISTRY[config.arch]
     except KeyError:
-        raise InputError(f"unknown architecture {config.arch!r}; accepted: {', '.join(MODEL_REGISTRY)}") from None
+        accepted = ", ".join(MODEL_REGISTRY)
+        raise InputError(f"unknown architecture {config.arch!r}; accepted: {accepted}") from None
     return factory(config)
 
 

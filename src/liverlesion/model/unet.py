@@ -10,10 +10,12 @@ from .blocks import ResidualSEBlock, UpConv, conv3x3
 from .config import ModelConfig
 
 
-def _stage(in_channels: int, out_channels: int, blocks: int, *, stride: int, se_reduction: int) -> nn.Sequential:
+def _stage(in_channels: int, out_channels: int, blocks: int, *, stride: int,
+           se_reduction: int) -> nn.Sequential:
     """``blocks`` SE-ResNet blocks; the first one changes width (and stride)."""
     layers = [ResidualSEBlock(in_channels, out_channels, stride=stride, se_reduction=se_reduction)]
-    layers += [ResidualSEBlock(out_channels, out_channels, se_reduction=se_reduction) for _ in range(blocks - 1)]
+    layers += [ResidualSEBlock(out_channels, out_channels, se_reduction=se_reduction)
+               for _ in range(blocks - 1)]
     return nn.Sequential(*layers)
 
 
@@ -28,12 +30,13 @@ class JointUNet(nn.Module):
         super().__init__()
         self.config = config
         widths = config.widths
-        self.stem = nn.Sequential(conv3x3(config.in_channels, widths[0]), nn.BatchNorm2d(widths[0]), nn.ReLU())
-        encoders = [_stage(widths[0], widths[0], config.blocks_per_level, stride=1, se_reduction=config.se_reduction)]
+        blocks, reduction = config.blocks_per_level, config.se_reduction
+        self.stem = nn.Sequential(conv3x3(config.in_channels, widths[0]), nn.BatchNorm2d(widths[0]),
+                                  nn.ReLU())
+        encoders = [_stage(widths[0], widths[0], blocks, stride=1, se_reduction=reduction)]
         for level in range(1, config.depth):
             stride = 2 if config.downsample == "conv" else 1
-            stage = _stage(widths[level - 1], widths[level], config.blocks_per_level,
-                           stride=stride, se_reduction=config.se_reduction)
+            stage = _stage(widths[level - 1], widths[level], blocks, stride=stride, se_reduction=reduction)
             if config.downsample == "maxpool":
                 stage = nn.Sequential(nn.MaxPool2d(2), *stage)
             encoders.append(stage)
@@ -41,12 +44,14 @@ class JointUNet(nn.Module):
         # Decoder level i takes level i+1's features up to level i's size and width.
         self.ups = nn.ModuleList(UpConv(widths[i + 1], widths[i]) for i in range(config.depth - 1))
         self.decoders = nn.ModuleList(
-            _stage(2 * widths[i], widths[i], config.blocks_per_level, stride=1, se_reduction=config.se_reduction)
+            _stage(2 * widths[i], widths[i], blocks, stride=1, se_reduction=reduction)
             for i in range(config.depth - 1)
         )
         self.head = nn.Conv2d(widths[0], config.seg_labels, 1)  # type: ignore[arg-type]
 
     def _check_input(self, x: torch.Tensor) -> None:
+        if torch.jit.is_tracing():  # shapes are traced values there; the exporter fixes H, W anyway
+            return
         divisor = self.config.divisor
         if x.dim() != 4 or x.shape[1] != self.config.in_channels:
             raise InputError(

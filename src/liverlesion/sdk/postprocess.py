@@ -124,9 +124,16 @@ class Postprocessor:
         slice_class = slice_probability = None
         distribution = head
         if pixels.size:
-            count = ndimage.label(label_map >= FIRST_LESION_LABEL, structure=_EIGHT, output=components)
+            # Label only the lesions' bounding window: lesions are a small part of a 512 x 512 slice.
+            rows, cols = np.divmod(pixels, label_map.shape[1])
+            window = (slice(int(rows.min()), int(rows.max()) + 1), slice(int(cols.min()), int(cols.max()) + 1))
+            inside, count = ndimage.label(label_map[window] >= FIRST_LESION_LABEL, structure=_EIGHT)
+            components[window] = inside
+            boxes = [(slice(b[0].start + window[0].start, b[0].stop + window[0].start),
+                      slice(b[1].start + window[1].start, b[1].stop + window[1].start))
+                     for b in ndimage.find_objects(inside, max_label=count)]
             lesions, class_index, distribution = self._lesions(
-                components, count, pixels, label_map, model_index, probs, head, slice_.spacing_mm)
+                components, count, boxes, pixels, label_map, model_index, probs, head, slice_.spacing_mm)
             slice_class, slice_probability = LESION_CLASSES[class_index], float(distribution[class_index])
         return Prediction(
             label_map=label_map, lesion_components=components, lesions=lesions, slice_class=slice_class,
@@ -136,7 +143,8 @@ class Postprocessor:
             source=dict(slice_.source), dataset=slice_.dataset,
         )
 
-    def _lesions(self, components: np.ndarray, count: int, pixels: np.ndarray, label_map: np.ndarray,
+    def _lesions(self, components: np.ndarray, count: int, boxes: Sequence[tuple[slice, slice]],
+                 pixels: np.ndarray, label_map: np.ndarray,
                  model_index: np.ndarray, probs: np.ndarray, head: np.ndarray | None,
                  spacing: tuple[float, float]) -> tuple[tuple[Lesion, ...], int, np.ndarray]:
         """Per-component class vote, probability, area, bbox and centroid, all with bincount.
@@ -167,7 +175,7 @@ class Postprocessor:
         centre_c = np.bincount(comp, weights=pixels % cols, minlength=count) / sizes
         area = float(spacing[0] * spacing[1])
         lesions = []
-        for k, box in enumerate(ndimage.find_objects(components, max_label=count)):
+        for k, box in enumerate(boxes):
             lesions.append(Lesion(
                 id=k + 1, label=LESION_CLASSES[int(comp_cls[k])], probability=float(comp_prob[k]),
                 area_mm2=float(sizes[k]) * area, pixels=int(sizes[k]),
