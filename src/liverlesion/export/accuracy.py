@@ -1,0 +1,170 @@
+"""Accuracy of each precision of a package on held-out phantom lesion slices.
+
+Slices go through the training data path (:func:`load_lesion_set`: the lesion-slice
+reader and ``grid.to_model_grid``) and the scores through :mod:`liverlesion.metrics`
+(the one definition), on the model grid as in training's evaluation.
+Targets (Dice and accuracy in [0, 1]; one point = 0.01): FP16 within 0.1 Dice point
+of FP32; INT8 within 1 Dice point and 1 accuracy point. "Within" bounds the loss
+(FP32 minus the precision): a reduced precision that scores higher on a small set has
+not cost accuracy; how far it strays from FP32 either way is the label agreement.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from ..errors import InputError
+from ..grid import ModelGrid
+from ..labels import FIRST_LESION_LABEL
+from ..metrics import agreement, evaluate_predictions, slice_lesion_class
+from .fused import CLASS_PROBABILITIES, LABELS, PROBABILITIES
+from .parity import cpu_session, run_session
+
+#: Largest allowed loss (FP32 metric - metric) per precision.
+TARGETS: dict[str, dict[str, float]] = {
+    "fp16": {"lesion_dice": 0.001, "liver_dice": 0.001},
+    "int8": {"lesion_dice": 0.01, "liver_dice": 0.01, "accuracy": 0.01},
+}
+
+
+@dataclass
+class EvalSet:
+    """HU slices (N x 1 x H x W) on the model grid, their 5-label maps and slice classes."""
+
+    hu: np.ndarray
+    labels: np.ndarray
+    classes: list[int]
+    description: str
+    root: str
+
+    def __len__(self) -> int:
+        return len(self.hu)
+
+
+def load_eval_set(data: str | Path, grid: ModelGrid, training: Mapping[str, Any] | None = None) -> EvalSet:
+    """Lesion slices for accuracy; the checkpoint's validation patients if it trained on ``data``."""
+    from ..training.datasets import load_lesion_set, resolve_data_dir, split_indices
+
+    root = resolve_data_dir(data, "lesion_slices").resolve()
+    slices = load_lesion_set(root, grid)
+    info = dict((training or {}).get("data", {}))
+    trained_root = info.get("root")
+    description = f"held-out phantom lesion slices ({root.name}, all {len(slices)} slices)"
+    if trained_root and info.get("kind") == "lesion_slices" and Path(trained_root).resolve() == root:
+        groups = list(info.get("val_groups") or [])
+        if not groups:
+            raise InputError(f"{root} is the dataset the checkpoint was trained on and it kept no validation "
+                             "patients: give a held-out lesion-slice dataset (e.g. phantoms of another seed)")
+        slices = slices.subset(split_indices(slices, groups)[1])
+        description = (f"the checkpoint's validation patients of {root.name} ({len(groups)} patients, "
+                       f"{len(slices)} slices; not trained on)")
+    if not len(slices) or slices.classes is None:
+        raise InputError(f"no usable lesion slices with classes in {root}")
+    return EvalSet(hu=slices.hu[:, None].astype(np.float32), labels=slices.labels,
+                   classes=[int(c) for c in slices.classes], description=description, root=str(root))
+
+
+def predict(onnx_path: str | Path, hu: np.ndarray, *,
+            batch: int = 8) -> tuple[np.ndarray, list[int | None] | None]:
+    """Label maps (N x H x W) and slice classes from a fused ONNX graph on onnxruntime CPU.
+
+    The class is the Y-Net head's argmax where the graph has one, else the majority
+    vote of the lesion pixels of a 5-label map (as in training's evaluation); ``None``
+    for a segmentation-only (3-label joint) model.
+    """
+    session = cpu_session(onnx_path)
+    maps: list[np.ndarray] = []
+    classes: list[int | None] = []
+    for start in range(0, len(hu), batch):
+        out = run_session(session, hu[start:start + batch])
+        maps.append(out[LABELS])
+        if CLASS_PROBABILITIES in out:
+            classes += [int(c) for c in out[CLASS_PROBABILITIES].argmax(1)]
+        elif out[PROBABILITIES].shape[1] > FIRST_LESION_LABEL + 1:
+            classes += [slice_lesion_class(m) for m in out[LABELS]]
+    return np.concatenate(maps), (classes if len(classes) == len(hu) else None)
+
+
+def measure(files: Mapping[str, str | Path], data: EvalSet, *,
+            reference: np.ndarray | None = None) -> dict[str, dict[str, Any]]:
+    """Metrics per precision (``files``: precision -> ONNX path; FP32 first unless ``reference`` given)."""
+    results: dict[str, dict[str, Any]] = {}
+    ref = reference
+    for precision, path in files.items():
+        maps, classes = predict(path, data.hu)
+        if ref is None:
+            if precision != "fp32":
+                raise InputError("measure needs the FP32 model first, or its label maps as reference")
+            ref = maps
+        scores = evaluate_predictions(list(maps), list(data.labels), classes,
+                                      data.classes if classes is not None else None)
+        results[precision] = {
+            "lesion_dice": scores["lesion_dice"], "liver_dice": scores["liver_dice"],
+            "accuracy": scores.get("accuracy"), "agreement_with_fp32": agreement(maps, ref),
+            "lesion_recall": scores["lesion_recall"], "slices": scores["slices"], "data": data.description,
+        }
+    return results
+
+
+def fp32_maps(path: str | Path, data: EvalSet) -> np.ndarray:
+    """FP32 label maps, the reference for agreement when FP32 is not measured again."""
+    return predict(path, data.hu)[0]
+
+
+def target_misses(precision: str, scores: Mapping[str, Any], fp32: Mapping[str, Any]) -> list[str]:
+    """Which targets ``precision`` misses against FP32 (empty: all met, or no target)."""
+    misses = []
+    for metric, limit in TARGETS.get(precision, {}).items():
+        if scores.get(metric) is None or fp32.get(metric) is None:
+            continue  # e.g. accuracy of a segmentation-only model
+        loss = float(fp32[metric]) - float(scores[metric])
+        if loss > limit + 1e-12:
+            misses.append(f"{metric} {scores[metric]:.4f} vs FP32 {fp32[metric]:.4f} "
+                          f"(loses {100 * loss:.2f} points > {100 * limit:g})")
+    return misses
+
+
+def target_loss(precision: str, scores: Mapping[str, Any], fp32: Mapping[str, Any]) -> float:
+    """Sum of the losses against FP32 in units of each target (below 1 per metric: that target is met)."""
+    return sum(max(0.0, float(fp32[k]) - float(scores[k])) / limit
+               for k, limit in TARGETS.get(precision, {}).items()
+               if scores.get(k) is not None and fp32.get(k) is not None)
+
+
+def annotate(results: dict[str, dict[str, Any]], fp32: Mapping[str, Any]) -> dict[str, dict[str, Any]]:
+    """Add each precision's target and whether it is met (in place; returned for chaining)."""
+    for precision, scores in results.items():
+        if precision in TARGETS:
+            scores["target_max_loss"] = dict(TARGETS[precision])
+            scores["target_misses"] = target_misses(precision, scores, fp32)
+            scores["meets_target"] = not scores["target_misses"]
+    return results
+
+
+def resolution_note(results: Mapping[str, Mapping[str, Any]]) -> str | None:
+    """A warning when one slice changes accuracy by more than the INT8 target allows."""
+    slices = next((int(s["slices"]) for s in results.values() if s.get("slices")), 0)
+    limit = TARGETS["int8"]["accuracy"]
+    if slices and 1.0 / slices > limit:
+        return (f"note: on {slices} slices one slice is {100 / slices:.2f} accuracy points, more than the "
+                f"{100 * limit:g}-point INT8 target: a single flipped slice misses it "
+                f"(evaluate on at least {round(1 / limit)} slices for a finer test)")
+    return None
+
+
+def format_table(results: Mapping[str, Mapping[str, Any]]) -> str:
+    """A readable accuracy table, one precision per row (and the resolution note, if any)."""
+    lines = [f"{'precision':<10}{'lesion Dice':>12}{'liver Dice':>12}{'accuracy':>10}{'agree FP32':>12}"
+             "  target"]
+    for precision, s in results.items():
+        target = "" if "meets_target" not in s else ("met" if s["meets_target"] else "MISSED")
+        acc = "-" if s.get("accuracy") is None else f"{s['accuracy']:.4f}"
+        lines.append(f"{precision:<10}{s['lesion_dice']:>12.4f}{s['liver_dice']:>12.4f}{acc:>10}"
+                     f"{s['agreement_with_fp32']:>12.5f}  {target}")
+    note = resolution_note(results)
+    return "\n".join([*lines, note] if note else lines)

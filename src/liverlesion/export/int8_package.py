@@ -1,0 +1,199 @@
+"""Add a LiTS-calibrated INT8 (Q/DQ, S8S8) model to an existing package, atomically.
+
+Calibrate -> quantize -> check the graph against TensorRT's rules -> measure accuracy
+against FP32 on held-out slices. When INT8 misses its target the recipe is tightened,
+one fix per round up to ``max_fix_rounds``: another calibration method (unless one was
+asked for), then the block whose float exclusion recovers most (:mod:`.sensitivity`).
+The target is never loosened.
+"""
+
+from __future__ import annotations
+
+import tempfile
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, replace
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import onnx
+
+from ..errors import ExportError
+from ..package import load_package, write_manifest
+from ..package.store import file_record
+from .accuracy import EvalSet, annotate, fp32_maps, load_eval_set, measure, target_loss, target_misses
+from .calibration import CALIBRATION_FILE, save_slices, select_calibration_slices
+from .graph_checks import require_tensorrt_form
+from .package_writer import (
+    FP32_FILE,
+    INT8_FILE,
+    copy_package,
+    is_package,
+    readable_by_all,
+    require_folder_package,
+)
+from .quantize import DEFAULT_METHOD, METHODS, QuantRecipe, quantize_int8
+from .sensitivity import activation_errors, block_sensitivity, worst_tensors
+
+#: Slices used for the per-tensor error study (all intermediate tensors are held in memory).
+_ERROR_SLICES = 4
+
+
+@dataclass
+class QuantizeResult:
+    path: Path
+    recipe: QuantRecipe
+    accuracy: dict[str, dict[str, Any]]
+    graph: dict[str, Any]
+    study: dict[str, Any]
+    timings_s: dict[str, float]
+    size: int
+
+
+def _ranges(scratch: Path, method: str) -> Path:
+    """One calibration per method, shared by every recipe tried with it."""
+    return scratch / f"ranges-{method}.json"
+
+
+def _round(recipe: QuantRecipe, scores: dict[str, Any], misses: list[str]) -> dict[str, Any]:
+    return {"method": recipe.method, "extra_exclude": list(recipe.extra_exclude), "misses": misses,
+            "agreement_with_fp32": scores["agreement_with_fp32"]}
+
+
+def fit_recipe(fp32: Path, out: Path, slices: np.ndarray, recipe: QuantRecipe, data: EvalSet,
+               fp32_scores: dict[str, Any], ref_maps: np.ndarray, scratch: Path, *, try_methods: bool,
+               max_rounds: int, say: Callable[[str], None]) -> tuple[QuantRecipe, dict[str, Any], list[str],
+                                                                      dict[str, Any]]:
+    """Quantize to ``out``; while INT8 misses its target, tighten the recipe, one fix per round.
+
+    First the per-tensor study (recorded). Round 1, when ``try_methods``: the other
+    calibration methods. Later rounds: the block whose float exclusion helps most.
+    Returns (recipe, scores, excluded nodes, study).
+    """
+    def attempt(trial: QuantRecipe, path: Path) -> tuple[dict[str, Any], list[str], list[str]]:
+        excluded = quantize_int8(fp32, path, slices, trial, cache=_ranges(scratch, trial.method))
+        scores = measure({"int8": path}, data, reference=ref_maps)["int8"]
+        return scores, excluded, target_misses("int8", scores, fp32_scores)
+
+    scores, excluded, misses = attempt(recipe, out)
+    study: dict[str, Any] = {"rounds": [_round(recipe, scores, misses)]}
+    methods = [m for m in METHODS if m != recipe.method] if try_methods else []
+    while misses:
+        say("INT8 misses its target: " + "; ".join(misses))
+        if "worst_tensors" not in study:
+            errors = activation_errors(fp32, out, slices[:_ERROR_SLICES])
+            study["worst_tensors"] = worst_tensors(errors)
+        if len(study["rounds"]) > max_rounds:
+            break
+        if methods:
+            say(f"trying the other calibration methods: {', '.join(methods)}")
+            trials = []
+            for method in methods:
+                trial = replace(recipe, method=method)
+                trial_scores, _, trial_misses = attempt(trial, scratch / "trial.onnx")
+                trials.append({"method": method, "misses": trial_misses,
+                               "target_loss": target_loss("int8", trial_scores, fp32_scores),
+                               "agreement_with_fp32": trial_scores["agreement_with_fp32"]})
+                say(f"  {method:<12} agreement {trial_scores['agreement_with_fp32']:.5f}"
+                    f"{'  (meets target)' if not trial_misses else ''}")
+            study["methods"] = trials
+            methods = []
+            best = min(trials, key=lambda r: (bool(r["misses"]), r["target_loss"], -r["agreement_with_fp32"]))
+            if best["target_loss"] >= target_loss("int8", scores, fp32_scores):
+                study["rounds"].append(_round(recipe, scores, misses))  # no method does better
+                continue
+            recipe = replace(recipe, method=best["method"])
+            say(f"calibrating with {best['method']} instead")
+        else:
+            say("per-block study: re-quantizing with each block kept in float")
+            ranking = block_sensitivity(fp32, slices, data, recipe, fp32_scores, ref_maps,
+                                        cache=_ranges(scratch, recipe.method), progress=say)
+            study.setdefault("block_sensitivity", []).append(ranking)
+            if not ranking:
+                break
+            recipe = replace(recipe, extra_exclude=(*recipe.extra_exclude, ranking[0]["block"]))
+            say(f"keeping {ranking[0]['block']} in float and quantizing again")
+        scores, excluded, misses = attempt(recipe, out)
+        study["rounds"].append(_round(recipe, scores, misses))
+    return recipe, scores, excluded, study
+
+
+def quantize_package(package_dir: str | Path, calib: str | Path, eval_data: str | Path, *, slices: int = 64,
+                     method: str | None = None, exclude: tuple[str, ...] | None = None,
+                     extra_exclude: tuple[str, ...] = (), stratified: bool = True, seed: int = 0,
+                     every: int = 1, max_fix_rounds: int = 3, allow_miss: bool = False,
+                     progress: Callable[[str], None] | None = None) -> QuantizeResult:
+    """Add ``model_int8_qdq_s8s8.onnx`` and ``calibration/slices.npy`` to the package folder.
+
+    ``method`` None: min/max first (see DEFAULT_METHOD), and the other methods are tried
+    if INT8 misses its target; a given method is kept, and only blocks are moved to float.
+    """
+    from ..data._folders import folder_swap
+
+    say = progress or (lambda _msg: None)
+    timings: dict[str, float] = {}
+    root = require_folder_package(package_dir)
+    package = load_package(root)
+    manifest = package.manifest
+    try_methods = method is None
+    recipe = QuantRecipe(method=method or DEFAULT_METHOD, exclude=exclude, extra_exclude=tuple(extra_exclude))
+
+    t = time.perf_counter()
+    calibration = select_calibration_slices(calib, manifest.grid, count=slices, stratified=stratified,
+                                            seed=seed, every=every)
+    timings["calibration_slices_s"] = time.perf_counter() - t
+    say(f"calibration: {len(calibration.slices)} LiTS slices ({calibration.selection})")
+    data = load_eval_set(eval_data, manifest.grid, manifest.raw["model"].get("training"))
+
+    with folder_swap(root, is_package, "a model package") as tmp, \
+            tempfile.TemporaryDirectory(prefix="liverlesion-ranges-") as scratch:
+        copy_package(root, tmp)
+        for stale in (tmp / INT8_FILE, tmp / CALIBRATION_FILE):
+            stale.unlink(missing_ok=True)
+        save_slices(tmp / CALIBRATION_FILE, calibration.slices)
+        fp32, int8 = tmp / FP32_FILE, tmp / INT8_FILE
+        t = time.perf_counter()
+        fp32_scores = measure({"fp32": fp32}, data)["fp32"]
+        ref_maps = fp32_maps(fp32, data)
+        timings["fp32_accuracy_s"] = time.perf_counter() - t
+
+        t = time.perf_counter()
+        recipe, scores, excluded, study = fit_recipe(
+            fp32, int8, calibration.slices, recipe, data, fp32_scores, ref_maps, Path(scratch),
+            try_methods=try_methods, max_rounds=max_fix_rounds, say=say)
+        timings["quantize_s"] = time.perf_counter() - t
+        misses = target_misses("int8", scores, fp32_scores)
+        if misses and not allow_miss:
+            raise ExportError("INT8 misses its accuracy target after "
+                              f"{len(study['rounds']) - 1} fix round(s): {'; '.join(misses)}; nothing was "
+                              "written (try another --method, more --slices, --exclude, or --allow-miss to "
+                              "keep it with the miss recorded)")
+        graph = require_tensorrt_form(onnx.load(str(int8)), INT8_FILE).to_dict()
+
+        accuracy = dict(manifest.raw.get("accuracy") or {})
+        if accuracy.get("fp32", {}).get("data") != data.description:
+            accuracy = {"fp32": fp32_scores}  # measured on other slices: those numbers do not compare
+        accuracy["int8"] = scores
+        annotate(accuracy, fp32_scores)
+        raw = manifest.to_dict()
+        files = [f for f in raw["files"] if f["path"] not in (INT8_FILE, CALIBRATION_FILE)]
+        opset = graph["opset"]
+        files.append(file_record(tmp, INT8_FILE, "onnx", "int8", opset=opset, form="qdq-s8s8",
+                                 runtimes=["tensorrt", "onnxruntime"]).to_dict())
+        files.append(file_record(tmp, CALIBRATION_FILE, "calibration", None, dtype="float32",
+                                 shape=list(calibration.slices.shape), units="HU").to_dict())
+        raw["files"] = files
+        raw["calibration"] = calibration.to_manifest(recipe.method, excluded)
+        raw["quantization"] = {
+            "format": "QDQ", "activations": "int8 symmetric per-tensor",
+            "weights": "int8 symmetric per-channel", "bias": "float",
+            "tool": "onnxruntime.quantization.quantize_static", "method": recipe.method,
+            "extra_excluded_blocks": list(recipe.extra_exclude), "tensorrt_checks": graph, "study": study,
+        }
+        raw["accuracy"] = accuracy
+        write_manifest(tmp, raw)
+        load_package(tmp).close()
+        readable_by_all(tmp)
+    return QuantizeResult(path=root, recipe=recipe, accuracy=accuracy, graph=graph, study=study,
+                          timings_s=timings, size=(root / INT8_FILE).stat().st_size)
