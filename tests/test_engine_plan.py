@@ -329,6 +329,7 @@ class FakeBuilderTrt:
         ILogger.Severity = Severity
         module.ILogger = ILogger
         module.IInt8EntropyCalibrator2 = type("IInt8EntropyCalibrator2", (), {"__init__": lambda self: None})
+        module.IInt8MinMaxCalibrator = type("IInt8MinMaxCalibrator", (), {"__init__": lambda self: None})
         calls = self.calls
 
         class Config:
@@ -461,3 +462,14 @@ def test_build_engine_refuses_a_plan_for_another_machine(tmp_path, monkeypatch, 
     with pytest.raises(EngineError, match=message):
         build_module.build_engine(root, plan(load_package(root).manifest, "10.3.0.30", "fp16"))
     assert not (root / "engines").exists()
+
+
+@pytest.mark.parametrize("method, kind", [("minmax", "minmax"), ("entropy", "entropy2"), (None, "minmax")])
+def test_8_5_calibrator_follows_the_packages_calibration_method(tmp_path, method, kind):
+    """TensorRT 8.5 must quantize as the Q/DQ file does on 10+: same slices, same method."""
+    root = make_engine_package(tmp_path / "pkg")
+    data = json.loads((root / "manifest.json").read_text())
+    data["calibration"] = {"method": method} if method else {}
+    (root / "manifest.json").write_text(json.dumps(data))
+    the_plan = plan(load_package(root).manifest, "8.5.2.2", "int8", XAVIER)
+    assert the_plan.calibrator.kind == kind

@@ -113,14 +113,15 @@ def write_cache(path: str | Path, data: bytes) -> Path:
 
 def make_entropy_calibrator(trt: Any, batches: CalibrationBatches, cache_path: str | Path, memory: CudaMemory,
                             *, input_name: str, reuse_cache: bool = True,
-                            log: Callable[[str], None] | None = None) -> Any:
+                            log: Callable[[str], None] | None = None, kind: str = "entropy2") -> Any:
     """An ``IInt8EntropyCalibrator2`` feeding ``batches`` through one device buffer (TensorRT 8.x).
 
     The class is defined here, at call time, because its base class lives in the
     tensorrt module. ``memory`` must be active (its CUDA context current) while TensorRT
     calibrates. Set the calibration profile's shape to ``batches.batch_shape``.
     """
-    base = trt.IInt8EntropyCalibrator2
+    # Both bases exist from TensorRT 8.5 to 10.x; 11 removed calibrators (the plan never asks there).
+    base = trt.IInt8EntropyCalibrator2 if kind == "entropy2" else trt.IInt8MinMaxCalibrator
     say = log or (lambda message: None)
 
     class EntropyCalibrator(base):  # type: ignore[misc, valid-type]

@@ -65,7 +65,13 @@ class ShapeProfile:
 
 @dataclass(frozen=True)
 class CalibratorPlan:
-    """TensorRT 8.x implicit INT8: an IInt8EntropyCalibrator2 over the package's slices."""
+    """TensorRT 8.x implicit INT8: a calibrator over the package's slices.
+
+    ``kind`` follows the method the package's Q/DQ file was calibrated with, so TensorRT
+    8.5 and 10+ quantize alike: "minmax" (IInt8MinMaxCalibrator, the export default,
+    since entropy clipped lesion activations on our models) or "entropy2"
+    (IInt8EntropyCalibrator2).
+    """
 
     batch_size: int
     slices: str
@@ -159,8 +165,10 @@ def _calibrator(manifest: Manifest, version: TrtVersion, cc: tuple[int, int], op
     reuse = bool(recorded and recorded.extra.get("tensorrt") == version.short()
                  and recorded.extra.get("compute_capability") == format_compute_capability(cc)
                  and recorded.extra.get("slices_sha256") == slices.sha256)
+    method = (manifest.raw.get("calibration") or {}).get("method", "minmax")
     return CalibratorPlan(batch_size=batch, slices=slices.path, slices_sha256=slices.sha256, cache=cache,
-                          reuse_cache=reuse, profile=(batch, *shape))
+                          reuse_cache=reuse, profile=(batch, *shape),
+                          kind="entropy2" if method == "entropy" else "minmax")
 
 
 def engine_file_name(arch: str, precision: str, cc: tuple[int, int], version: TrtVersion,
