@@ -72,7 +72,8 @@ def test_peak_rss_sees_a_temporary_allocation() -> None:
 def test_memory_soak_measures_retained_memory() -> None:
     kept: list[np.ndarray] = []
     leaky = memory_soak(lambda i: kept.append(np.ones(8 * MB, dtype=np.uint8)), 10, warmup=0, samples=5)
-    assert leaky["rss_end_mb"] - leaky["rss_start_mb"] >= 0.9 * 80
+    # 80 MB kept; the start sample may already hold the first block, and malloc rounds: 60 MB at least
+    assert leaky["rss_end_mb"] - leaky["rss_start_mb"] >= 0.75 * 80
     assert leaky["predictions"] == 10 and len(leaky["samples"]) == 6
     kept.clear()
     flat = memory_soak(lambda i: np.ones(8 * MB, dtype=np.uint8).sum(), 10, warmup=1)

@@ -33,14 +33,17 @@ class DemoSize:
     pretrain_epochs: int
     finetune_epochs: int
     calib_slices: int
+    held_out_slices: int
 
 
 #: Full demo (< 15 min on 2 cores) and --quick (< 3 min, a smoke check of every step).
 SIZES = {
     "full": DemoSize(lits_volumes=6, lits_slices=32, lesion_slices=150, size=512, width=8, grid_size=128,
-                     grid_spacing=3.0, pretrain_epochs=16, finetune_epochs=30, calib_slices=64),
+                     grid_spacing=3.0, pretrain_epochs=16, finetune_epochs=30, calib_slices=64,
+                     held_out_slices=120),
     "quick": DemoSize(lits_volumes=3, lits_slices=12, lesion_slices=36, size=256, width=8, grid_size=64,
-                      grid_spacing=6.0, pretrain_epochs=2, finetune_epochs=3, calib_slices=16),
+                      grid_spacing=6.0, pretrain_epochs=2, finetune_epochs=3, calib_slices=16,
+                      held_out_slices=24),
 }
 
 
@@ -98,11 +101,15 @@ def run(args: argparse.Namespace) -> int:
     step("evaluate the joint network on its held-out patients", [
         "evaluate", str(joint), "--data", str(phantoms / "lesion_slices"), "--split", "val",
         "--json", str(reports / "evaluate.json")])
+    held_out = phantoms / "held_out"
+    step("held-out phantom slices (another seed, never trained on) to measure each precision", [
+        "phantom", "--out", str(held_out), "--seed", str(args.seed + 1), "--lits-volumes", "0",
+        "--lesion-slices", str(size.held_out_slices), "--size", str(size.size)])
     step("export the fused graph (HU in, labels out) to ONNX FP32 and FP16", [
-        "export", str(joint), "--out", str(package), "--eval-data", str(phantoms / "lesion_slices")])
+        "export", str(joint), "--out", str(package), "--eval-data", str(held_out / "lesion_slices")])
     step("INT8: calibrate on LiTS slices, measure against FP32", [
         "quantize", str(package), "--calib", str(phantoms / "lits"), "--eval-data",
-        str(phantoms / "lesion_slices"), "--slices", str(size.calib_slices)])
+        str(held_out / "lesion_slices"), "--slices", str(size.calib_slices)])
     step("inspect the model package", ["inspect", str(package)])
     index = json.loads((phantoms / "lesion_slices" / "dataset.json").read_text())
     for case in _held_out_cases(index, reports / "finetune.json")[:2]:

@@ -107,7 +107,7 @@ def _write_outputs(prediction: Any, slice_: Any, path: Path, number: int, count:
 
 
 def _dump(results: list[dict[str, Any]], target: Path) -> None:
-    from ..package.store import atomic_write_bytes
+    from ..atomic import atomic_write_bytes
 
     text = json.dumps(results, indent=2) + "\n"
     if str(target) == "-":

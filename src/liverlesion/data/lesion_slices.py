@@ -34,10 +34,10 @@ from typing import Any
 
 import numpy as np
 
+from ..atomic import folder_swap
 from ..errors import DataFormatError, InputError
 from ..grid import check_spacing
 from ..labels import FIRST_LESION_LABEL, LESION_CLASSES, TARGET_LABELS
-from ._folders import folder_swap
 
 FORMAT = "liverlesion-lesion-slices"
 VERSION = 1

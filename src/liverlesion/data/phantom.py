@@ -31,10 +31,10 @@ from typing import Any
 
 import numpy as np
 
+from ..atomic import folder_swap
 from ..errors import InputError
 from ..errors import require as require_module
 from ..labels import FIRST_LESION_LABEL, LESION_CLASSES, LITS_TUMOR
-from ._folders import folder_swap
 from .lesion_slices import LesionSlice, write_lesion_slices
 from .lits import LITS_FILE_RE
 from .phantom_anatomy import Canvas, Patient, draw_patient, finish, liver_mask, render

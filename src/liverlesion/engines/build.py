@@ -42,8 +42,9 @@ from collections.abc import Callable, Iterable
 from pathlib import Path
 from typing import Any
 
+from ..atomic import atomic_write_bytes
 from ..errors import EngineError
-from ..package.store import atomic_write_bytes, file_record, sha256_file
+from ..package.store import file_record, sha256_file
 from .calibration import CalibrationBatches, make_entropy_calibrator
 from .gpu import detect_gpu
 from .plan import BuildPlan

@@ -14,8 +14,8 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
+from ..atomic import atomic_write_bytes
 from ..errors import EngineError
-from ..package.store import atomic_write_bytes
 
 if TYPE_CHECKING:
     from ..backends.cuda_memory import CudaMemory

@@ -129,7 +129,7 @@ def quantize_package(package_dir: str | Path, calib: str | Path, eval_data: str 
     ``method`` None: min/max first (see DEFAULT_METHOD), and the other methods are tried
     if INT8 misses its target; a given method is kept, and only blocks are moved to float.
     """
-    from ..data._folders import folder_swap
+    from ..atomic import folder_swap
 
     say = progress or (lambda _msg: None)
     timings: dict[str, float] = {}

@@ -137,7 +137,7 @@ def export_package(checkpoint_path: str | Path, out: str | Path, *, eval_data: s
     ``default_spacing_mm`` (row, col) is recorded as ``input.default_spacing_mm``: the pixel
     spacing the SDK assumes for arrays given without one (else it assumes the grid spacing).
     """
-    from ..data._folders import folder_swap
+    from ..atomic import folder_swap
     from ..training.checkpoint import load_checkpoint
     from .accuracy import annotate, load_eval_set, measure
     from .fp16 import write_fp16

@@ -11,6 +11,7 @@ import zipfile
 from pathlib import Path
 from typing import Any, Iterable
 
+from ..atomic import atomic_write_bytes
 from ..errors import ChecksumError, PackageError
 from .manifest import MANIFEST_NAME, FileRecord, Manifest
 
@@ -34,19 +35,6 @@ def file_record(root: str | Path, relative: str, role: str, precision: str | Non
     path = Path(root) / relative
     return FileRecord.from_dict({"path": relative, "role": role, "precision": precision,
                                  "sha256": sha256_file(path), "size": path.stat().st_size, **extra})
-
-
-def atomic_write_bytes(path: str | Path, data: bytes) -> None:
-    """Write a file so that readers see the old content or the new, never half of it."""
-    path = Path(path)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "wb") as handle:
-            handle.write(data)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
 
 
 def write_manifest(root: str | Path, manifest: Manifest | dict[str, Any]) -> Manifest:

@@ -31,9 +31,9 @@ from typing import Any
 import numpy as np
 
 from .. import __version__
+from ..atomic import atomic_write_bytes
 from ..errors import InputError, require
 from ..labels import LESION_CLASSES
-from ..package.store import atomic_write_bytes
 from .overlay import LABEL_COLOURS
 from .prediction import Prediction
 

@@ -12,9 +12,9 @@ from typing import Any
 
 import numpy as np
 
+from ..atomic import atomic_write_bytes
 from ..errors import InputError, require
 from ..labels import TARGET_LABELS
-from ..package.store import atomic_write_bytes
 from .prediction import Prediction
 
 #: Display colours (RGB, 0-255) of the labels, shared with the DICOM SEG segments.
