@@ -62,8 +62,14 @@ def _affine(src_shape: Sequence[int], src_spacing: Sequence[float],
 
 
 def to_model_grid(image: np.ndarray, spacing: Sequence[float], grid: ModelGrid,
-                  *, order: int = 1, fill: float = AIR_HU) -> np.ndarray:
-    """Resample a 2D slice (HU, or a label map with ``order=0``) onto the model grid."""
+                  *, order: int = 1, fill: float | None = None) -> np.ndarray:
+    """Resample a 2D slice (HU, or a label map with ``order=0``) onto the model grid.
+
+    Outside the slice: ``fill``, by default air (-1024 HU) for images and 0 (background)
+    for label maps.
+    """
+    if fill is None:
+        fill = AIR_HU if order else 0
     spacing = check_spacing(spacing)
     if image.ndim != 2:
         raise InputError(f"expected a 2D slice, got an array of shape {image.shape}")

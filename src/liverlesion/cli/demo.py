@@ -38,11 +38,11 @@ class DemoSize:
 
 #: Full demo (< 15 min on 2 cores) and --quick (< 3 min, a smoke check of every step).
 SIZES = {
-    "full": DemoSize(lits_volumes=6, lits_slices=32, lesion_slices=150, size=512, width=8, grid_size=128,
-                     grid_spacing=3.0, pretrain_epochs=16, finetune_epochs=30, calib_slices=64,
+    "full": DemoSize(lits_volumes=6, lits_slices=32, lesion_slices=150, size=512, width=16, grid_size=128,
+                     grid_spacing=3.0, pretrain_epochs=30, finetune_epochs=40, calib_slices=64,
                      held_out_slices=120),
     "quick": DemoSize(lits_volumes=3, lits_slices=12, lesion_slices=36, size=256, width=8, grid_size=64,
-                      grid_spacing=6.0, pretrain_epochs=2, finetune_epochs=3, calib_slices=16,
+                      grid_spacing=6.0, pretrain_epochs=8, finetune_epochs=12, calib_slices=16,
                       held_out_slices=24),
 }
 
