@@ -3,6 +3,8 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 VENV=.venv
+echo "== ruff"
+"$VENV/bin/ruff" check src tests examples benchmarks
 echo "== static check of the TensorRT code against tensorrt-stubs"
 bash scripts/typecheck.sh
 echo "== benchmarks, smoke mode (each benchmark once, as a test)"

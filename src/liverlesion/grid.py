@@ -7,8 +7,9 @@ training data, calibration data and the SDK all go through these functions.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Any, Sequence
+from typing import Any
 
 import numpy as np
 from scipy import ndimage
@@ -32,7 +33,7 @@ class ModelGrid:
         return {"size": list(self.size), "spacing_mm": list(self.spacing_mm)}
 
     @classmethod
-    def from_dict(cls, data: dict[str, Any]) -> "ModelGrid":
+    def from_dict(cls, data: dict[str, Any]) -> ModelGrid:
         rows, cols = (int(v) for v in data["size"])
         sr, sc = (float(v) for v in data["spacing_mm"])
         return cls(size=(rows, cols), spacing_mm=(sr, sc))

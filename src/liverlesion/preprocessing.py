@@ -8,8 +8,9 @@ where it becomes Clip/Sub/Mul/Concat), so training and deployment cannot drift.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass, field
-from typing import Any, Sequence
+from typing import Any
 
 import numpy as np
 
@@ -43,7 +44,7 @@ class Preprocessing:
         return {"kind": "hu_windows", "windows": [list(w) for w in self.windows], "range": [-1.0, 1.0]}
 
     @classmethod
-    def from_dict(cls, data: dict[str, Any]) -> "Preprocessing":
+    def from_dict(cls, data: dict[str, Any]) -> Preprocessing:
         if data.get("kind", "hu_windows") != "hu_windows":
             raise ValueError(f"unknown preprocessing kind {data.get('kind')!r}; accepted: 'hu_windows'")
         return cls(windows=tuple(tuple(w) for w in data["windows"]))  # type: ignore[arg-type]

@@ -9,4 +9,4 @@ it is asked for, and then fails with a message naming the extra to install.
 from .base import Backend, TensorSpec
 from .registry import BACKENDS, available_backends, backend_class
 
-__all__ = ["Backend", "TensorSpec", "BACKENDS", "available_backends", "backend_class"]
+__all__ = ["BACKENDS", "Backend", "TensorSpec", "available_backends", "backend_class"]

@@ -50,8 +50,8 @@ class Backend(abc.ABC):
     def _run(self, hu: np.ndarray) -> dict[str, np.ndarray]:
         """Run the graph on N x 1 x H x W float32 HU; return outputs by name."""
 
-    def _release(self) -> None:
-        """Free runtime resources (sessions, contexts, device buffers)."""
+    def _release(self) -> None:  # noqa: B027 - optional hook, a no-op by default
+        """Free runtime resources (sessions, contexts, device buffers); nothing by default."""
 
     @property
     def device(self) -> str:
@@ -95,7 +95,7 @@ class Backend(abc.ABC):
             self._closed = True
             self._release()
 
-    def __enter__(self) -> "Backend":
+    def __enter__(self) -> Backend:
         return self
 
     def __exit__(self, *exc: object) -> None:

@@ -140,7 +140,7 @@ def _patient_slices(seed: int, number: int, kind: str, count: int, size: int) ->
     heights = patient.liver_height * np.sort(rng.uniform(0.3, 0.85, count))
     out = []
     for index, z in enumerate(heights):
-        for attempt in range(8):  # a slice must show a lesion: retry where the liver is too small
+        for _attempt in range(8):  # a slice must show a lesion: retry where the liver is too small
             canvas = render(patient, float(z))
             wanted = [draw_lesion(rng, kind, patient) for _ in range(lesion_count(rng, kind))]
             for lesion in wanted:

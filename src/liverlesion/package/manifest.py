@@ -9,8 +9,9 @@ schema bump. Nothing in a manifest is ever executed.
 from __future__ import annotations
 
 import re
+from collections.abc import Mapping
 from dataclasses import dataclass, field
-from typing import Any, Mapping
+from typing import Any
 
 from ..errors import PackageError
 from ..grid import ModelGrid
@@ -30,7 +31,7 @@ def _need(data: Mapping[str, Any], key: str, kind: type | tuple[type, ...], wher
     if key not in data:
         raise PackageError(f"manifest: '{where}.{key}' is missing")
     value = data[key]
-    if not isinstance(value, kind) or isinstance(value, bool) and kind is not bool:
+    if not isinstance(value, kind) or (isinstance(value, bool) and kind is not bool):
         names = kind.__name__ if isinstance(kind, type) else " or ".join(k.__name__ for k in kind)
         raise PackageError(f"manifest: '{where}.{key}' must be {names}, got {type(value).__name__}")
     return value
@@ -48,7 +49,7 @@ class FileRecord:
     extra: dict[str, Any] = field(default_factory=dict)
 
     @classmethod
-    def from_dict(cls, data: Mapping[str, Any]) -> "FileRecord":
+    def from_dict(cls, data: Mapping[str, Any]) -> FileRecord:
         where = f"files[{data.get('path', '?')}]"
         path = _need(data, "path", str, where)
         if not _SAFE_NAME.match(path) or ".." in path.split("/"):
@@ -117,7 +118,7 @@ class Manifest:
         return None
 
     @classmethod
-    def from_dict(cls, data: Any) -> "Manifest":
+    def from_dict(cls, data: Any) -> Manifest:
         if not isinstance(data, dict):
             raise PackageError("manifest: the top level must be a JSON object")
         schema = data.get("schema")

@@ -8,8 +8,9 @@ import os
 import shutil
 import tempfile
 import zipfile
+from collections.abc import Iterable
 from pathlib import Path
-from typing import Any, Iterable
+from typing import Any
 
 from ..atomic import atomic_write_bytes
 from ..errors import ChecksumError, PackageError
@@ -78,7 +79,7 @@ class ModelPackage:
             shutil.rmtree(self._cleanup, ignore_errors=True)
             self._cleanup = None
 
-    def __enter__(self) -> "ModelPackage":
+    def __enter__(self) -> ModelPackage:
         return self
 
     def __exit__(self, *exc: object) -> None:
