@@ -14,10 +14,10 @@ from pathlib import Path
 import numpy as np
 import pydicom
 import pytest
-from pydicom.data import get_testdata_file
 from pydicom.pixels import get_decoder
 from pydicom.uid import Comprehensive3DSRStorage, SegmentationStorage
 
+from dicom_files import real
 from liverlesion import LesionAnalyzer, Prediction
 from liverlesion.data.lesion_slices import read_lesion_slices
 from liverlesion.errors import (
@@ -37,11 +37,6 @@ AXIAL_CT = ["CT_small.dcm", "693_J2KI.dcm", "693_UNCI.dcm", "693_UNCR.dcm", "693
             "explicit_VR-UN.dcm"]
 
 
-def real(name: str) -> str:
-    path = get_testdata_file(name, download=False)
-    if path is None:
-        pytest.skip(f"{name} is not installed (pydicom-data, in the dev extra)")
-    return str(path)
 
 
 @pytest.fixture(scope="module")

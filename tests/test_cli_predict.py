@@ -7,18 +7,11 @@ import json
 import numpy as np
 import pydicom
 import pytest
-from pydicom.data import get_testdata_file
 from pydicom.uid import Comprehensive3DSRStorage, SegmentationStorage
 
+from dicom_files import real
 from liverlesion import LesionAnalyzer
 from liverlesion.cli import main
-
-
-def real(name: str) -> str:
-    path = get_testdata_file(name, download=False)
-    if path is None:
-        pytest.skip(f"{name} is not installed (pydicom-data, in the dev extra)")
-    return str(path)
 
 
 @pytest.fixture(scope="module")

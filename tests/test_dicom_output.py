@@ -7,9 +7,9 @@ from pathlib import Path
 import numpy as np
 import pydicom
 import pytest
-from pydicom.data import get_testdata_file
 from pydicom.uid import Comprehensive3DSRStorage, SegmentationStorage
 
+from dicom_files import real
 from liverlesion.errors import InputError
 from liverlesion.grid import ModelGrid
 from liverlesion.sdk import Postprocessor, load_slice, save_dicom, to_dicom_seg
@@ -30,11 +30,6 @@ def strict(monkeypatch):
     monkeypatch.setattr(config.settings, "reading_validation_mode", config.RAISE)
 
 
-def real(name: str) -> str:
-    path = get_testdata_file(name, download=False)
-    if path is None:
-        pytest.skip(f"{name} is not installed (pydicom-data, in the dev extra)")
-    return str(path)
 
 
 def model_labels() -> np.ndarray:

@@ -8,9 +8,9 @@ from pathlib import Path
 import numpy as np
 import pydicom
 import pytest
-from pydicom.data import get_testdata_file
 from pydicom.pixels import get_decoder
 
+from dicom_files import real
 from liverlesion.errors import DataFormatError, DicomError, InputError, LiverLesionError
 from liverlesion.sdk import Orientation, SliceInput, frame_count, load_slice
 from liverlesion.sdk.slice_input import orientation_from_directions
@@ -20,12 +20,6 @@ AXIAL_CT = ["CT_small.dcm", "693_J2KI.dcm", "693_UNCI.dcm", "693_UNCR.dcm", "693
 TEST_FILES = Path(pydicom.data.__file__).parent / "test_files"
 
 
-def real(name: str) -> str:
-    """Path of a pydicom / pydicom-data file, never downloading."""
-    path = get_testdata_file(name, download=False)
-    if path is None:
-        pytest.skip(f"{name} is not installed (pydicom-data, in the dev extra)")
-    return str(path)
 
 
 def expected_hu(path: str) -> np.ndarray:
