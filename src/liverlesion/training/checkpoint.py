@@ -15,7 +15,6 @@ reader never sees a half-written checkpoint.
 
 from __future__ import annotations
 
-import hashlib
 import json
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
@@ -31,6 +30,7 @@ from ..atomic import folder_swap
 from ..errors import CheckpointError, InputError
 from ..grid import ModelGrid
 from ..model import ModelConfig, build_model
+from ..package.store import sha256_file
 from ..preprocessing import Preprocessing
 
 FORMAT = "liverlesion-checkpoint"
@@ -63,14 +63,6 @@ class Checkpoint:
     classes: tuple[str, ...]
     training: dict[str, Any] = field(default_factory=dict)
     resume: ResumeState | None = None
-
-
-def _sha256(path: Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as handle:
-        for chunk in iter(lambda: handle.read(1 << 20), b""):
-            digest.update(chunk)
-    return digest.hexdigest()
 
 
 def _state_tensors(state: Mapping[str, torch.Tensor]) -> dict[str, torch.Tensor]:
@@ -131,7 +123,7 @@ def save_checkpoint(path: str | Path, model: nn.Module, *, config: ModelConfig, 
             tensors, info = _flatten_optimizer(resume.optimizer_state)
             save_file(tensors, str(tmp / OPTIMIZER_FILE))
             description["resume"] = {"epoch": resume.epoch, "optimizer": info}
-        description["files"] = {p.name: _sha256(p) for p in sorted(tmp.glob("*.safetensors"))}
+        description["files"] = {p.name: sha256_file(p) for p in sorted(tmp.glob("*.safetensors"))}
         (tmp / CONFIG_FILE).write_text(json.dumps(description, indent=2) + "\n")
     return dest
 
@@ -163,7 +155,7 @@ def _read_tensors(folder: Path, name: str, description: dict[str, Any]) -> dict[
     if not file.is_file():
         raise CheckpointError(f"{file} is missing from the checkpoint")
     expected = description.get("files", {}).get(name)
-    if expected is not None and _sha256(file) != expected:
+    if expected is not None and sha256_file(file) != expected:
         raise CheckpointError(f"{file} does not match the sha256 recorded in {CONFIG_FILE}: it is corrupted")
     try:
         return load_file(str(file))
