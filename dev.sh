@@ -7,7 +7,7 @@ set -euo pipefail
 cd "$(dirname "$0")"
 PY=${PYTHON:-python3}
 VENV=.venv
-EXTRAS="train,onnxruntime,dicom,nifti,viz,dev"
+EXTRAS="train,onnxruntime,openvino,dicom,nifti,viz,dev"
 
 setup() {
   local stamp="$VENV/.liverlesion-setup"

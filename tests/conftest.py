@@ -8,6 +8,21 @@ from pathlib import Path
 import pytest
 
 
+@pytest.fixture(scope="session", autouse=True)
+def private_cache(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """Compiled-model caches (OpenVINO) go to a session folder, never the user's ~/.cache."""
+    import os
+
+    folder = tmp_path_factory.mktemp("cache")
+    old = os.environ.get("LIVERLESION_CACHE")
+    os.environ["LIVERLESION_CACHE"] = str(folder)
+    yield folder
+    if old is None:
+        os.environ.pop("LIVERLESION_CACHE", None)
+    else:
+        os.environ["LIVERLESION_CACHE"] = old
+
+
 # -- export / quantize / inspect (test_export.py, test_fp16.py, test_quantize.py, test_inspect.py) ----------
 @dataclass(frozen=True)
 class ExportWorld:

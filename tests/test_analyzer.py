@@ -46,6 +46,13 @@ def ort(sdk_world):
 
 
 @pytest.fixture(scope="module")
+def vino(sdk_world):
+    pytest.importorskip("openvino", reason="OpenVINO is not installed: pip install 'liverlesion[openvino]'")
+    with LesionAnalyzer.load(sdk_world.package, "openvino", "fp32", threads=1) as analyzer:
+        yield analyzer
+
+
+@pytest.fixture(scope="module")
 def reference(sdk_world):
     # One torch thread: with two, a busy 2-core machine makes each of the many tiny ops wait for a core.
     with LesionAnalyzer.load(sdk_world.package, "torch", threads=1) as analyzer:
@@ -101,7 +108,7 @@ def test_load_records_and_logs_what_it_chose(sdk_world, caplog):
     with analyzer:
         chosen = analyzer.selection.chosen
         assert (chosen.backend, chosen.precision) == (analyzer.backend, analyzer.precision)
-        assert set(analyzer.selection.backends) == {"tensorrt", "onnxruntime", "torch"}
+        assert set(analyzer.selection.backends) == {"tensorrt", "onnxruntime", "openvino", "torch"}
         assert analyzer.selection.summary() in caplog.text
         json.dumps(analyzer.selection.to_dict())
         assert analyzer.warmup_ms == []
@@ -284,9 +291,9 @@ def test_dicom_seg_and_sr_from_predict_read_back_on_the_source_geometry(threshol
 
 
 # -- threads and lifetime -------------------------------------------------------------------------
-@pytest.mark.parametrize("backend", ["onnxruntime", "torch"])
-def test_eight_threads_sharing_one_analyzer_get_the_serial_results(backend, ort, reference, phantom_slices):
-    analyzer = {"onnxruntime": ort, "torch": reference}[backend]
+@pytest.mark.parametrize("backend", ["onnxruntime", "openvino", "torch"])
+def test_eight_threads_sharing_one_analyzer_get_the_serial_results(backend, request, phantom_slices):
+    analyzer = request.getfixturevalue({"onnxruntime": "ort", "openvino": "vino", "torch": "reference"}[backend])
     inputs = [(x.hu, x.spacing_mm) for x in phantom_slices[:5]]
     serial = [analyzer.predict(hu, spacing=s) for hu, s in inputs]
     results: dict[tuple[int, int], Prediction] = {}
@@ -402,6 +409,9 @@ def test_a_tampered_or_incomplete_package_is_refused(sdk_world, tmp_path):
 
 
 def test_a_backend_that_is_not_installed_names_its_extra_and_auto_moves_on(sdk_world, monkeypatch):
+    monkeypatch.setitem(sys.modules, "openvino", None)
+    with pytest.raises(MissingDependencyError, match=r"liverlesion\[openvino\]"):
+        LesionAnalyzer.load(sdk_world.package, "openvino")
     monkeypatch.setitem(sys.modules, "onnxruntime", None)  # 'import onnxruntime' now fails
     with pytest.raises(MissingDependencyError, match=r"liverlesion\[onnxruntime\]"):
         LesionAnalyzer.load(sdk_world.package, "onnxruntime")
@@ -433,6 +443,7 @@ def test_auto_moves_past_a_choice_that_fails_to_load_and_records_why(sdk_world, 
         raise BackendError("onnxruntime could not start (simulated)")
 
     monkeypatch.setattr(ort_backend.OnnxRuntimeBackend, "__init__", broken)
+    monkeypatch.setitem(sys.modules, "openvino", None)  # else auto would take OpenVINO before onnxruntime
     with LesionAnalyzer.load(sdk_world.package, warmup=False, threads=1) as analyzer:
         assert analyzer.backend == "torch"
         failed = [(c.backend, c.precision, why) for c, why in analyzer.selection.failures]

@@ -92,7 +92,8 @@ def test_configurations_run_torch_at_fp32_only() -> None:
     configs = configurations()
     assert {c.name for c in configs} == set(BACKEND_SPECS)
     assert [c.precision for c in configs if c.name == "torch"] == ["fp32"]
-    assert len(configs) == (len(BACKEND_SPECS) - 1) * 3 + 1
+    assert len(configs) == (len(BACKEND_SPECS) - 1) * 3 + 1 + 1  # + OpenVINO bf16
+    assert [c.name for c in configs if c.precision == "bf16"] == ["openvino"]
     with pytest.raises(InputError, match="unknown backend"):
         configurations(["onnx"])
     with pytest.raises(InputError):

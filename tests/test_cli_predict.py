@@ -24,10 +24,11 @@ def test_predict_prints_a_line_per_input_and_writes_the_json_list(sdk_world, vol
     np.save(array, np.full((40, 50), 40, np.int16), allow_pickle=False)
     out = tmp_path / "results" / "out.json"
     code = main(["predict", str(sdk_world.package), real("CT_small.dcm"), str(volume), str(array),
-                 "--index", "2", "--spacing", "0.8", "0.8", "--json", str(out)])
+                 "--index", "2", "--spacing", "0.8", "0.8", "--json", str(out), "--backend", "onnxruntime",
+                 "--precision", "fp32"])
     printed = capsys.readouterr().out.strip().splitlines()
     assert code == 0
-    assert printed[0].startswith(f"{sdk_world.package}: onnxruntime")  # what auto chose, and why
+    assert printed[0].startswith(f"{sdk_world.package}: onnxruntime")  # what was chosen, and why
     lines = printed[1:]
     assert len(lines) == 3
     for line, name in zip(lines, ("CT_small.dcm", volume.name, "slice.npy"), strict=True):

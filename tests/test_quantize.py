@@ -1,4 +1,4 @@
-"""INT8: explicit Q/DQ in TensorRT's form, LiTS calibration slices, accuracy against FP32."""
+"""INT8: explicit Q/DQ in TensorRT's form and the CPU form, LiTS calibration slices, accuracy against FP32."""
 
 from __future__ import annotations
 
@@ -206,6 +206,10 @@ def test_quantize_that_misses_its_target_writes_nothing_then_fixes_what_it_can(e
     assert [m["method"] for m in study["methods"]] == ["percentile"]
     assert study["worst_tensors"] and len(study["block_sensitivity"]) == 1 and len(study["rounds"]) == 3
     assert len(result.recipe.extra_exclude) == 1 and raw["calibration"]["method"] == result.recipe.method
+    # the CPU form is held to the same (unreachable) target: left out, and the manifest says why
+    assert raw["quantization"]["forms"]["u8s8"]["written"] is False
+    assert raw["quantization"]["forms"]["u8s8"]["target_misses"] and "int8-u8s8" not in raw["accuracy"]
+    assert not (root / "model_int8_qdq_u8s8.onnx").exists()
     load_package(root).close()
 
 
@@ -225,3 +229,40 @@ def test_sqnr_leaves_dead_tensors_out_of_the_worst_list():
     rows = [{"tensor": "dead", "local_db": float("nan")}, {"tensor": "exact", "local_db": float("inf")},
             {"tensor": "b", "local_db": 30.0}, {"tensor": "a", "local_db": 12.0}]
     assert [r["tensor"] for r in worst_tensors(rows)] == ["a", "b"]
+
+
+def _activation_qparams(model):
+    inits = {t.name: numpy_helper.to_array(t) for t in model.graph.initializer}
+    return {n.input[0]: (float(inits[n.input[1]]), inits[n.input[2]]) for n in model.graph.node
+            if n.op_type == "QuantizeLinear" and n.input[1] in inits and inits[n.input[1]].ndim == 0}
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("arch", ["joint", "ynet"])
+def test_the_cpu_form_comes_from_the_same_calibration_and_meets_the_same_target(export_world, arch):
+    package = load_package(export_world.packages[arch])
+    record = package.manifest.find(role="onnx", precision="int8", form="qdq-u8s8")
+    assert record is not None and record.path == "model_int8_qdq_u8s8.onnx"
+    assert record.extra["accuracy"] == "int8-u8s8" and "openvino" in record.extra["runtimes"]
+    cpu = onnx.load(str(package.path(record)))
+    trt = onnx.load(str(package.path(package.manifest.find(role="onnx", precision="int8", form="qdq-s8s8"))))
+    cpu_q, trt_q = _activation_qparams(cpu), _activation_qparams(trt)
+    # the same recipe: the CPU form quantizes a subset (onnxruntime folds a ReLU into the uint8 range of
+    # the Conv before it, so that Conv's own output gets no Q/DQ pair)
+    assert cpu_q and set(cpu_q) <= set(trt_q) and len(cpu_q) >= len(trt_q) // 2
+    assert all(zp.dtype == np.uint8 for _, zp in cpu_q.values())
+    assert any(int(zp) != 128 for _, zp in cpu_q.values())  # one-sided ranges (after ReLU) use zero points
+    for tensor, (scale, zp) in cpu_q.items():
+        # one calibration: the symmetric form's range is the widest side of the asymmetric one
+        absmax = max(int(zp), 255 - int(zp)) * scale
+        assert abs(trt_q[tensor][0] * 127 - absmax) <= scale + 1e-6 * absmax, tensor
+    weights = [numpy_helper.to_array(t) for t in cpu.graph.initializer if t.data_type == TensorProto.INT8]
+    assert weights and all(w.dtype == np.int8 for w in weights)
+    # measured on the held-out slices, against FP32, with the INT8 target
+    data = load_eval_set(export_world.eval_data, package.manifest.grid)
+    fp32 = package.path(package.manifest.find(role="onnx", precision="fp32"))
+    scores = measure({"fp32": fp32, "int8-u8s8": package.path(record)}, data)
+    assert target_misses("int8-u8s8", scores["int8-u8s8"], scores["fp32"]) == []
+    recorded = package.manifest.raw["accuracy"]["int8-u8s8"]
+    assert recorded["meets_target"] is True and recorded["target_max_loss"]["accuracy"] == 0.01
+    assert recorded["agreement_with_fp32"] == pytest.approx(scores["int8-u8s8"]["agreement_with_fp32"])

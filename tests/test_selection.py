@@ -13,6 +13,7 @@ from liverlesion.package import SCHEMA_NAME, SCHEMA_VERSION, Manifest
 from liverlesion.preprocessing import Preprocessing
 from liverlesion.sdk.selection import (
     CPU_PRECISION_ORDER,
+    CPU_PRECISION_ORDER_WITHOUT_CPU_INT8,
     GPU_PRECISION_ORDER,
     Machine,
     accuracy_verdict,
@@ -37,10 +38,19 @@ def engine(precision: str, cc: str = "8.7", trt: str = "10.3.0") -> dict[str, An
             "profile": {"min": [1, 1, 32, 32], "opt": [1, 1, 32, 32], "max": [8, 1, 32, 32]}}
 
 
+OPENVINO = {"openvino_version": "2026.4.1", "openvino_capabilities": ("FP32", "INT8", "BF16")}
+CPU_WITH_OPENVINO = Machine(onnxruntime_version="1.32.0", ort_providers=("CPUExecutionProvider",), torch=True,
+                            **OPENVINO)
+
+
 def manifest(precisions=("fp32", "fp16", "int8"), accuracy: dict | None = None, engines=(),
-             weights: bool = True) -> Manifest:
+             weights: bool = True, cpu_int8: dict | None = None) -> Manifest:
+    """``cpu_int8``: the accuracy record of a CPU-form INT8 file (u8s8) to add; None adds no such file."""
     files = [{"path": f"model_{p}.onnx", "role": "onnx", "precision": p, "sha256": SHA, "size": 1,
               "form": "qdq-s8s8" if p == "int8" else "float"} for p in precisions]
+    if cpu_int8 is not None:
+        files.append({"path": "model_int8_u8s8.onnx", "role": "onnx", "precision": "int8", "sha256": SHA,
+                      "size": 1, "form": "qdq-u8s8", "accuracy": "int8-u8s8"})
     if weights:
         files.append({"path": "model.safetensors", "role": "weights", "precision": "fp32", "sha256": SHA,
                       "size": 1, "format": "safetensors"})
@@ -53,7 +63,8 @@ def manifest(precisions=("fp32", "fp16", "int8"), accuracy: dict | None = None, 
         "model": {"name": "m", "version": "0", "arch": "joint", "config": {}},
         "input": {"name": "hu", "units": "HU", "grid": ModelGrid((32, 32), (8.0, 8.0)).to_dict()},
         "preprocessing": Preprocessing().to_dict(), "labels": list(TARGET_LABELS),
-        "lesion_classes": list(LESION_CLASSES), "files": files, "accuracy": accuracy,
+        "lesion_classes": list(LESION_CLASSES), "files": files,
+        "accuracy": accuracy if cpu_int8 is None else {**accuracy, "int8-u8s8": cpu_int8},
         "engines": list(engines),
     })
 
@@ -65,9 +76,11 @@ def plan(selection) -> list[tuple[str, str, str | None]]:
 
 def test_cpu_only_machine_runs_onnxruntime_cpu_in_the_measured_order_then_torch():
     selection = select(manifest(), CPU_ONLY)
-    expected = [("onnxruntime", p, "cpu") for p in CPU_PRECISION_ORDER]
+    expected = [("onnxruntime", p, "cpu") for p in CPU_PRECISION_ORDER_WITHOUT_CPU_INT8]
     assert plan(selection) == [*expected, ("torch", "fp32", None)]
-    assert CPU_PRECISION_ORDER[0] == "fp32"  # neither FP16 nor Q/DQ INT8 is faster on onnxruntime CPU
+    # without the CPU form, neither FP16 nor the TensorRT-form INT8 is faster than FP32 on onnxruntime CPU
+    assert CPU_PRECISION_ORDER_WITHOUT_CPU_INT8[0] == "fp32"
+    assert "not installed" in selection.backends["openvino"]
     assert selection.backends["tensorrt"].startswith("not used: TensorRT is not installed")
     assert selection.backends["onnxruntime"].startswith("usable: onnxruntime 1.32.0, CPU provider (no GPU)")
     assert selection.chosen is None
@@ -165,7 +178,7 @@ def test_explicit_requests_that_cannot_be_met_raise_naming_the_fix():
         select(manifest(), CPU_ONLY, "torch", "fp16")
     with pytest.raises(BackendError, match="no int8 model; it has: fp16, fp32"):
         select(manifest(("fp32", "fp16")), CPU_ONLY, precision="int8")
-    for kwargs in ({"backend": "openvino"}, {"precision": "fp64"}, {"backend": "torch", "provider": "cpu"}):
+    for kwargs in ({"backend": "onnx"}, {"precision": "fp64"}, {"backend": "torch", "provider": "cpu"}):
         with pytest.raises(BackendError):
             select(manifest(), CPU_ONLY, **kwargs)
 
@@ -180,3 +193,51 @@ def test_probe_machine_reports_what_is_installed_here():
     assert isinstance(machine.tensorrt_backend[0], bool) and machine.tensorrt_backend[1]
     only_torch = probe_machine(("torch",))
     assert only_torch.onnxruntime_version is None and only_torch.torch
+
+
+def test_the_cpu_form_int8_goes_first_on_onnxruntime_cpu_judged_by_its_own_accuracy_record():
+    good = scores(0.80, meets_target=True, target_misses=[])
+    selection = select(manifest(cpu_int8=good), CPU_ONLY)
+    assert plan(selection)[:3] == [("onnxruntime", p, "cpu") for p in CPU_PRECISION_ORDER]
+    assert CPU_PRECISION_ORDER[0] == "int8"
+    # the TensorRT form meeting its target does not vouch for the CPU form that would run
+    bad = scores(0.70, meets_target=False, target_misses=["lesion_dice 0.70 vs FP32 0.80"])
+    selection = select(manifest(cpu_int8=bad), CPU_ONLY)
+    assert ("onnxruntime", "int8", "cpu") not in plan(selection)
+    assert "misses the export target" in selection.precisions["int8"]
+
+
+def test_without_a_gpu_auto_takes_openvino_first_in_its_measured_order():
+    good = scores(0.80, meets_target=True, target_misses=[])
+    bf16 = scores(0.80, meets_target=True, target_misses=[])
+    m = manifest(cpu_int8=good, accuracy={"fp32": scores(0.80), "int8": good, "bf16": bf16})
+    selection = select(m, CPU_WITH_OPENVINO)
+    assert plan(selection)[:4] == [("openvino", "int8", None), ("openvino", "bf16", None),
+                                   ("openvino", "fp32", None), ("onnxruntime", "int8", "cpu")]
+    assert selection.backends["openvino"].startswith("usable: OpenVINO 2026.4.1")
+    # a CPU without BF16 drops bf16; a package without the CPU form drops int8 (OpenVINO refuses s8s8)
+    no_bf16 = Machine(**{**CPU_WITH_OPENVINO.__dict__, "openvino_capabilities": ("FP32", "INT8")})
+    assert [c.precision for c in select(m, no_bf16, "openvino").candidates] == ["int8", "fp32"]
+    assert [c.precision for c in select(manifest(), CPU_WITH_OPENVINO, "openvino").candidates] == ["fp32"]
+    # bf16 without a recorded accuracy is not chosen by auto, but runs when asked for
+    assert "bf16" not in [c.precision for c in select(manifest(cpu_int8=good), CPU_WITH_OPENVINO).candidates]
+    assert plan(select(manifest(), CPU_WITH_OPENVINO, precision="bf16")) == [("openvino", "bf16", None)]
+
+
+def test_a_gpu_runtime_still_goes_before_openvino():
+    machine = Machine(onnxruntime_version="1.32.0", ort_providers=ALL_PROVIDERS, gpu_name="Orin",
+                      compute_capability=(8, 7), tensorrt_version="10.3.0", **OPENVINO)
+    backends = [c.backend for c in select(manifest(cpu_int8=scores(0.8, meets_target=True)), machine).candidates]
+    assert backends.index("onnxruntime") < backends.index("openvino")
+
+
+def test_openvino_requests_that_cannot_be_met_say_why():
+    with pytest.raises(MissingDependencyError, match=r"liverlesion\[openvino\]"):
+        select(manifest(), CPU_ONLY, "openvino")
+    no_bf16 = Machine(**{**CPU_WITH_OPENVINO.__dict__, "openvino_capabilities": ("FP32", "INT8")})
+    with pytest.raises(BackendError, match="this CPU lacks BF16"):
+        select(manifest(), no_bf16, "openvino", "bf16")
+    with pytest.raises(BackendError, match="no CPU-form INT8 model"):
+        select(manifest(), CPU_WITH_OPENVINO, "openvino", "int8")
+    with pytest.raises(BackendError, match="bf16 runs on openvino"):
+        select(manifest(), CPU_ONLY, "onnxruntime", "bf16")

@@ -6,10 +6,11 @@ import importlib
 
 from ..errors import BackendError
 
-#: name -> (module, class). Order is the preference of ``backend="auto"``: fastest first.
+#: name -> (module, class). ``sdk.selection`` decides the order ``backend="auto"`` tries them in.
 BACKENDS: dict[str, tuple[str, str]] = {
     "tensorrt": ("liverlesion.backends.tensorrt", "TensorRTBackend"),
     "onnxruntime": ("liverlesion.backends.onnxruntime", "OnnxRuntimeBackend"),
+    "openvino": ("liverlesion.backends.openvino", "OpenVinoBackend"),
     "torch": ("liverlesion.backends.torch", "TorchBackend"),
 }
 

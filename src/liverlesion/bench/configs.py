@@ -20,11 +20,13 @@ BACKEND_SPECS: dict[str, tuple[str, str | None]] = {
     "torch": ("torch", None),
     "openvino": ("openvino", None),
 }
-#: The package precisions (as ``sdk.selection.PRECISIONS``; repeated here to keep this module light).
-PRECISIONS = ("fp32", "fp16", "int8")
+#: The SDK precisions (as ``sdk.selection.PRECISIONS``; repeated here to keep this module light).
+PRECISIONS = ("fp32", "fp16", "int8", "bf16")
+#: Precisions only some backends execute: bf16 is OpenVINO's execution precision of the FP32 graph.
+ONLY_ON = {"bf16": ("openvino",)}
 DEFAULT_BATCH_SIZES = (1, 8)
 #: The reference rows users compare against.
-REFERENCES = {"torch": "PyTorch eager FP32", "openvino": "OpenVINO"}
+REFERENCES = {"torch": "PyTorch eager FP32"}
 
 
 @dataclass(frozen=True)
@@ -53,11 +55,13 @@ class BenchConfig:
 
 def configurations(backends: Sequence[str] = tuple(BACKEND_SPECS),
                    precisions: Sequence[str] = PRECISIONS) -> list[BenchConfig]:
-    """Every requested backend x precision; torch only at FP32 (it is the FP32 reference, nothing else)."""
+    """Every requested backend x precision; torch only at FP32 (it is the FP32 reference, nothing else),
+    bf16 only on OpenVINO."""
     unknown = [b for b in backends if b not in BACKEND_SPECS]
     if unknown:
         raise InputError(f"unknown backend(s) {', '.join(unknown)}; accepted: {', '.join(BACKEND_SPECS)}")
     bad = [p for p in precisions if p not in PRECISIONS]
     if bad:
         raise InputError(f"unknown precision(s) {', '.join(bad)}; accepted: {', '.join(PRECISIONS)}")
-    return [BenchConfig(b, p) for b in backends for p in precisions if b != "torch" or p == "fp32"]
+    return [BenchConfig(b, p) for b in backends for p in precisions
+            if (b != "torch" or p == "fp32") and b in ONLY_ON.get(p, (b,))]

@@ -7,13 +7,12 @@ achieved GFLOP/s against the manifest's FLOP count, peak host memory (and device
 on a GPU), and lesion Dice, liver Dice, slice-class accuracy and label agreement with
 the FP32 reference, all through :mod:`liverlesion.metrics`. For each configuration that
 cannot run, a row saying why. The PyTorch eager FP32 reference is the torch backend
-(the trained network rebuilt from the package's weights, run eagerly); OpenVINO gets a
-row of its own, "not installed" until it is.
+(the trained network rebuilt from the package's weights, run eagerly); OpenVINO runs the
+same ONNX files, and its rows say what precision its convolutions actually executed in.
 """
 
 from __future__ import annotations
 
-import importlib.util
 import math
 import time
 from dataclasses import asdict, dataclass, field
@@ -93,16 +92,11 @@ class Opened:
 def open_config(package: ModelPackage, config: BenchConfig, *, threads: int | None = None,
                 machine: Any = None) -> Opened:
     """Load ``config`` on ``package``; raises a LiverLesionError saying why when it cannot run here."""
-    if config.backend == "openvino":
-        if importlib.util.find_spec("openvino") is None:
-            raise MissingDependencyError("openvino is not installed (pip install openvino); it would run the "
-                                         "package's ONNX files as the usual CPU alternative")
-        raise BackendError("openvino is installed, but liverlesion has no OpenVINO backend yet")
     machine = machine if machine is not None else probe_machine((config.backend,))
     selection = select(package.manifest, machine, config.backend, config.precision, provider=config.provider)
     choice = selection.candidates[0]
     options = {k: v for k, v in choice.options.items() if k != "build"}
-    if choice.backend in ("onnxruntime", "torch") and threads is not None:
+    if choice.backend in ("onnxruntime", "openvino", "torch") and threads is not None:
         options["threads"] = threads
     try:
         backend = backend_class(choice.backend)(package, choice.precision, **options)
@@ -122,7 +116,7 @@ def open_config(package: ModelPackage, config: BenchConfig, *, threads: int | No
 def model_file(package: ModelPackage, opened: Opened) -> tuple[str | None, int | None]:
     """The file the backend runs (ONNX, TensorRT plan or weights) and its size in bytes."""
     backend = opened.backend
-    if opened.choice.backend == "onnxruntime":
+    if opened.choice.backend in ("onnxruntime", "openvino"):
         return backend.record.path, int(backend.record.size)
     if opened.choice.backend == "tensorrt":
         path = package.path(backend.record.file)
@@ -217,7 +211,7 @@ def _empty_row(config: BenchConfig, status: str, reason: str) -> dict[str, Any]:
             "model_file": None, "model_size_bytes": None, "latency_ms": None, "throughput_sps": None,
             "raw_latency_ms": None, "raw_throughput_sps": None, "overhead": None, "gflops_per_s": None,
             "stages_ms": None, "peak_rss_mb": None, "device_memory_mb": None, "lesion_dice": None,
-            "liver_dice": None, "accuracy": None, "agreement_with_reference": None}
+            "liver_dice": None, "accuracy": None, "agreement_with_reference": None, "executed_precision": None}
 
 
 def _run_config(package: ModelPackage, config: BenchConfig, inputs: _Inputs, data: BenchData,
@@ -245,7 +239,8 @@ def _run_config(package: ModelPackage, config: BenchConfig, inputs: _Inputs, dat
             return [_empty_row(config, "failed", f"predict failed: {exc}")], None
         for batch in options.batch_sizes:
             base = {**_empty_row(config, "ok", ""), "batch": batch, "device": opened.analyzer.device,
-                    "model_file": path, "model_size_bytes": size, **scores}
+                    "model_file": path, "model_size_bytes": size, **scores,
+                    "executed_precision": getattr(opened.backend, "executed_precision", config.precision)}
             if batch not in runnable:
                 rows.append({**base, "status": "unavailable", "reason": f"the loaded model takes at most "
                                                                        f"{limit} slices per batch"})
@@ -271,8 +266,6 @@ def _run_config(package: ModelPackage, config: BenchConfig, inputs: _Inputs, dat
 
 def _selectable(package: ModelPackage, config: BenchConfig, machine: Any) -> bool:
     """Whether selection accepts ``config`` here (without loading it): for the progress total only."""
-    if config.backend == "openvino":
-        return False
     try:
         select(package.manifest, machine, config.backend, config.precision, provider=config.provider)
     except LiverLesionError:

@@ -24,7 +24,7 @@ def register(subparsers: Any) -> None:
                     "batch size that can run here (a row saying why for each that cannot), with peak memory, "
                     "achieved GFLOP/s, and lesion Dice, liver Dice, class accuracy and label agreement with "
                     "the FP32 reference on the same slices. Reference rows: PyTorch eager FP32 (the torch "
-                    "backend) and OpenVINO.")
+                    "backend), against which the speed-up of the fastest CPU configuration is reported.")
     add = parser.add_argument
     add("package", type=Path, metavar="PACKAGE", help="model package folder or .zip archive")
     add("--backends", nargs="+", choices=list(BACKEND_SPECS), default=list(BACKEND_SPECS), metavar="B",

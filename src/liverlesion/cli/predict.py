@@ -13,8 +13,8 @@ import sys
 from pathlib import Path
 from typing import Any
 
-BACKENDS = ("auto", "tensorrt", "onnxruntime", "torch")
-PRECISIONS = ("auto", "fp32", "fp16", "int8")
+BACKENDS = ("auto", "tensorrt", "onnxruntime", "openvino", "torch")
+PRECISIONS = ("auto", "fp32", "fp16", "int8", "bf16")
 
 
 def register(subparsers: Any) -> None:

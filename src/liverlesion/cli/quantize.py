@@ -56,6 +56,9 @@ def run(args: argparse.Namespace) -> int:
     print(f"recipe: {result.recipe.method} calibration, {len(result.study['rounds']) - 1} fix round(s)"
           + (", kept in float: " + ", ".join(floating) if floating else ""))
     print(format_table(result.accuracy))
+    cpu = result.forms["u8s8"]
+    print("CPU-form INT8 (u8s8, for onnxruntime CPU and OpenVINO): " + (
+        "written" if cpu["written"] else "left out, it misses the target: " + "; ".join(cpu["target_misses"])))
     print(f"INT8 model {result.size / 1e6:.2f} MB; quantized in {result.timings_s['quantize_s']:.1f} s; "
           f"package updated: {result.path}")
     return 0

@@ -11,7 +11,7 @@ not cost accuracy; how far it strays from FP32 either way is the label agreement
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -29,7 +29,14 @@ from .parity import cpu_session, run_session
 TARGETS: dict[str, dict[str, float]] = {
     "fp16": {"lesion_dice": 0.001, "liver_dice": 0.001},
     "int8": {"lesion_dice": 0.01, "liver_dice": 0.01, "accuracy": 0.01},
+    # bf16 keeps fp32's exponent but 8 mantissa bits (fp16 has 11): it is held to the INT8 target
+    "bf16": {"lesion_dice": 0.01, "liver_dice": 0.01, "accuracy": 0.01},
 }
+
+
+def target_of(key: str) -> dict[str, float]:
+    """The target of an accuracy record key: a precision, or ``precision-variant`` (e.g. ``int8-u8s8``)."""
+    return TARGETS.get(key.split("-", 1)[0], {})
 
 
 @dataclass
@@ -69,19 +76,49 @@ def load_eval_set(data: str | Path, grid: ModelGrid, training: Mapping[str, Any]
                    classes=[int(c) for c in slices.classes], description=description, root=str(root))
 
 
-def predict(onnx_path: str | Path, hu: np.ndarray, *,
-            batch: int = 8) -> tuple[np.ndarray, list[int | None] | None]:
-    """Label maps (N x H x W) and slice classes from a fused ONNX graph on onnxruntime CPU.
+Runner = Callable[[np.ndarray], dict[str, np.ndarray]]
+
+
+def openvino_runner(onnx_path: str | Path, precision: str) -> Runner:
+    """Outputs of a fused ONNX graph compiled by OpenVINO's CPU plugin at an SDK execution precision.
+
+    Raises MissingDependencyError without OpenVINO and InputError when the CPU lacks the precision.
+    """
+    from ..backends.openvino import INFERENCE_PRECISION, cpu_capabilities, output_names
+    from ..errors import require
+
+    ov = require("openvino", "openvino", f"measuring OpenVINO {precision} accuracy")
+    core = ov.Core()
+    hint, capability = INFERENCE_PRECISION[precision]
+    if capability not in cpu_capabilities(core):
+        raise InputError(f"this CPU cannot run OpenVINO {precision} (it needs {capability})")
+    compiled = core.compile_model(str(onnx_path), "CPU", {"INFERENCE_PRECISION_HINT": hint})
+    names = output_names(compiled)
+
+    def run(hu: np.ndarray) -> dict[str, np.ndarray]:
+        result = compiled(np.ascontiguousarray(hu))
+        return {name: np.asarray(result[i]) for i, name in enumerate(names)}
+
+    return run
+
+
+def predict(onnx_path: str | Path, hu: np.ndarray, *, batch: int = 8,
+            runner: Runner | None = None) -> tuple[np.ndarray, list[int | None] | None]:
+    """Label maps (N x H x W) and slice classes from a fused ONNX graph (onnxruntime CPU unless ``runner``).
 
     The class is the Y-Net head's argmax where the graph has one, else the majority
     vote of the lesion pixels of a 5-label map (as in training's evaluation); ``None``
     for a segmentation-only (3-label joint) model.
     """
-    session = cpu_session(onnx_path)
+    if runner is None:
+        session = cpu_session(onnx_path)
+
+        def runner(x: np.ndarray) -> dict[str, np.ndarray]:
+            return run_session(session, x)
     maps: list[np.ndarray] = []
     classes: list[int | None] = []
     for start in range(0, len(hu), batch):
-        out = run_session(session, hu[start:start + batch])
+        out = runner(hu[start:start + batch])
         maps.append(out[LABELS])
         if CLASS_PROBABILITIES in out:
             classes += [int(c) for c in out[CLASS_PROBABILITIES].argmax(1)]
@@ -90,13 +127,14 @@ def predict(onnx_path: str | Path, hu: np.ndarray, *,
     return np.concatenate(maps), (classes if len(classes) == len(hu) else None)
 
 
-def measure(files: Mapping[str, str | Path], data: EvalSet, *,
-            reference: np.ndarray | None = None) -> dict[str, dict[str, Any]]:
-    """Metrics per precision (``files``: precision -> ONNX path; FP32 first unless ``reference`` given)."""
+def measure(files: Mapping[str, str | Path], data: EvalSet, *, reference: np.ndarray | None = None,
+            runners: Mapping[str, Runner] | None = None) -> dict[str, dict[str, Any]]:
+    """Metrics per precision (``files``: precision -> ONNX path; FP32 first unless ``reference`` given;
+    ``runners``: precision -> how to run it, onnxruntime CPU where absent)."""
     results: dict[str, dict[str, Any]] = {}
     ref = reference
     for precision, path in files.items():
-        maps, classes = predict(path, data.hu)
+        maps, classes = predict(path, data.hu, runner=(runners or {}).get(precision))
         if ref is None:
             if precision != "fp32":
                 raise InputError("measure needs the FP32 model first, or its label maps as reference")
@@ -111,6 +149,22 @@ def measure(files: Mapping[str, str | Path], data: EvalSet, *,
     return results
 
 
+def measure_openvino_bf16(fp32_path: str | Path, data: EvalSet,
+                          reference: np.ndarray) -> tuple[dict[str, Any] | None, str]:
+    """OpenVINO bf16 scores of the FP32 graph (None where it cannot run here) and a line saying what happened."""
+    from ..errors import MissingDependencyError
+
+    try:
+        runner = openvino_runner(fp32_path, "bf16")
+    except (MissingDependencyError, InputError) as exc:
+        return None, f"bf16 accuracy not recorded: {exc}"
+    scores = measure({"bf16": fp32_path}, data, reference=reference, runners={"bf16": runner})["bf16"]
+    import openvino as ov
+
+    scores["runtime"] = f"openvino {ov.get_version()} CPU, FP32 graph at bf16 inference precision"
+    return scores, "bf16 (OpenVINO) accuracy measured"
+
+
 def fp32_maps(path: str | Path, data: EvalSet) -> np.ndarray:
     """FP32 label maps, the reference for agreement when FP32 is not measured again."""
     return predict(path, data.hu)[0]
@@ -119,7 +173,7 @@ def fp32_maps(path: str | Path, data: EvalSet) -> np.ndarray:
 def target_misses(precision: str, scores: Mapping[str, Any], fp32: Mapping[str, Any]) -> list[str]:
     """Which targets ``precision`` misses against FP32 (empty: all met, or no target)."""
     misses = []
-    for metric, limit in TARGETS.get(precision, {}).items():
+    for metric, limit in target_of(precision).items():
         if scores.get(metric) is None or fp32.get(metric) is None:
             continue  # e.g. accuracy of a segmentation-only model
         loss = float(fp32[metric]) - float(scores[metric])
@@ -132,15 +186,15 @@ def target_misses(precision: str, scores: Mapping[str, Any], fp32: Mapping[str, 
 def target_loss(precision: str, scores: Mapping[str, Any], fp32: Mapping[str, Any]) -> float:
     """Sum of the losses against FP32 in units of each target (below 1 per metric: that target is met)."""
     return sum(max(0.0, float(fp32[k]) - float(scores[k])) / limit
-               for k, limit in TARGETS.get(precision, {}).items()
+               for k, limit in target_of(precision).items()
                if scores.get(k) is not None and fp32.get(k) is not None)
 
 
 def annotate(results: dict[str, dict[str, Any]], fp32: Mapping[str, Any]) -> dict[str, dict[str, Any]]:
     """Add each precision's target and whether it is met (in place; returned for chaining)."""
     for precision, scores in results.items():
-        if precision in TARGETS:
-            scores["target_max_loss"] = dict(TARGETS[precision])
+        if target_of(precision):
+            scores["target_max_loss"] = dict(target_of(precision))
             scores["target_misses"] = target_misses(precision, scores, fp32)
             scores["meets_target"] = not scores["target_misses"]
     return results

@@ -1,7 +1,9 @@
-"""Add a LiTS-calibrated INT8 (Q/DQ, S8S8) model to an existing package, atomically.
+"""Add LiTS-calibrated INT8 (Q/DQ) models to an existing package, atomically.
 
-Calibrate -> quantize -> check the graph against TensorRT's rules -> measure accuracy
-against FP32 on held-out slices. When INT8 misses its target the recipe is tightened,
+Calibrate -> quantize (the TensorRT form, S8S8) -> check the graph against TensorRT's
+rules -> measure accuracy against FP32 on held-out slices -> write the CPU form (U8S8)
+from the same calibration and recipe, measured the same way and kept only if it meets
+the same target. When INT8 misses its target the recipe is tightened,
 one fix per round up to ``max_fix_rounds``: another calibration method (unless one was
 asked for), then the block whose float exclusion recovers most (:mod:`.sensitivity`).
 The target is never loosened.
@@ -27,15 +29,18 @@ from .calibration import CALIBRATION_FILE, save_slices, select_calibration_slice
 from .graph_checks import require_tensorrt_form
 from .package_writer import (
     FP32_FILE,
+    INT8_CPU_FILE,
     INT8_FILE,
     copy_package,
     is_package,
     readable_by_all,
     require_folder_package,
 )
-from .quantize import DEFAULT_METHOD, METHODS, QuantRecipe, quantize_int8
+from .quantize import DEFAULT_METHOD, FORMS, METHODS, QuantRecipe, quantize_int8
 from .sensitivity import activation_errors, block_sensitivity, worst_tensors
 
+#: Accuracy record of the CPU-form INT8 model (the TensorRT form keeps the key "int8").
+CPU_FORM_KEY = "int8-u8s8"
 #: Slices used for the per-tensor error study (all intermediate tensors are held in memory).
 _ERROR_SLICES = 4
 
@@ -49,6 +54,8 @@ class QuantizeResult:
     study: dict[str, Any]
     timings_s: dict[str, float]
     size: int
+    #: The manifest's quantization.forms: each INT8 form, and whether the CPU form was written.
+    forms: dict[str, dict[str, Any]]
 
 
 def _ranges(scratch: Path, method: str) -> Path:
@@ -124,7 +131,9 @@ def quantize_package(package_dir: str | Path, calib: str | Path, eval_data: str 
                      extra_exclude: tuple[str, ...] = (), stratified: bool = True, seed: int = 0,
                      every: int = 1, max_fix_rounds: int = 3, allow_miss: bool = False,
                      progress: Callable[[str], None] | None = None) -> QuantizeResult:
-    """Add ``model_int8_qdq_s8s8.onnx`` and ``calibration/slices.npy`` to the package folder.
+    """Add ``model_int8_qdq_s8s8.onnx``, ``model_int8_qdq_u8s8.onnx`` and ``calibration/slices.npy``.
+
+    The U8S8 (CPU) form is omitted, with the reason recorded, when it misses the INT8 target.
 
     ``method`` None: min/max first (see DEFAULT_METHOD), and the other methods are tried
     if INT8 misses its target; a given method is kept, and only blocks are moved to float.
@@ -149,7 +158,7 @@ def quantize_package(package_dir: str | Path, calib: str | Path, eval_data: str 
     with folder_swap(root, is_package, "a model package") as tmp, \
             tempfile.TemporaryDirectory(prefix="liverlesion-ranges-") as scratch:
         copy_package(root, tmp)
-        for stale in (tmp / INT8_FILE, tmp / CALIBRATION_FILE):
+        for stale in (tmp / INT8_FILE, tmp / INT8_CPU_FILE, tmp / CALIBRATION_FILE):
             stale.unlink(missing_ok=True)
         save_slices(tmp / CALIBRATION_FILE, calibration.slices)
         fp32, int8 = tmp / FP32_FILE, tmp / INT8_FILE
@@ -171,23 +180,43 @@ def quantize_package(package_dir: str | Path, calib: str | Path, eval_data: str 
                               "keep it with the miss recorded)")
         graph = require_tensorrt_form(onnx.load(str(int8)), INT8_FILE).to_dict()
 
+        t = time.perf_counter()
+        cpu_int8 = tmp / INT8_CPU_FILE
+        quantize_int8(fp32, cpu_int8, calibration.slices, recipe, cache=_ranges(Path(scratch), recipe.method),
+                      form="u8s8")
+        cpu_scores = measure({CPU_FORM_KEY: cpu_int8}, data, reference=ref_maps)[CPU_FORM_KEY]
+        cpu_misses = target_misses(CPU_FORM_KEY, cpu_scores, fp32_scores)
+        timings["cpu_form_s"] = time.perf_counter() - t
+        if cpu_misses:
+            say(f"the CPU-form INT8 (u8s8) misses the target and is left out: {'; '.join(cpu_misses)}")
+            cpu_int8.unlink()
+
         accuracy = dict(manifest.raw.get("accuracy") or {})
         if accuracy.get("fp32", {}).get("data") != data.description:
             accuracy = {"fp32": fp32_scores}  # measured on other slices: those numbers do not compare
+        accuracy.pop(CPU_FORM_KEY, None)
         accuracy["int8"] = scores
+        if not cpu_misses:
+            accuracy[CPU_FORM_KEY] = cpu_scores
         annotate(accuracy, fp32_scores)
         raw = manifest.to_dict()
-        files = [f for f in raw["files"] if f["path"] not in (INT8_FILE, CALIBRATION_FILE)]
+        files = [f for f in raw["files"] if f["path"] not in (INT8_FILE, INT8_CPU_FILE, CALIBRATION_FILE)]
         opset = graph["opset"]
-        files.append(file_record(tmp, INT8_FILE, "onnx", "int8", opset=opset, form="qdq-s8s8",
-                                 runtimes=["tensorrt", "onnxruntime"]).to_dict())
+        files.append(file_record(tmp, INT8_FILE, "onnx", "int8", opset=opset, form=FORMS["s8s8"]["form"],
+                                 runtimes=FORMS["s8s8"]["runtimes"], accuracy="int8").to_dict())
+        if not cpu_misses:
+            files.append(file_record(tmp, INT8_CPU_FILE, "onnx", "int8", opset=opset, form=FORMS["u8s8"]["form"],
+                                     runtimes=FORMS["u8s8"]["runtimes"], accuracy=CPU_FORM_KEY).to_dict())
         files.append(file_record(tmp, CALIBRATION_FILE, "calibration", None, dtype="float32",
                                  shape=list(calibration.slices.shape), units="HU").to_dict())
         raw["files"] = files
         raw["calibration"] = calibration.to_manifest(recipe.method, excluded)
+        forms: dict[str, dict[str, Any]] = {name: dict(spec) for name, spec in FORMS.items()}
+        forms["u8s8"]["written"] = not cpu_misses
+        if cpu_misses:
+            forms["u8s8"]["target_misses"] = cpu_misses
         raw["quantization"] = {
-            "format": "QDQ", "activations": "int8 symmetric per-tensor",
-            "weights": "int8 symmetric per-channel", "bias": "float",
+            "format": "QDQ", "forms": forms,
             "tool": "onnxruntime.quantization.quantize_static", "method": recipe.method,
             "extra_excluded_blocks": list(recipe.extra_exclude), "tensorrt_checks": graph, "study": study,
         }
@@ -196,4 +225,4 @@ def quantize_package(package_dir: str | Path, calib: str | Path, eval_data: str 
         load_package(tmp).close()
         readable_by_all(tmp)
     return QuantizeResult(path=root, recipe=recipe, accuracy=accuracy, graph=graph, study=study,
-                          timings_s=timings, size=(root / INT8_FILE).stat().st_size)
+                          timings_s=timings, size=(root / INT8_FILE).stat().st_size, forms=forms)

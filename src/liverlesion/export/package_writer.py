@@ -30,6 +30,7 @@ FP32_FILE = "model_fp32.onnx"
 FP16_FILE = "model_fp16.onnx"
 BARE_FILE = "model_bare_fp32.onnx"
 INT8_FILE = "model_int8_qdq_s8s8.onnx"
+INT8_CPU_FILE = "model_int8_qdq_u8s8.onnx"
 WEIGHTS_FILE = "model.safetensors"
 CONFIG_FILE = "model_config.json"
 #: Training metadata not copied into the manifest (long, and in the checkpoint anyway).
@@ -139,7 +140,7 @@ def export_package(checkpoint_path: str | Path, out: str | Path, *, eval_data: s
     """
     from ..atomic import folder_swap
     from ..training.checkpoint import load_checkpoint
-    from .accuracy import annotate, load_eval_set, measure
+    from .accuracy import annotate, fp32_maps, load_eval_set, measure, measure_openvino_bf16
     from .fp16 import write_fp16
     from .fused import fuse
     from .onnx_export import export_bare, export_fused, opset_of
@@ -197,6 +198,10 @@ def export_package(checkpoint_path: str | Path, out: str | Path, *, eval_data: s
             say(f"measuring FP32 and FP16 accuracy on {len(eval_set)} slices")
             t = time.perf_counter()
             accuracy = measure({"fp32": tmp / FP32_FILE, "fp16": tmp / FP16_FILE}, eval_set)
+            bf16, said = measure_openvino_bf16(tmp / FP32_FILE, eval_set, fp32_maps(tmp / FP32_FILE, eval_set))
+            say(said)
+            if bf16 is not None:
+                accuracy["bf16"] = bf16
             annotate(accuracy, accuracy["fp32"])
             timings["accuracy_s"] = time.perf_counter() - t
 

@@ -1,9 +1,15 @@
-"""Explicit INT8 (Q/DQ) quantization in the form TensorRT consumes, with onnxruntime.
+"""Explicit INT8 (Q/DQ) quantization with onnxruntime, in two forms from one calibration.
 
-Recipe: ``quantize_static`` in QDQ format, signed int8 activations and weights,
-symmetric (zero points 0), per-channel weights (Conv axis 0), biases left in float
-(TensorRT refuses a DequantizeLinear on an int32 bias and fuses the float bias itself).
-Pre- and postprocessing and the output head(s) stay in float by default.
+- ``s8s8`` (the TensorRT form): signed int8 activations and weights, symmetric (zero
+  points 0), per-channel weights (Conv axis 0), biases left in float (TensorRT refuses a
+  DequantizeLinear on an int32 bias and fuses the float bias itself).
+- ``u8s8`` (the CPU form): uint8 activations with zero points, int8 symmetric per-channel
+  weights, int32 biases. onnxruntime's CPU provider fuses these Q/DQ groups into
+  QLinearConv (VNNI kernels) and OpenVINO compiles them to int8; the s8s8 form with float
+  biases is left mostly unfused on CPU (measured slower than FP32) and OpenVINO refuses it.
+
+Both are written from the same activation ranges (one calibration run, see
+:func:`calibrate`). Pre- and postprocessing and the output head(s) stay in float by default.
 """
 
 from __future__ import annotations
@@ -24,6 +30,14 @@ from .calibration import CalibrationReader
 from .fused import INPUT_NAME, NETWORK_SCOPE
 
 METHODS = ("minmax", "percentile", "entropy")
+#: INT8 forms: the manifest's ``form`` field and the runtimes each is meant for.
+FORMS: dict[str, dict[str, Any]] = {
+    "s8s8": {"form": "qdq-s8s8", "runtimes": ["tensorrt", "onnxruntime-tensorrt"],
+             "activations": "int8 symmetric per-tensor", "weights": "int8 symmetric per-channel", "bias": "float"},
+    "u8s8": {"form": "qdq-u8s8", "runtimes": ["onnxruntime-cpu", "openvino"],
+             "activations": "uint8 asymmetric per-tensor (zero points)", "weights": "int8 symmetric per-channel",
+             "bias": "int32"},
+}
 #: Measured on phantom-trained networks (160 px grid, 150 held-out slices): min/max and
 #: percentile stay within 0.3 Dice points of FP32; TensorRT-style entropy clips the
 #: activations that carry lesions and loses 7.9 (joint) and 3.8 (Y-Net) lesion Dice points.
@@ -91,7 +105,9 @@ def calibrator_options(recipe: QuantRecipe) -> dict[str, Any]:
         return {"num_bins": recipe.histogram_bins, "num_quantized_bins": 128, "symmetric": True}
     if recipe.method == "percentile":
         return {"num_bins": recipe.histogram_bins, "percentile": recipe.percentile, "symmetric": True}
-    return {"symmetric": True}
+    # The true (min, max): the s8s8 quantizer symmetrizes it to (-absmax, absmax), exactly what a
+    # symmetric min/max calibration gives, and the u8s8 form keeps the tighter one-sided range.
+    return {"symmetric": False}
 
 
 def prepare(fp32_path: str | Path, out_path: str | Path) -> Path:
@@ -122,24 +138,35 @@ def calibrate(prepared: str | Path, slices: np.ndarray, recipe: QuantRecipe, cac
     return Path(cache)
 
 
+def _form_options(form: str) -> tuple[Any, dict[str, Any]]:
+    """(activation type, quantize_static extra options) of an INT8 form."""
+    from onnxruntime.quantization import QuantType
+
+    if form == "s8s8":
+        return QuantType.QInt8, {
+            "ActivationSymmetric": True, "WeightSymmetric": True,  # zero points 0, as TensorRT requires
+            "QuantizeBias": False,  # TensorRT: no DequantizeLinear on int32 biases
+        }
+    if form == "u8s8":
+        return QuantType.QUInt8, {"ActivationSymmetric": False, "WeightSymmetric": True, "QuantizeBias": True}
+    raise InputError(f"unknown INT8 form {form!r}; accepted: {', '.join(FORMS)}")
+
+
 def quantize_int8(fp32_path: str | Path, out_path: str | Path, slices: np.ndarray,
-                  recipe: QuantRecipe = QuantRecipe(), *, cache: str | Path | None = None) -> list[str]:
-    """Write the S8S8 Q/DQ model calibrated on ``slices`` (HU, N x 1 x H x W); returns the excluded nodes.
+                  recipe: QuantRecipe = QuantRecipe(), *, cache: str | Path | None = None,
+                  form: str = "s8s8") -> list[str]:
+    """Write the Q/DQ model of ``form`` calibrated on ``slices`` (HU, N x 1 x H x W); returns the excluded nodes.
 
     ``cache``: a range file from :func:`calibrate` for the same graph, slices and method
     (written there if it does not exist), so that recipes differing only in the excluded
-    nodes share one calibration.
+    nodes, and the two forms, share one calibration.
     """
     from onnxruntime.quantization import QuantFormat, QuantType, quantize_static
 
+    activation_type, form_options = _form_options(form)
     model = onnx.load(str(fp32_path))
     excluded = resolve_excluded(model, recipe)
-    options = {
-        "ActivationSymmetric": True, "WeightSymmetric": True,  # zero points 0, as TensorRT requires
-        "QuantizeBias": False,  # TensorRT: no DequantizeLinear on int32 biases
-        "QDQOpTypePerChannelSupportToAxis": {"Conv": 0},
-        **recipe.options,
-    }
+    options = {**form_options, "QDQOpTypePerChannelSupportToAxis": {"Conv": 0}, **recipe.options}
     with tempfile.TemporaryDirectory(prefix="liverlesion-quant-") as tmp:
         prepared = prepare(fp32_path, Path(tmp) / "prepared.onnx")
         ranges = Path(cache) if cache is not None else Path(tmp) / "ranges.json"
@@ -149,7 +176,7 @@ def quantize_int8(fp32_path: str | Path, out_path: str | Path, slices: np.ndarra
             warnings.filterwarnings("ignore", category=UserWarning, module=r"onnxruntime\.quantization.*")
             quantize_static(
                 str(prepared), str(out_path), None, calibration_cache_path=str(ranges),
-                quant_format=QuantFormat.QDQ, activation_type=QuantType.QInt8, weight_type=QuantType.QInt8,
+                quant_format=QuantFormat.QDQ, activation_type=activation_type, weight_type=QuantType.QInt8,
                 per_channel=True, calibrate_method=_method(recipe.method), nodes_to_exclude=excluded,
                 extra_options=options,
             )

@@ -26,7 +26,7 @@ from ..package import ModelPackage, load_package
 from .inputs import load_slice
 from .postprocess import Postprocessor
 from .prediction import Prediction
-from .selection import Choice, Selection, probe_machine, select
+from .selection import BACKEND_NAMES, Choice, Selection, probe_machine, select
 from .slice_input import MAX_TILT_DEG, SliceInput
 
 log = logging.getLogger("liverlesion.sdk")
@@ -87,7 +87,7 @@ class LesionAnalyzer:
             path = Path(os.fspath(package))
             opened, owns, archive = load_package(path, verify=verify), True, path.is_file()
         try:
-            wanted = ("tensorrt", "onnxruntime", "torch") if backend == "auto" else (backend,)
+            wanted = BACKEND_NAMES if backend == "auto" else (backend,)
             selection = select(opened.manifest, probe_machine(wanted), backend, precision, provider=provider,
                                build_engine=build_engine)
             opened, loaded, selection = _load_backend(opened, selection, threads=threads,
@@ -293,7 +293,7 @@ def _chunks(items: Iterable[Any], size: int) -> Iterator[list[Any]]:
 def _backend_options(choice: Choice, threads: int | None) -> dict[str, Any]:
     """Keyword arguments of the chosen backend's constructor."""
     options = {k: v for k, v in choice.options.items() if k != "build"}
-    if choice.backend in ("onnxruntime", "torch") and threads is not None:
+    if choice.backend in ("onnxruntime", "openvino", "torch") and threads is not None:
         options["threads"] = threads
     return options
 

@@ -1,18 +1,20 @@
 """Which backend and precision ``LesionAnalyzer.load`` uses, and why: plain data in, a decision out.
 
 :func:`probe_machine` gathers the facts (GPU, TensorRT, onnxruntime and its execution
-providers, torch) without loading a model; :func:`select` turns a manifest and those
-facts into an ordered list of :class:`Choice` to try, with a reason for every backend
-and precision considered. ``select`` is pure, so it is tested with hand-made machines.
+providers, OpenVINO and the CPU's capabilities, torch) without loading a model;
+:func:`select` turns a manifest and those facts into an ordered list of :class:`Choice`
+to try, with a reason for every backend and precision considered. ``select`` is pure,
+so it is tested with hand-made machines.
 
 Rules of ``backend="auto"`` (fastest first): TensorRT where the package has an engine
-built for this GPU and TensorRT version; else onnxruntime (TensorRT or CUDA execution
-provider where installed and a GPU is present, else CPU); else torch (the reference).
+built for this GPU and TensorRT version; else onnxruntime on a GPU (TensorRT or CUDA
+execution provider, where installed and a GPU is present); else the fastest CPU backend
+installed: OpenVINO, then onnxruntime's CPU provider; else torch (the reference).
 Rules of ``precision="auto"``: a reduced precision is chosen only where the package
-records its accuracy and that record meets the export's target (FP16 within 0.1 Dice
-point of FP32; INT8 within 1 Dice and 1 accuracy point); FP32 always qualifies. Among
-those, GPUs take INT8, then FP16; CPUs take the order measured on onnxruntime CPU
-(:data:`CPU_PRECISION_ORDER`: FP32 first, as neither FP16 nor the Q/DQ INT8 graph is faster there).
+records the accuracy of the very file (and execution precision) that would run, and
+that record meets the export's target (FP16 within 0.1 Dice point of FP32; INT8 and
+bf16 within 1 Dice and 1 accuracy point); FP32 always qualifies. Among those, each
+backend takes its measured order (``*_PRECISION_ORDER``, docs/benchmarks.md).
 """
 
 from __future__ import annotations
@@ -25,20 +27,27 @@ from typing import Any
 from ..errors import BackendError, EngineError, MissingDependencyError
 from ..package import Manifest
 
-BACKEND_NAMES = ("tensorrt", "onnxruntime", "torch")
-PRECISIONS = ("fp32", "fp16", "int8")
+BACKEND_NAMES = ("tensorrt", "onnxruntime", "openvino", "torch")
+PRECISIONS = ("fp32", "fp16", "int8", "bf16")
+#: Precisions that are execution modes of the FP32 graph rather than files of their own.
+EXECUTION_PRECISIONS = {"bf16": "fp32"}
 #: Fastest first on a GPU (TensorRT, or onnxruntime's TensorRT execution provider).
 GPU_PRECISION_ORDER = ("int8", "fp16", "fp32")
 #: Fastest first on onnxruntime's CUDA provider: it runs Q/DQ INT8 graphs dequantized, slower than FP16.
 CUDA_EP_PRECISION_ORDER = ("fp16", "fp32")
-#: Fastest first on onnxruntime CPU, as measured (docs/sdk.md, x86 with AVX-512 VNNI, onnxruntime 1.32):
-#: FP16 runs its convolutions through casts to float, so it only ties FP32; the Q/DQ INT8 graph (the
-#: s8s8 form TensorRT needs) is about 1.4x slower than FP32. So CPUs run FP32 unless asked otherwise.
-CPU_PRECISION_ORDER = ("fp32", "fp16", "int8")
+#: Fastest first on onnxruntime CPU, as measured (docs/benchmarks.md, x86 with AVX-512 VNNI, onnxruntime
+#: 1.32): the CPU-form INT8 (u8s8) first; FP16 runs its convolutions through casts to float, so it only
+#: ties FP32; the TensorRT-form INT8 (s8s8), used when the package has no CPU form, is slower than FP32.
+CPU_PRECISION_ORDER = ("int8", "fp32", "fp16")
+CPU_PRECISION_ORDER_WITHOUT_CPU_INT8 = ("fp32", "fp16", "int8")
+#: Fastest first on OpenVINO CPU (docs/benchmarks.md); fp16 only where asked for.
+OPENVINO_PRECISION_ORDER = ("int8", "bf16", "fp32")
+#: The INT8 form each runtime runs best (``form`` of the manifest's file records).
+CPU_INT8_FORM = "qdq-u8s8"
 #: onnxruntime execution providers by the short names users give.
 ORT_PROVIDERS = {"cpu": "CPUExecutionProvider", "cuda": "CUDAExecutionProvider",
                  "tensorrt": "TensorrtExecutionProvider"}
-EXTRAS = {"tensorrt": "tensorrt", "onnxruntime": "onnxruntime", "torch": "train"}
+EXTRAS = {"tensorrt": "tensorrt", "onnxruntime": "onnxruntime", "openvino": "openvino", "torch": "train"}
 
 
 @dataclass(frozen=True)
@@ -55,6 +64,9 @@ class Machine:
     #: Installed onnxruntime version, None when absent, and its execution providers.
     onnxruntime_version: str | None = None
     ort_providers: tuple[str, ...] = ()
+    #: Installed OpenVINO version, None when absent, and its CPU plugin's OPTIMIZATION_CAPABILITIES.
+    openvino_version: str | None = None
+    openvino_capabilities: tuple[str, ...] = ()
     torch: bool = False
 
     @property
@@ -65,6 +77,7 @@ class Machine:
         return {"gpu": self.gpu_name, "compute_capability": self.compute_capability,
                 "tensorrt": self.tensorrt_version, "tensorrt_backend": list(self.tensorrt_backend),
                 "onnxruntime": self.onnxruntime_version, "ort_providers": list(self.ort_providers),
+                "openvino": self.openvino_version, "openvino_capabilities": list(self.openvino_capabilities),
                 "torch": self.torch}
 
 
@@ -166,9 +179,23 @@ def probe_machine(backends: tuple[str, ...] = BACKEND_NAMES) -> Machine:
                          ort_providers=tuple(ort.get_available_providers()))
         except ImportError:
             pass
+    if "openvino" in backends and _installed("openvino"):
+        facts.update(_probe_openvino())
     if "torch" in backends:
         facts["torch"] = _installed("torch") and _installed("safetensors")
     return Machine(**facts)
+
+
+def _probe_openvino() -> dict[str, Any]:
+    """OpenVINO's version and CPU capabilities; nothing when its CPU plugin does not start."""
+    try:
+        import openvino as ov
+
+        capabilities = ov.Core().get_property("CPU", "OPTIMIZATION_CAPABILITIES")
+        return {"openvino_version": str(ov.get_version()),
+                "openvino_capabilities": tuple(str(c) for c in capabilities)}
+    except Exception:  # noqa: BLE001 - a broken install is "not usable", said by the backend's own error
+        return {}
 
 
 # -- precisions ---------------------------------------------------------------------------------
@@ -177,12 +204,27 @@ def precision_files(manifest: Manifest) -> set[str]:
     return {f.precision for f in manifest.onnx_files() if f.precision}
 
 
-def accuracy_verdict(manifest: Manifest, precision: str) -> tuple[bool, str]:
-    """(may ``precision="auto"`` choose it, why), from the accuracy the export recorded."""
+def int8_file(manifest: Manifest, form: str) -> Any:
+    """The package's INT8 ONNX record of ``form``, None when absent."""
+    return manifest.find(role="onnx", precision="int8", form=form)
+
+
+def accuracy_key(manifest: Manifest, precision: str, form: str | None = None) -> str:
+    """The accuracy record of what would run: the INT8 file of ``form`` names its own record."""
+    if precision == "int8" and form is not None:
+        record = int8_file(manifest, form)
+        if record is not None:
+            return str(record.extra.get("accuracy", "int8"))
+    return precision
+
+
+def accuracy_verdict(manifest: Manifest, precision: str, key: str | None = None) -> tuple[bool, str]:
+    """(may ``precision="auto"`` choose it, why), from the accuracy the export recorded under ``key``."""
     if precision == "fp32":
         return True, "FP32 is the reference precision"
+    key = key or precision
     records = manifest.raw.get("accuracy") or {}
-    record = records.get(precision) if isinstance(records, Mapping) else None
+    record = records.get(key) if isinstance(records, Mapping) else None
     if not isinstance(record, Mapping):
         return False, (f"the package records no {precision.upper()} accuracy, so auto does not trade "
                        f"accuracy it cannot vouch for (ask for precision='{precision}' to use it anyway)")
@@ -207,14 +249,17 @@ def accuracy_verdict(manifest: Manifest, precision: str) -> tuple[bool, str]:
 
 
 def _auto_precisions(manifest: Manifest, order: tuple[str, ...], have: set[str],
-                     notes: dict[str, str]) -> list[str]:
-    """Precisions of ``order`` that the package has and whose recorded accuracy qualifies."""
+                     notes: dict[str, str], int8_form: str | None = None) -> list[str]:
+    """Precisions of ``order`` that the package has and whose recorded accuracy qualifies.
+
+    ``int8_form``: the INT8 file this runtime would run, whose own record is consulted.
+    """
     chosen = []
     for precision in order:
-        if precision not in have:
+        if EXECUTION_PRECISIONS.get(precision, precision) not in have:
             notes.setdefault(precision, f"the package has no {precision.upper()} model")
             continue
-        ok, why = accuracy_verdict(manifest, precision)
+        ok, why = accuracy_verdict(manifest, precision, accuracy_key(manifest, precision, int8_form))
         notes.setdefault(precision, why)
         if ok:
             chosen.append(precision)
@@ -280,19 +325,55 @@ def _onnxruntime(manifest: Manifest, machine: Machine, precisions: list[str] | N
     chosen, why = _ort_provider(machine, provider)
     if chosen is None:
         return [], why
-    orders = {"tensorrt": GPU_PRECISION_ORDER, "cuda": CUDA_EP_PRECISION_ORDER}
-    order = orders.get(chosen, CPU_PRECISION_ORDER)
     have = precision_files(manifest)
+    if chosen == "cpu":
+        cpu_form = int8_file(manifest, CPU_INT8_FORM) is not None
+        order = CPU_PRECISION_ORDER if cpu_form else CPU_PRECISION_ORDER_WITHOUT_CPU_INT8
+        form = CPU_INT8_FORM if cpu_form else "qdq-s8s8"
+    else:
+        order = GPU_PRECISION_ORDER if chosen == "tensorrt" else CUDA_EP_PRECISION_ORDER
+        form = "qdq-s8s8"
     if precisions is None:
-        wanted = _auto_precisions(manifest, order, have, notes)
+        wanted = _auto_precisions(manifest, order, have, notes, form)
     else:
         wanted = [p for p in precisions if p in have]
     if not wanted:
-        return [], f"no ONNX model of a usable precision in the package (it has {', '.join(sorted(have))})"
+        return [], (f"no ONNX model of a usable precision in the package for onnxruntime (it has "
+                    f"{', '.join(sorted(have))}; bf16 runs on openvino)")
     device = "CPU" if chosen == "cpu" else f"GPU {machine.gpu_name}"
     runtime = f"onnxruntime {machine.onnxruntime_version}, {why}"
     choices = [Choice("onnxruntime", p, {"provider": chosen}, device,
                       f"{runtime}; {notes.get(p, 'precision asked for')}") for p in wanted]
+    return choices, choices[0].reason
+
+
+#: The CPU capability (OpenVINO's OPTIMIZATION_CAPABILITIES) each OpenVINO precision needs.
+OPENVINO_CAPABILITY = {"fp32": "FP32", "bf16": "BF16", "fp16": "FP16", "int8": "INT8"}
+
+
+def _openvino(manifest: Manifest, machine: Machine, precisions: list[str] | None,
+              notes: dict[str, str]) -> tuple[list[Choice], str]:
+    if machine.openvino_version is None:
+        return [], "OpenVINO is not installed (or its CPU plugin did not start): pip install 'liverlesion[openvino]'"
+    have = precision_files(manifest)
+    cpu_form = int8_file(manifest, CPU_INT8_FORM) is not None
+    usable, refused = [], []
+    for precision in precisions if precisions is not None else OPENVINO_PRECISION_ORDER:
+        capability = OPENVINO_CAPABILITY.get(precision)
+        if capability not in machine.openvino_capabilities:
+            refused.append(f"{precision}: this CPU lacks {capability}")
+        elif precision == "int8" and not cpu_form:
+            refused.append("int8: the package has no CPU-form INT8 model (qdq-u8s8), and OpenVINO cannot "
+                           "compile the TensorRT form")
+        elif precision in have or EXECUTION_PRECISIONS.get(precision) in have or precision == "fp16":
+            usable.append(precision)
+    if precisions is None:
+        usable = _auto_precisions(manifest, tuple(usable), have, notes, CPU_INT8_FORM)
+    if not usable:
+        return [], "no precision runs on OpenVINO here: " + ("; ".join(refused) or "none qualifies")
+    runtime = f"OpenVINO {machine.openvino_version} on CPU"
+    choices = [Choice("openvino", p, {}, "CPU", f"{runtime}; {notes.get(p, 'precision asked for')}")
+               for p in usable]
     return choices, choices[0].reason
 
 
@@ -316,7 +397,7 @@ def select(manifest: Manifest, machine: Machine, backend: str = "auto", precisio
         raise BackendError(f"unknown precision {precision!r}; accepted: auto, {', '.join(PRECISIONS)}")
     if provider is not None and backend not in ("auto", "onnxruntime"):
         raise BackendError(f"provider={provider!r} applies to the onnxruntime backend, not {backend!r}")
-    if precision != "auto" and precision not in precision_files(manifest):
+    if precision != "auto" and EXECUTION_PRECISIONS.get(precision, precision) not in precision_files(manifest):
         have = ", ".join(sorted(precision_files(manifest)))
         raise BackendError(f"the package has no {precision} model; it has: {have} (see liverlesion quantize "
                            "for int8)")
@@ -327,11 +408,15 @@ def select(manifest: Manifest, machine: Machine, backend: str = "auto", precisio
     names = BACKEND_NAMES if backend == "auto" else (backend,)
     if provider is not None:
         names = ("onnxruntime",)
+    elif backend == "auto" and _ort_provider(machine, None)[0] == "cpu":
+        names = ("tensorrt", "openvino", "onnxruntime", "torch")  # no GPU runtime: the fastest CPU one first
     for name in names:
         if name == "tensorrt":
             found, why = _tensorrt(manifest, machine, fixed, build_engine, notes)
         elif name == "onnxruntime":
             found, why = _onnxruntime(manifest, machine, fixed, provider, notes)
+        elif name == "openvino":
+            found, why = _openvino(manifest, machine, fixed, notes)
         else:
             found, why = _torch(manifest, machine, fixed)
         reasons[name] = ("usable: " if found else "not used: ") + why

@@ -1,0 +1,253 @@
+"""OpenVINO backend: the package's ONNX graphs compiled by OpenVINO's CPU plugin.
+
+- Precisions: ``fp32`` (the FP32 graph, f32 execution forced), ``bf16`` (the FP32 graph
+  run with bf16 inference precision: needs a CPU with BF16, e.g. AVX512-BF16 or AMX),
+  ``fp16`` (the same with f16: needs a CPU with FP16), ``int8`` (the CPU-form Q/DQ graph,
+  ``qdq-u8s8``; OpenVINO refuses to compile the TensorRT-form s8s8 graph with its defaults).
+  :attr:`OpenVinoBackend.executed_precision` reads back what the convolutions ran in.
+- Two compiled models per package file, both at batch 1 (static shapes run fastest): a
+  LATENCY-hinted one for single slices, and a THROUGHPUT-hinted one, compiled on the first
+  batch, whose parallel streams take a batch's slices as asynchronous infer requests.
+- Compiled models are cached in a per-user folder keyed by the file's checksum and the
+  OpenVINO version (:func:`cache_folder`), so a second load imports instead of compiling.
+
+Thread safety: one lock around each compiled model's requests (an InferRequest and an
+AsyncInferQueue are not re-entrant); OpenVINO's own streams use the CPUs meanwhile.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import threading
+from collections import Counter
+from collections.abc import Collection
+from pathlib import Path
+from typing import Any, ClassVar
+
+import numpy as np
+
+from ..errors import BackendError, require
+from ..package import FileRecord, ModelPackage
+from .base import Backend
+from .onnxruntime import cpu_count
+
+log = logging.getLogger("liverlesion.backends.openvino")
+
+#: SDK precision -> OpenVINO INFERENCE_PRECISION_HINT, and the CPU capability it needs.
+INFERENCE_PRECISION = {"fp32": ("f32", "FP32"), "bf16": ("bf16", "BF16"), "fp16": ("f16", "FP16"),
+                       "int8": ("f32", "INT8")}
+#: The package file each precision runs (bf16 and fp16 are execution precisions of the FP32 graph).
+FILE_PRECISION = {"fp32": "fp32", "bf16": "fp32", "fp16": "fp32", "int8": "int8"}
+CPU_INT8_FORM = "qdq-u8s8"
+#: The fused graph's output names (the manifest lists them; these where it does not).
+OUTPUTS = ("labels", "probabilities", "class_probabilities")
+#: OpenVINO's runtime precisions, in the words of the SDK.
+_RUNTIME_NAMES = {"u8": "int8", "i8": "int8", "bf16": "bf16", "f16": "fp16", "f32": "fp32"}
+
+
+def cache_root() -> Path:
+    """The per-user cache folder: $LIVERLESION_CACHE, else $XDG_CACHE_HOME/liverlesion, else ~/.cache/liverlesion."""
+    explicit = os.environ.get("LIVERLESION_CACHE")
+    if explicit:
+        return Path(explicit)
+    return Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "liverlesion"
+
+
+def cache_folder(record: FileRecord, openvino_version: str, root: Path | None = None) -> Path:
+    """Where the compiled models of one package file live: changes with the file and with OpenVINO."""
+    safe_version = "".join(c if c.isalnum() or c in ".-" else "_" for c in openvino_version)
+    return (root or cache_root()) / "openvino" / safe_version / record.sha256
+
+
+def select_file(package: ModelPackage, precision: str) -> FileRecord:
+    """The ONNX file OpenVINO runs for ``precision``."""
+    if precision not in FILE_PRECISION:
+        raise BackendError(f"the openvino backend runs {', '.join(FILE_PRECISION)}, not {precision!r}")
+    onnx_files = package.manifest.onnx_files()
+    if precision == "int8":
+        for record in onnx_files:
+            if record.precision == "int8" and record.extra.get("form") == CPU_INT8_FORM:
+                return record
+        forms = [str(r.extra.get("form")) for r in onnx_files if r.precision == "int8"]
+        raise BackendError(
+            "the openvino backend runs INT8 from the CPU-form model (qdq-u8s8), and this package has "
+            + (f"only {', '.join(forms)} (OpenVINO cannot compile the TensorRT form)" if forms else "no INT8 model")
+            + "; run liverlesion quantize again to add it")
+    for record in onnx_files:
+        if record.precision == FILE_PRECISION[precision]:
+            return record
+    raise BackendError(f"the package has no {FILE_PRECISION[precision]} ONNX model for openvino {precision}")
+
+
+def cpu_capabilities(core: Any) -> tuple[str, ...]:
+    """OpenVINO's CPU OPTIMIZATION_CAPABILITIES (e.g. FP32, INT8, BF16, FP16)."""
+    try:
+        return tuple(str(c) for c in core.get_property("CPU", "OPTIMIZATION_CAPABILITIES"))
+    except Exception as exc:
+        raise BackendError(f"OpenVINO's CPU plugin did not start: {exc}") from exc
+
+
+class OpenVinoBackend(Backend):
+    """Runs the package's ONNX graphs with OpenVINO on CPU (see the module docstring)."""
+
+    name: ClassVar[str] = "openvino"
+    extra: ClassVar[str] = "openvino"
+
+    def __init__(self, package: ModelPackage, precision: str = "fp32", *, threads: int | None = None,
+                 cache_dir: str | os.PathLike[str] | None = None) -> None:
+        """``threads``: CPU threads OpenVINO uses (default: every CPU this process may use);
+        ``cache_dir``: root of the compiled-model cache (default :func:`cache_root`)."""
+        super().__init__(package, precision)
+        ov = require("openvino", "openvino", "the openvino backend")
+        if threads is not None and (isinstance(threads, bool) or not isinstance(threads, int) or threads < 1):
+            raise BackendError(f"threads={threads!r} is not accepted: give a positive integer, or None for "
+                               "all CPUs")
+        self.record = select_file(package, precision)
+        self.threads = threads or cpu_count()
+        self._core = ov.Core()
+        self.version = str(ov.get_version())
+        hint, capability = INFERENCE_PRECISION[precision]
+        have = cpu_capabilities(self._core)
+        if capability not in have:
+            raise BackendError(f"this CPU cannot run OpenVINO {precision}: its CPU plugin lists "
+                               f"{', '.join(have)} and {precision} needs {capability}; use precision='fp32'")
+        self._hint = hint
+        self.cache = self._usable_cache(cache_folder(self.record, self.version,
+                                                     Path(cache_dir) if cache_dir is not None else None))
+        self._model = self._read_model()
+        self._latency = self._compile("LATENCY")
+        self._throughput: Any = None
+        self._lock = threading.Lock()
+        self._request = self._latency.create_infer_request()
+        self._outputs = output_names(self._latency, tuple(package.manifest.outputs) or OUTPUTS)
+        #: Whether each compiled model came from the cache (no compilation), by hint.
+        self.loaded_from_cache = {"LATENCY": self._from_cache(self._latency)}
+        self.executed_precision, self.runtime_precisions = executed_precision(self._latency)
+
+    # -- loading ------------------------------------------------------------------------------
+    def _usable_cache(self, folder: Path) -> Path | None:
+        try:
+            folder.mkdir(parents=True, exist_ok=True)
+            if os.access(folder, os.W_OK):
+                return folder
+        except OSError:
+            pass
+        log.warning("liverlesion: compiled-model cache %s is not writable; OpenVINO compiles on every load",
+                    folder)
+        return None
+
+    def _read_model(self) -> Any:
+        path = self.package.path(self.record)
+        try:
+            model = self._core.read_model(str(path))
+            name = model.inputs[0].get_any_name()
+            if name != self.package.manifest.input_name:
+                raise BackendError(f"{self.record.path} takes input {name!r}, the manifest says "
+                                   f"{self.package.manifest.input_name!r}")
+            rows, cols = self.package.manifest.grid.size
+            model.reshape({name: [1, 1, rows, cols]})  # static shapes: OpenVINO's fastest kernels
+        except BackendError:
+            raise
+        except Exception as exc:
+            raise BackendError(f"OpenVINO could not read {self.record.path}: {exc}") from exc
+        return model
+
+    def _config(self, hint: str) -> dict[str, Any]:
+        config: dict[str, Any] = {"PERFORMANCE_HINT": hint, "INFERENCE_NUM_THREADS": self.threads,
+                                  "INFERENCE_PRECISION_HINT": self._hint}
+        if self.cache is not None:
+            config["CACHE_DIR"] = str(self.cache)
+        return config
+
+    def _compile(self, hint: str) -> Any:
+        try:
+            return self._core.compile_model(self._model, "CPU", self._config(hint))
+        except Exception as exc:
+            raise BackendError(f"OpenVINO could not compile {self.record.path} for {self.precision} "
+                               f"({hint.lower()} hint): {exc}") from exc
+
+    @staticmethod
+    def _from_cache(compiled: Any) -> bool:
+        try:
+            return bool(compiled.get_property("LOADED_FROM_CACHE"))
+        except Exception:  # noqa: BLE001 - older OpenVINO without the property
+            return False
+
+    @classmethod
+    def availability(cls) -> tuple[bool, str]:
+        try:
+            import openvino as ov
+        except ImportError:
+            return False, "OpenVINO is not installed: pip install 'liverlesion[openvino]'"
+        return True, f"OpenVINO {ov.get_version()} (CPU plugin)"
+
+    # -- running ----------------------------------------------------------------------------------
+    def _run(self, hu: np.ndarray) -> dict[str, np.ndarray]:
+        if self._request is None:
+            raise BackendError("the openvino backend was closed; load the model again")
+        try:
+            with self._lock:
+                if len(hu) == 1:
+                    self._request.infer({0: hu})
+                    return {name: np.array(self._request.get_output_tensor(i).data, copy=True)
+                            for i, name in enumerate(self._outputs)}
+                return self._run_throughput(hu)
+        except BackendError:
+            raise
+        except Exception as exc:
+            raise BackendError(f"OpenVINO failed running {self.record.path}: {exc}") from exc
+
+    def _run_throughput(self, hu: np.ndarray) -> dict[str, np.ndarray]:
+        """A batch as asynchronous batch-1 requests on the throughput-hinted model's streams."""
+        import openvino as ov
+
+        if self._throughput is None:
+            self._throughput = self._compile("THROUGHPUT")
+            self.loaded_from_cache["THROUGHPUT"] = self._from_cache(self._throughput)
+        results: list[list[np.ndarray] | None] = [None] * len(hu)
+
+        def collect(request: Any, index: int) -> None:
+            results[index] = [np.array(request.get_output_tensor(i).data, copy=True)
+                              for i in range(len(self._outputs))]
+
+        queue = ov.AsyncInferQueue(self._throughput)
+        queue.set_callback(collect)
+        for index in range(len(hu)):
+            queue.start_async({0: hu[index:index + 1]}, index)
+        queue.wait_all()
+        if any(r is None for r in results):
+            raise BackendError(f"OpenVINO lost {sum(r is None for r in results)} of {len(hu)} requests")
+        return {name: np.concatenate([r[i] for r in results if r is not None])
+                for i, name in enumerate(self._outputs)}
+
+    def _release(self) -> None:
+        with self._lock:
+            self._request = None
+            self._latency = self._throughput = self._model = None
+
+
+def output_names(compiled: Any, wanted: Collection[str] = OUTPUTS) -> list[str]:
+    """The graph's output names: OpenVINO gives a port several tensor names (the ONNX output's among them)."""
+    names = []
+    for port in compiled.outputs:
+        candidates = sorted(port.get_names())
+        known = [n for n in candidates if n in wanted]
+        names.append(known[0] if known else port.get_any_name())
+    return names
+
+
+def executed_precision(compiled: Any) -> tuple[str, dict[str, int]]:
+    """What the compiled model's convolutions run in ("int8", "bf16", "fp16" or "fp32"), and the count of each."""
+    counts: Counter[str] = Counter()
+    try:
+        for op in compiled.get_runtime_model().get_ordered_ops():
+            info = op.get_rt_info()
+            if str(info["layerType"].astype(str)) == "Convolution":
+                counts[str(info["runtimePrecision"].astype(str))] += 1
+    except Exception:  # noqa: BLE001 - the runtime model's rt_info is informational, not an API contract
+        return "unknown", {}
+    for runtime in ("u8", "i8", "bf16", "f16", "f32"):
+        if counts.get(runtime):
+            return _RUNTIME_NAMES[runtime], dict(counts)
+    return "unknown", dict(counts)
