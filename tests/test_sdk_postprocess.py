@@ -12,7 +12,7 @@ from liverlesion.errors import BackendError, InputError, PackageError
 from liverlesion.grid import ModelGrid, from_model_grid
 from liverlesion.labels import LESION_CLASSES, YNET_SEG_LABELS
 from liverlesion.sdk import Orientation, Postprocessor, SliceInput, postprocess
-from liverlesion.sdk.postprocess import source_index
+from liverlesion.sdk.postprocess import separable_index, source_index
 
 CYST, HEM, MET = 2, 3, 4
 
@@ -143,6 +143,10 @@ def test_the_label_map_comes_back_through_the_one_resampling(orientation):
                                 orientation.canonical_spacing((0.9, 1.1)))
     np.testing.assert_array_equal(p.label_map, orientation.from_canonical(canonical))
     assert p.label_map.shape == (70, 90)
+    assert (source_index(grid, (70, 90), (0.9, 1.1), orientation) == -1).any()  # partly outside the model grid
+    # the row-then-column gather serves every untransposed geometry; a transposed one takes the general path
+    separable = separable_index(grid, (70, 90), (0.9, 1.1), orientation)
+    assert (separable is None) == orientation.transpose
 
 
 def test_the_source_index_is_cached_and_read_only():

@@ -4,6 +4,9 @@ The label map goes back through ``grid.from_model_grid`` (nearest neighbour), ap
 once per input geometry to an image of model-grid pixel indices: every input pixel
 then knows the model pixel its label comes from, so labels and probabilities are
 gathered with one fancy index each, and the map is cached for repeated geometries.
+Where that map is separable (no transposition: each input row takes one model row, each
+input column one model column), the label map is gathered row-wise then column-wise,
+which reads 0.5 KB of indices instead of 1 MB per 512 x 512 slice.
 Lesions are the 8-connected components of the lesion pixels on the input grid.
 """
 
@@ -39,6 +42,29 @@ def source_index(grid: ModelGrid, shape: tuple[int, int], spacing: tuple[float, 
     index = np.ascontiguousarray(orientation.from_canonical(canonical))
     index.flags.writeable = False
     return index
+
+
+@functools.lru_cache(maxsize=32)
+def separable_index(grid: ModelGrid, shape: tuple[int, int], spacing: tuple[float, float],
+                    orientation: Orientation) -> tuple[np.ndarray, np.ndarray] | None:
+    """(model row per input row, model column per input column), -1 outside; None if not separable."""
+    index = source_index(grid, shape, spacing, orientation)
+    cols = grid.size[1]
+    inside = index >= 0
+    rows_of = np.where(inside.any(axis=1), np.max(np.where(inside, index // cols, -1), axis=1), -1)
+    cols_of = np.where(inside.any(axis=0), np.max(np.where(inside, index % cols, -1), axis=0), -1)
+    rebuilt = np.where((rows_of[:, None] >= 0) & (cols_of[None, :] >= 0),
+                       rows_of[:, None] * cols + cols_of[None, :], -1)
+    if not np.array_equal(rebuilt, index):
+        return None
+    return rows_of.astype(np.intp), cols_of.astype(np.intp)
+
+
+def _gather_separable(values: np.ndarray, rows: np.ndarray, cols: np.ndarray, fill: Any) -> np.ndarray:
+    """``values[rows][:, cols]`` with ``fill`` where an index is -1 (a fill row and column appended)."""
+    padded = np.full((values.shape[0] + 1, values.shape[1] + 1), fill, dtype=values.dtype)
+    padded[:-1, :-1] = values
+    return padded.take(rows, axis=0).take(cols, axis=1)
 
 
 def _gather(values: np.ndarray, index: np.ndarray, fill: Any) -> np.ndarray:
@@ -116,7 +142,11 @@ class Postprocessor:
         else:
             lut = self.lut
         model_index = source_index(self.grid, slice_.shape, slice_.spacing_mm, slice_.orientation)
-        label_map = _gather(lut[labels], model_index, 0)
+        separable = separable_index(self.grid, slice_.shape, slice_.spacing_mm, slice_.orientation)
+        if separable is not None:
+            label_map = _gather_separable(lut[labels], *separable, 0)
+        else:
+            label_map = _gather(lut[labels], model_index, 0)
 
         pixels = np.flatnonzero(label_map.ravel() >= FIRST_LESION_LABEL)
         components = np.zeros(label_map.shape, dtype=np.int32)
