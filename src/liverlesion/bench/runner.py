@@ -313,7 +313,7 @@ def run_benchmark(package_path: str | Path, data: BenchData,
         model = manifest.raw["model"]
         gflops = model.get("gflops_per_slice")
         inputs = _inputs(data, package)
-        wanted = tuple(dict.fromkeys(c.backend for c in configs if c.backend != "openvino"))
+        wanted = tuple(dict.fromkeys(c.backend for c in configs))
         machine = probe_machine(wanted)
         selectable = sum(_selectable(package, c, machine) for c in configs)
         progress = Progress(selectable * len(options.batch_sizes) + bool(options.memory_soak),

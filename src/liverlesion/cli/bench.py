@@ -39,7 +39,7 @@ def register(subparsers: Any) -> None:
         help="LiTS folder or lesion-slice dataset (default: lesion-slice phantoms generated in memory)")
     add("--slices", type=int, default=16, metavar="N", help="slices to time and score on (16)")
     add("--seed", type=int, default=0, help="seed of the generated phantoms (0)")
-    add("--threads", type=int, metavar="N", help="CPU threads for onnxruntime / torch (default: all)")
+    add("--threads", type=int, metavar="N", help="CPU threads for onnxruntime / openvino / torch (default: all)")
     add("--memory-soak", type=int, default=0, metavar="N",
         help=f"then run N predictions on the fastest configuration and report resident-memory growth "
              f"(the target is < 5%% over {SOAK_TARGET_PREDICTIONS})")
