@@ -73,3 +73,26 @@ def test_absurd_spacing_is_refused(spacing):
 def test_non_2d_is_refused():
     with pytest.raises(InputError, match="2D"):
         to_model_grid(np.zeros((2, 8, 8)), (1.0, 1.0), ModelGrid((8, 8), (1.0, 1.0)))
+
+
+def test_image_resampling_is_scipys_bilinear_affine_transform_on_any_geometry():
+    """The row-then-column resampler gives scipy's order-1 ``affine_transform`` (constant mode) values."""
+    from scipy import ndimage
+
+    from liverlesion.grid import AIR_HU, _affine
+
+    rng = np.random.default_rng(7)
+    for _ in range(200):
+        shape = tuple(int(v) for v in rng.integers(1, 160, 2))
+        spacing = tuple(float(v) for v in rng.uniform(0.3, 5.0, 2))
+        grid = ModelGrid(tuple(int(v) for v in rng.integers(1, 120, 2)),
+                         tuple(float(v) for v in rng.uniform(0.5, 6.0, 2)))
+        image = rng.uniform(-1000, 2000, shape).astype(rng.choice([np.float32, np.int16]))
+        matrix, offset = _affine(shape, spacing, grid.size, grid.spacing_mm)
+        expected = ndimage.affine_transform(image.astype(np.float32), matrix, offset=offset,
+                                            output_shape=grid.size, order=1, mode="constant", cval=AIR_HU,
+                                            prefilter=False)
+        got = to_model_grid(image, spacing, grid)
+        assert got.dtype == np.float32 and got.shape == grid.size
+        np.testing.assert_allclose(got, expected, atol=1e-2, rtol=0)
+        np.testing.assert_array_equal(got == AIR_HU, expected == AIR_HU)  # the same samples fall outside
