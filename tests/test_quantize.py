@@ -247,7 +247,8 @@ def test_the_cpu_form_comes_from_the_same_calibration_and_is_kept_only_if_it_mee
     s8s8 = package.path(package.manifest.find(role="onnx", precision="int8", form="qdq-s8s8"))
     slices = np.load(package.path(package.manifest.find(role="calibration")))
     # the CPU form again, from the package's own calibration slices and recipe
-    recipe = QuantRecipe(raw["calibration"]["method"], extra_exclude=tuple(raw["quantization"]["extra_excluded_blocks"]))
+    recipe = QuantRecipe(raw["calibration"]["method"],
+                         extra_exclude=tuple(raw["quantization"]["extra_excluded_blocks"]))
     quantize_int8(fp32, tmp_path / "u8s8.onnx", slices, recipe, form="u8s8")
     cpu, trt = onnx.load(str(tmp_path / "u8s8.onnx")), onnx.load(str(s8s8))
     cpu_q, trt_q = _activation_qparams(cpu), _activation_qparams(trt)
