@@ -57,6 +57,11 @@ def test_reduced_precisions_stay_within_their_target(joint, eval_set, tmp_path, 
         assert vino.executed_precision == precision  # what its convolutions ran in, read back from OpenVINO
         if precision == "int8":
             assert vino.record.extra["form"] == "qdq-u8s8"
+            quantized = sum(1 for n in onnx.load(str(joint.path(vino.record))).graph.node
+                            if n.op_type == "Conv" and n.name.startswith("/network/")
+                            and not n.name.startswith("/network/head/"))
+            int8_convs = sum(v for k, v in vino.runtime_precisions.items() if k in ("u8", "i8"))
+            assert int8_convs >= quantized > 0  # every quantized Conv group compiled to int8, not one of them
         reference, reduced = run_all(ort, eval_set.hu), run_all(vino, eval_set.hu)
     assert target_misses(precision, scores(reduced, eval_set), scores(reference, eval_set)) == []
     assert (reduced == reference).mean() > 0.99
@@ -65,8 +70,9 @@ def test_reduced_precisions_stay_within_their_target(joint, eval_set, tmp_path, 
 def test_a_batch_runs_as_async_requests_and_matches_single_slices(joint, eval_set, tmp_path):
     with OpenVinoBackend(joint, "int8", threads=2, cache_dir=tmp_path) as vino:
         single = run_all(vino, eval_set.hu[:10])
+        assert set(vino.streams) == {"LATENCY"}
         batched = vino.infer(eval_set.hu[:10])
-        assert "THROUGHPUT" in vino.loaded_from_cache  # the throughput-hinted model was compiled for it
+        assert vino.streams["THROUGHPUT"] >= 2 and vino.streams["LATENCY"] == 1  # parallel streams for batches
         np.testing.assert_array_equal(batched["labels"], single)
         assert batched["probabilities"].shape == (10, 5, *joint.manifest.grid.size)
 

@@ -210,7 +210,8 @@ def test_the_cpu_form_int8_goes_first_on_onnxruntime_cpu_judged_by_its_own_accur
 def test_without_a_gpu_auto_takes_openvino_first_in_its_measured_order():
     good = scores(0.80, meets_target=True, target_misses=[])
     bf16 = scores(0.80, meets_target=True, target_misses=[])
-    m = manifest(cpu_int8=good, accuracy={"fp32": scores(0.80), "int8": good, "bf16": bf16})
+    m = manifest(cpu_int8=good, accuracy={"fp32": scores(0.80), "int8": good, "bf16": bf16,
+                                          "int8-u8s8@openvino": good})
     selection = select(m, CPU_WITH_OPENVINO)
     assert plan(selection)[:4] == [("openvino", "int8", None), ("openvino", "bf16", None),
                                    ("openvino", "fp32", None), ("onnxruntime", "int8", "cpu")]
@@ -239,5 +240,41 @@ def test_openvino_requests_that_cannot_be_met_say_why():
         select(manifest(), no_bf16, "openvino", "bf16")
     with pytest.raises(BackendError, match="no CPU-form INT8 model"):
         select(manifest(), CPU_WITH_OPENVINO, "openvino", "int8")
-    with pytest.raises(BackendError, match="bf16 runs on openvino"):
+    with pytest.raises(BackendError, match="bf16 runs on OpenVINO only"):
         select(manifest(), CPU_ONLY, "onnxruntime", "bf16")
+
+
+def test_int8_is_vouched_for_only_by_the_record_of_the_file_and_runtime_that_run():
+    good = scores(0.80, meets_target=True, target_misses=[])
+    # measured on onnxruntime only: OpenVINO's own INT8 kernels are not vouched for, onnxruntime CPU's are
+    selection = select(manifest(cpu_int8=good), CPU_WITH_OPENVINO)
+    assert ("openvino", "int8", None) not in plan(selection) and ("onnxruntime", "int8", "cpu") in plan(selection)
+    assert "records no INT8 accuracy" in selection.precisions["openvino int8"]
+    assert "meets the export target" in selection.precisions["onnxruntime int8"]
+    ort_int8 = next(c for c in selection.candidates if c.backend == "onnxruntime" and c.precision == "int8")
+    assert "meets the export target" in ort_int8.reason  # its own verdict, not another backend's
+    # a CPU-form file naming no record of its own is not vouched for by the TensorRT form's record
+    m = manifest(cpu_int8=good)
+    raw = m.to_dict()
+    for record in raw["files"]:
+        record.pop("accuracy", None)
+    raw["accuracy"].pop("int8-u8s8")
+    selection = select(Manifest.from_dict(raw), CPU_ONLY)
+    assert ("onnxruntime", "int8", "cpu") not in plan(selection)
+
+
+def test_a_broken_openvino_is_reported_as_broken_not_as_missing():
+    broken = Machine(**{**CPU_ONLY.__dict__, "openvino_version": "2026.4.1",
+                        "openvino_error": "Failed to load the CPU plugin"})
+    with pytest.raises(BackendError, match="installed but its CPU plugin did not start: Failed to load") as caught:
+        select(manifest(), broken, "openvino")
+    assert not isinstance(caught.value, MissingDependencyError)
+    assert select(manifest(), broken).candidates[0].backend == "onnxruntime"
+
+
+def test_openvino_runs_fp16_and_bf16_from_the_fp32_graph():
+    fp16_cpu = Machine(**{**CPU_WITH_OPENVINO.__dict__, "openvino_capabilities": ("FP32", "INT8", "BF16", "FP16")})
+    assert plan(select(manifest(("fp32",)), fp16_cpu, "openvino", "fp16")) == [("openvino", "fp16", None)]
+    assert plan(select(manifest(("fp32",)), fp16_cpu, precision="bf16")) == [("openvino", "bf16", None)]
+    with pytest.raises(BackendError, match="no fp16 model"):
+        select(manifest(("fp32",)), fp16_cpu, "onnxruntime", "fp16")

@@ -40,8 +40,9 @@ def select_onnx_file(package: ModelPackage, precision: str, provider: str) -> Fi
     if not candidates:
         have = sorted({f.precision for f in manifest.onnx_files() if f.precision})
         raise BackendError(f"the package has no {precision} ONNX model; it has: {', '.join(have)}")
-    # A CPU-form INT8 (uint8 activations) runs faster on CPUs; TensorRT needs the symmetric one.
-    preferred = "qdq-s8s8" if provider == "tensorrt" else "qdq-u8s8"
+    # The CPU form (uint8 activations) runs fast on the CPU provider only; TensorRT needs the symmetric
+    # one, and the CUDA provider's Q/DQ support is written for it too.
+    preferred = "qdq-u8s8" if provider == "cpu" else "qdq-s8s8"
     for record in candidates:
         if record.extra.get("form") == preferred:
             return record

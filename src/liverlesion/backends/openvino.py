@@ -11,8 +11,9 @@
 - Compiled models are cached in a per-user folder keyed by the file's checksum and the
   OpenVINO version (:func:`cache_folder`), so a second load imports instead of compiling.
 
-Thread safety: one lock around each compiled model's requests (an InferRequest and an
-AsyncInferQueue are not re-entrant); OpenVINO's own streams use the CPUs meanwhile.
+Thread safety: one lock per compiled model, around its requests (an InferRequest and an
+AsyncInferQueue are not re-entrant), so single slices keep running while a batch runs
+or while the throughput model compiles; OpenVINO's own streams use the CPUs meanwhile.
 """
 
 from __future__ import annotations
@@ -118,7 +119,10 @@ class OpenVinoBackend(Backend):
         self._model = self._read_model()
         self._latency = self._compile("LATENCY")
         self._throughput: Any = None
-        self._lock = threading.Lock()
+        self._queue: Any = None
+        self._results: list[list[np.ndarray] | None] = []
+        self._latency_lock = threading.Lock()
+        self._throughput_lock = threading.Lock()
         self._request = self._latency.create_infer_request()
         self._outputs = output_names(self._latency, tuple(package.manifest.outputs) or OUTPUTS)
         #: Whether each compiled model came from the cache (no compilation), by hint.
@@ -184,46 +188,59 @@ class OpenVinoBackend(Backend):
 
     # -- running ----------------------------------------------------------------------------------
     def _run(self, hu: np.ndarray) -> dict[str, np.ndarray]:
-        if self._request is None:
-            raise BackendError("the openvino backend was closed; load the model again")
         try:
-            with self._lock:
-                if len(hu) == 1:
-                    self._request.infer({0: hu})
-                    return {name: np.array(self._request.get_output_tensor(i).data, copy=True)
+            if len(hu) == 1:
+                with self._latency_lock:
+                    request = self._request
+                    if request is None:
+                        raise BackendError("the openvino backend was closed; load the model again")
+                    request.infer({0: hu})
+                    return {name: np.array(request.get_output_tensor(i).data, copy=True)
                             for i, name in enumerate(self._outputs)}
+            with self._throughput_lock:
                 return self._run_throughput(hu)
         except BackendError:
             raise
-        except Exception as exc:
+        except Exception as exc:  # noqa: BLE001 - OpenVINO raises its own untyped errors
             raise BackendError(f"OpenVINO failed running {self.record.path}: {exc}") from exc
 
-    def _run_throughput(self, hu: np.ndarray) -> dict[str, np.ndarray]:
-        """A batch as asynchronous batch-1 requests on the throughput-hinted model's streams."""
-        import openvino as ov
+    def _collect(self, request: Any, index: int) -> None:
+        """AsyncInferQueue callback: copy a finished request's outputs out of its reused buffers."""
+        self._results[index] = [np.array(request.get_output_tensor(i).data, copy=True)
+                                for i in range(len(self._outputs))]
 
-        if self._throughput is None:
+    def _run_throughput(self, hu: np.ndarray) -> dict[str, np.ndarray]:
+        """A batch as asynchronous batch-1 requests on the throughput-hinted model's streams (lock held)."""
+        if self._model is None:
+            raise BackendError("the openvino backend was closed; load the model again")
+        if self._queue is None:
+            import openvino as ov
+
             self._throughput = self._compile("THROUGHPUT")
             self.loaded_from_cache["THROUGHPUT"] = self._from_cache(self._throughput)
-        results: list[list[np.ndarray] | None] = [None] * len(hu)
-
-        def collect(request: Any, index: int) -> None:
-            results[index] = [np.array(request.get_output_tensor(i).data, copy=True)
-                              for i in range(len(self._outputs))]
-
-        queue = ov.AsyncInferQueue(self._throughput)
-        queue.set_callback(collect)
-        for index in range(len(hu)):
-            queue.start_async({0: hu[index:index + 1]}, index)
-        queue.wait_all()
+            self._queue = ov.AsyncInferQueue(self._throughput)  # one request per stream, reused
+            self._queue.set_callback(self._collect)
+        self._results = [None] * len(hu)
+        try:
+            for index in range(len(hu)):
+                self._queue.start_async({0: hu[index:index + 1]}, index)
+        finally:
+            self._queue.wait_all()  # never leave requests in flight, even when starting one failed
+        results = self._results
         if any(r is None for r in results):
             raise BackendError(f"OpenVINO lost {sum(r is None for r in results)} of {len(hu)} requests")
         return {name: np.concatenate([r[i] for r in results if r is not None])
                 for i, name in enumerate(self._outputs)}
 
+    @property
+    def streams(self) -> dict[str, int]:
+        """Parallel streams of each compiled model (the throughput one once a batch compiled it)."""
+        models = {"LATENCY": self._latency, "THROUGHPUT": self._throughput}
+        return {hint: int(m.get_property("NUM_STREAMS")) for hint, m in models.items() if m is not None}
+
     def _release(self) -> None:
-        with self._lock:
-            self._request = None
+        with self._latency_lock, self._throughput_lock:
+            self._request = self._queue = None
             self._latency = self._throughput = self._model = None
 
 
@@ -238,7 +255,8 @@ def output_names(compiled: Any, wanted: Collection[str] = OUTPUTS) -> list[str]:
 
 
 def executed_precision(compiled: Any) -> tuple[str, dict[str, int]]:
-    """What the compiled model's convolutions run in ("int8", "bf16", "fp16" or "fp32"), and the count of each."""
+    """What most of the compiled model's convolutions run in ("int8", "bf16", "fp16" or "fp32"), and the count
+    of each runtime precision (an int8 model keeps its float heads: a few f32 convolutions)."""
     counts: Counter[str] = Counter()
     try:
         for op in compiled.get_runtime_model().get_ordered_ops():
@@ -247,7 +265,9 @@ def executed_precision(compiled: Any) -> tuple[str, dict[str, int]]:
                 counts[str(info["runtimePrecision"].astype(str))] += 1
     except Exception:  # noqa: BLE001 - the runtime model's rt_info is informational, not an API contract
         return "unknown", {}
-    for runtime in ("u8", "i8", "bf16", "f16", "f32"):
-        if counts.get(runtime):
-            return _RUNTIME_NAMES[runtime], dict(counts)
-    return "unknown", dict(counts)
+    by_name: Counter[str] = Counter()
+    for runtime, count in counts.items():
+        by_name[_RUNTIME_NAMES.get(runtime, runtime)] += count
+    if not by_name:
+        return "unknown", {}
+    return by_name.most_common(1)[0][0], dict(counts)

@@ -240,7 +240,7 @@ def _run_config(package: ModelPackage, config: BenchConfig, inputs: _Inputs, dat
         for batch in options.batch_sizes:
             base = {**_empty_row(config, "ok", ""), "batch": batch, "device": opened.analyzer.device,
                     "model_file": path, "model_size_bytes": size, **scores,
-                    "executed_precision": getattr(opened.backend, "executed_precision", config.precision)}
+                    "executed_precision": getattr(opened.backend, "executed_precision", None)}
             if batch not in runnable:
                 rows.append({**base, "status": "unavailable", "reason": f"the loaded model takes at most "
                                                                        f"{limit} slices per batch"})

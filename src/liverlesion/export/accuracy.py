@@ -80,19 +80,23 @@ Runner = Callable[[np.ndarray], dict[str, np.ndarray]]
 
 
 def openvino_runner(onnx_path: str | Path, precision: str) -> Runner:
-    """Outputs of a fused ONNX graph compiled by OpenVINO's CPU plugin at an SDK execution precision.
+    """Outputs of a fused ONNX graph compiled by OpenVINO's CPU plugin at an SDK precision.
 
-    Raises MissingDependencyError without OpenVINO and InputError when the CPU lacks the precision.
+    Raises MissingDependencyError without OpenVINO, BackendError when the CPU lacks the
+    precision or OpenVINO cannot compile the graph.
     """
     from ..backends.openvino import INFERENCE_PRECISION, cpu_capabilities, output_names
-    from ..errors import require
+    from ..errors import BackendError, require
 
     ov = require("openvino", "openvino", f"measuring OpenVINO {precision} accuracy")
     core = ov.Core()
     hint, capability = INFERENCE_PRECISION[precision]
     if capability not in cpu_capabilities(core):
-        raise InputError(f"this CPU cannot run OpenVINO {precision} (it needs {capability})")
-    compiled = core.compile_model(str(onnx_path), "CPU", {"INFERENCE_PRECISION_HINT": hint})
+        raise BackendError(f"this CPU cannot run OpenVINO {precision} (it needs {capability})")
+    try:
+        compiled = core.compile_model(str(onnx_path), "CPU", {"INFERENCE_PRECISION_HINT": hint})
+    except Exception as exc:  # noqa: BLE001 - OpenVINO raises its own untyped errors
+        raise BackendError(f"OpenVINO could not compile {Path(onnx_path).name}: {exc}") from exc
     names = output_names(compiled)
 
     def run(hu: np.ndarray) -> dict[str, np.ndarray]:
@@ -149,20 +153,25 @@ def measure(files: Mapping[str, str | Path], data: EvalSet, *, reference: np.nda
     return results
 
 
-def measure_openvino_bf16(fp32_path: str | Path, data: EvalSet,
-                          reference: np.ndarray) -> tuple[dict[str, Any] | None, str]:
-    """OpenVINO bf16 scores of the FP32 graph (None where it cannot run here) and a line saying what happened."""
-    from ..errors import MissingDependencyError
+def measure_on_openvino(path: str | Path, precision: str, data: EvalSet, fp32_path: str | Path, *,
+                        reference: np.ndarray | None = None) -> tuple[dict[str, Any] | None, str]:
+    """Scores of ``path`` run by OpenVINO at ``precision`` (None where it cannot run here) and what happened.
+
+    ``reference``: the FP32 label maps, computed from ``fp32_path`` only once OpenVINO runs.
+    """
+    from ..errors import BackendError, MissingDependencyError
 
     try:
-        runner = openvino_runner(fp32_path, "bf16")
-    except (MissingDependencyError, InputError) as exc:
-        return None, f"bf16 accuracy not recorded: {exc}"
-    scores = measure({"bf16": fp32_path}, data, reference=reference, runners={"bf16": runner})["bf16"]
+        runner = openvino_runner(path, precision)
+    except (MissingDependencyError, BackendError) as exc:
+        return None, f"OpenVINO {precision} accuracy not recorded: {exc}"
+    if reference is None:
+        reference = fp32_maps(fp32_path, data)
+    scores = measure({precision: path}, data, reference=reference, runners={precision: runner})[precision]
     import openvino as ov
 
-    scores["runtime"] = f"openvino {ov.get_version()} CPU, FP32 graph at bf16 inference precision"
-    return scores, "bf16 (OpenVINO) accuracy measured"
+    scores["runtime"] = f"openvino {ov.get_version()} CPU at {precision} execution precision"
+    return scores, f"OpenVINO {precision} accuracy measured"
 
 
 def fp32_maps(path: str | Path, data: EvalSet) -> np.ndarray:
@@ -213,12 +222,13 @@ def resolution_note(results: Mapping[str, Mapping[str, Any]]) -> str | None:
 
 def format_table(results: Mapping[str, Mapping[str, Any]]) -> str:
     """A readable accuracy table, one precision per row (and the resolution note, if any)."""
-    lines = [f"{'precision':<10}{'lesion Dice':>12}{'liver Dice':>12}{'accuracy':>10}{'agree FP32':>12}"
+    width = max([10, *(len(k) + 1 for k in results)])
+    lines = [f"{'precision':<{width}}{'lesion Dice':>12}{'liver Dice':>12}{'accuracy':>10}{'agree FP32':>12}"
              "  target"]
     for precision, s in results.items():
         target = "" if "meets_target" not in s else ("met" if s["meets_target"] else "MISSED")
         acc = "-" if s.get("accuracy") is None else f"{s['accuracy']:.4f}"
-        lines.append(f"{precision:<10}{s['lesion_dice']:>12.4f}{s['liver_dice']:>12.4f}{acc:>10}"
+        lines.append(f"{precision:<{width}}{s['lesion_dice']:>12.4f}{s['liver_dice']:>12.4f}{acc:>10}"
                      f"{s['agreement_with_fp32']:>12.5f}  {target}")
     note = resolution_note(results)
     return "\n".join([*lines, note] if note else lines)

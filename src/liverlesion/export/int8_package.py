@@ -24,7 +24,16 @@ import onnx
 from ..errors import ExportError
 from ..package import load_package, write_manifest
 from ..package.store import file_record
-from .accuracy import EvalSet, annotate, fp32_maps, load_eval_set, measure, target_loss, target_misses
+from .accuracy import (
+    EvalSet,
+    annotate,
+    fp32_maps,
+    load_eval_set,
+    measure,
+    measure_on_openvino,
+    target_loss,
+    target_misses,
+)
 from .calibration import CALIBRATION_FILE, save_slices, select_calibration_slices
 from .graph_checks import require_tensorrt_form
 from .package_writer import (
@@ -41,6 +50,8 @@ from .sensitivity import activation_errors, block_sensitivity, worst_tensors
 
 #: Accuracy record of the CPU-form INT8 model (the TensorRT form keeps the key "int8").
 CPU_FORM_KEY = "int8-u8s8"
+#: The same file measured on OpenVINO (see ``sdk.selection.accuracy_key``).
+CPU_FORM_OPENVINO_KEY = "int8-u8s8@openvino"
 #: Slices used for the per-tensor error study (all intermediate tensors are held in memory).
 _ERROR_SLICES = 4
 
@@ -187,17 +198,24 @@ def quantize_package(package_dir: str | Path, calib: str | Path, eval_data: str 
         cpu_scores = measure({CPU_FORM_KEY: cpu_int8}, data, reference=ref_maps)[CPU_FORM_KEY]
         cpu_misses = target_misses(CPU_FORM_KEY, cpu_scores, fp32_scores)
         timings["cpu_form_s"] = time.perf_counter() - t
+        cpu_on_openvino = None
         if cpu_misses:
             say(f"the CPU-form INT8 (u8s8) misses the target and is left out: {'; '.join(cpu_misses)}")
             cpu_int8.unlink()
+        else:  # OpenVINO's int8 kernels are its own: measured there too, for auto to vouch for them
+            cpu_on_openvino, said = measure_on_openvino(cpu_int8, "int8", data, fp32, reference=ref_maps)
+            say(said)
 
         accuracy = dict(manifest.raw.get("accuracy") or {})
         if accuracy.get("fp32", {}).get("data") != data.description:
             accuracy = {"fp32": fp32_scores}  # measured on other slices: those numbers do not compare
         accuracy.pop(CPU_FORM_KEY, None)
+        accuracy.pop(CPU_FORM_OPENVINO_KEY, None)
         accuracy["int8"] = scores
         if not cpu_misses:
             accuracy[CPU_FORM_KEY] = cpu_scores
+        if cpu_on_openvino is not None:
+            accuracy[CPU_FORM_OPENVINO_KEY] = cpu_on_openvino
         annotate(accuracy, fp32_scores)
         raw = manifest.to_dict()
         files = [f for f in raw["files"] if f["path"] not in (INT8_FILE, INT8_CPU_FILE, CALIBRATION_FILE)]

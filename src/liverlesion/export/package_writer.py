@@ -140,7 +140,7 @@ def export_package(checkpoint_path: str | Path, out: str | Path, *, eval_data: s
     """
     from ..atomic import folder_swap
     from ..training.checkpoint import load_checkpoint
-    from .accuracy import annotate, fp32_maps, load_eval_set, measure, measure_openvino_bf16
+    from .accuracy import annotate, load_eval_set, measure, measure_on_openvino
     from .fp16 import write_fp16
     from .fused import fuse
     from .onnx_export import export_bare, export_fused, opset_of
@@ -198,7 +198,7 @@ def export_package(checkpoint_path: str | Path, out: str | Path, *, eval_data: s
             say(f"measuring FP32 and FP16 accuracy on {len(eval_set)} slices")
             t = time.perf_counter()
             accuracy = measure({"fp32": tmp / FP32_FILE, "fp16": tmp / FP16_FILE}, eval_set)
-            bf16, said = measure_openvino_bf16(tmp / FP32_FILE, eval_set, fp32_maps(tmp / FP32_FILE, eval_set))
+            bf16, said = measure_on_openvino(tmp / FP32_FILE, "bf16", eval_set, tmp / FP32_FILE)
             say(said)
             if bf16 is not None:
                 accuracy["bf16"] = bf16

@@ -57,7 +57,9 @@ def separable_index(grid: ModelGrid, shape: tuple[int, int], spacing: tuple[floa
                        rows_of[:, None] * cols + cols_of[None, :], -1)
     if not np.array_equal(rebuilt, index):
         return None
-    return rows_of.astype(np.intp), cols_of.astype(np.intp)
+    rows_of, cols_of = rows_of.astype(np.intp), cols_of.astype(np.intp)
+    rows_of.flags.writeable = cols_of.flags.writeable = False  # shared by threads through the cache
+    return rows_of, cols_of
 
 
 def _gather_separable(values: np.ndarray, rows: np.ndarray, cols: np.ndarray, fill: Any) -> np.ndarray:

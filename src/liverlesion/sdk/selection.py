@@ -24,6 +24,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field, replace
 from typing import Any
 
+from ..backends.openvino import FILE_PRECISION as OPENVINO_FILE_PRECISION
 from ..errors import BackendError, EngineError, MissingDependencyError
 from ..package import Manifest
 
@@ -67,6 +68,8 @@ class Machine:
     #: Installed OpenVINO version, None when absent, and its CPU plugin's OPTIMIZATION_CAPABILITIES.
     openvino_version: str | None = None
     openvino_capabilities: tuple[str, ...] = ()
+    #: Why an installed OpenVINO cannot run (its CPU plugin failed to start), None when it can.
+    openvino_error: str | None = None
     torch: bool = False
 
     @property
@@ -78,6 +81,7 @@ class Machine:
                 "tensorrt": self.tensorrt_version, "tensorrt_backend": list(self.tensorrt_backend),
                 "onnxruntime": self.onnxruntime_version, "ort_providers": list(self.ort_providers),
                 "openvino": self.openvino_version, "openvino_capabilities": list(self.openvino_capabilities),
+                "openvino_error": self.openvino_error,
                 "torch": self.torch}
 
 
@@ -187,15 +191,17 @@ def probe_machine(backends: tuple[str, ...] = BACKEND_NAMES) -> Machine:
 
 
 def _probe_openvino() -> dict[str, Any]:
-    """OpenVINO's version and CPU capabilities; nothing when its CPU plugin does not start."""
+    """OpenVINO's version and CPU capabilities, or why it cannot run (a broken install, a failed plugin)."""
     try:
         import openvino as ov
-
+    except ImportError as exc:  # found but not importable: a broken install, not a missing one
+        return {"openvino_error": f"import openvino failed: {exc}"}
+    try:
         capabilities = ov.Core().get_property("CPU", "OPTIMIZATION_CAPABILITIES")
-        return {"openvino_version": str(ov.get_version()),
-                "openvino_capabilities": tuple(str(c) for c in capabilities)}
-    except Exception:  # noqa: BLE001 - a broken install is "not usable", said by the backend's own error
-        return {}
+    except Exception as exc:  # noqa: BLE001 - OpenVINO raises its own untyped errors
+        return {"openvino_version": str(ov.get_version()), "openvino_error": str(exc)}
+    return {"openvino_version": str(ov.get_version()),
+            "openvino_capabilities": tuple(str(c) for c in capabilities)}
 
 
 # -- precisions ---------------------------------------------------------------------------------
@@ -209,13 +215,22 @@ def int8_file(manifest: Manifest, form: str) -> Any:
     return manifest.find(role="onnx", precision="int8", form=form)
 
 
-def accuracy_key(manifest: Manifest, precision: str, form: str | None = None) -> str:
-    """The accuracy record of what would run: the INT8 file of ``form`` names its own record."""
+def accuracy_key(manifest: Manifest, precision: str, form: str | None = None, runtime: str | None = None) -> str:
+    """The accuracy record of what would run.
+
+    The INT8 file of ``form`` names its own record (a file that names none falls back to
+    ``int8`` for the TensorRT form and to ``int8-<form>`` otherwise, never to another form's
+    record). ``runtime``: INT8 measured on that runtime (``int8-u8s8@openvino``), for
+    runtimes whose INT8 kernels differ from onnxruntime's, on which the export measures.
+    """
+    key = precision
     if precision == "int8" and form is not None:
         record = int8_file(manifest, form)
-        if record is not None:
-            return str(record.extra.get("accuracy", "int8"))
-    return precision
+        default = "int8" if form == "qdq-s8s8" else f"int8-{form.removeprefix('qdq-')}"
+        key = str(record.extra.get("accuracy") or default) if record is not None else default
+    if precision == "int8" and runtime is not None:
+        key = f"{key}@{runtime}"
+    return key
 
 
 def accuracy_verdict(manifest: Manifest, precision: str, key: str | None = None) -> tuple[bool, str]:
@@ -249,21 +264,29 @@ def accuracy_verdict(manifest: Manifest, precision: str, key: str | None = None)
 
 
 def _auto_precisions(manifest: Manifest, order: tuple[str, ...], have: set[str],
-                     notes: dict[str, str], int8_form: str | None = None) -> list[str]:
+                     notes: dict[str, str], int8_form: str | None = None, runtime: str | None = None) -> list[str]:
     """Precisions of ``order`` that the package has and whose recorded accuracy qualifies.
 
-    ``int8_form``: the INT8 file this runtime would run, whose own record is consulted.
+    ``int8_form`` and ``runtime``: the INT8 file this backend would run, and where, whose
+    own record is consulted (:func:`accuracy_key`). ``notes`` gets this backend's verdicts.
     """
     chosen = []
     for precision in order:
         if EXECUTION_PRECISIONS.get(precision, precision) not in have:
             notes.setdefault(precision, f"the package has no {precision.upper()} model")
             continue
-        ok, why = accuracy_verdict(manifest, precision, accuracy_key(manifest, precision, int8_form))
+        ok, why = accuracy_verdict(manifest, precision, accuracy_key(manifest, precision, int8_form, runtime))
         notes.setdefault(precision, why)
         if ok:
             chosen.append(precision)
     return chosen
+
+
+def _merge_notes(notes: dict[str, str], backend: str, mine: dict[str, str]) -> None:
+    """Record one backend's precision verdicts: under "backend precision", and as the precision's first."""
+    for precision, why in mine.items():
+        notes[f"{backend} {precision}"] = why
+        notes.setdefault(precision, why)
 
 
 # -- backends -----------------------------------------------------------------------------------
@@ -275,8 +298,10 @@ def _tensorrt(manifest: Manifest, machine: Machine, precisions: list[str] | None
     from ..engines.records import engine_records, select_engine
 
     device = f"GPU {machine.gpu_name}"
+    mine: dict[str, str] = {}
     wanted = precisions if precisions is not None else _auto_precisions(
-        manifest, GPU_PRECISION_ORDER, precision_files(manifest), notes)
+        manifest, GPU_PRECISION_ORDER, precision_files(manifest), mine, "qdq-s8s8")
+    _merge_notes(notes, "tensorrt", mine)
     records = engine_records(manifest)
     choices, refused = [], []
     for precision in wanted:
@@ -333,17 +358,18 @@ def _onnxruntime(manifest: Manifest, machine: Machine, precisions: list[str] | N
     else:
         order = GPU_PRECISION_ORDER if chosen == "tensorrt" else CUDA_EP_PRECISION_ORDER
         form = "qdq-s8s8"
+    mine: dict[str, str] = {}
     if precisions is None:
-        wanted = _auto_precisions(manifest, order, have, notes, form)
+        wanted = _auto_precisions(manifest, order, have, mine, form)
+        _merge_notes(notes, "onnxruntime", mine)
     else:
         wanted = [p for p in precisions if p in have]
     if not wanted:
-        return [], (f"no ONNX model of a usable precision in the package for onnxruntime (it has "
-                    f"{', '.join(sorted(have))}; bf16 runs on openvino)")
+        return [], f"no ONNX model of a usable precision in the package for onnxruntime (it has {', '.join(sorted(have))})"
     device = "CPU" if chosen == "cpu" else f"GPU {machine.gpu_name}"
     runtime = f"onnxruntime {machine.onnxruntime_version}, {why}"
     choices = [Choice("onnxruntime", p, {"provider": chosen}, device,
-                      f"{runtime}; {notes.get(p, 'precision asked for')}") for p in wanted]
+                      f"{runtime}; {mine.get(p, 'precision asked for')}") for p in wanted]
     return choices, choices[0].reason
 
 
@@ -353,8 +379,10 @@ OPENVINO_CAPABILITY = {"fp32": "FP32", "bf16": "BF16", "fp16": "FP16", "int8": "
 
 def _openvino(manifest: Manifest, machine: Machine, precisions: list[str] | None,
               notes: dict[str, str]) -> tuple[list[Choice], str]:
+    if machine.openvino_error is not None:
+        return [], f"OpenVINO is installed but its CPU plugin did not start: {machine.openvino_error}"
     if machine.openvino_version is None:
-        return [], "OpenVINO is not installed (or its CPU plugin did not start): pip install 'liverlesion[openvino]'"
+        return [], "OpenVINO is not installed: pip install 'liverlesion[openvino]'"
     have = precision_files(manifest)
     cpu_form = int8_file(manifest, CPU_INT8_FORM) is not None
     usable, refused = [], []
@@ -365,14 +393,17 @@ def _openvino(manifest: Manifest, machine: Machine, precisions: list[str] | None
         elif precision == "int8" and not cpu_form:
             refused.append("int8: the package has no CPU-form INT8 model (qdq-u8s8), and OpenVINO cannot "
                            "compile the TensorRT form")
-        elif precision in have or EXECUTION_PRECISIONS.get(precision) in have or precision == "fp16":
+        elif OPENVINO_FILE_PRECISION[precision] in have:
             usable.append(precision)
+    mine: dict[str, str] = {}
     if precisions is None:
-        usable = _auto_precisions(manifest, tuple(usable), have, notes, CPU_INT8_FORM)
+        # INT8 on OpenVINO is vouched for by a measurement on OpenVINO (its kernels are not onnxruntime's)
+        usable = _auto_precisions(manifest, tuple(usable), have, mine, CPU_INT8_FORM, "openvino")
+        _merge_notes(notes, "openvino", mine)
     if not usable:
         return [], "no precision runs on OpenVINO here: " + ("; ".join(refused) or "none qualifies")
     runtime = f"OpenVINO {machine.openvino_version} on CPU"
-    choices = [Choice("openvino", p, {}, "CPU", f"{runtime}; {notes.get(p, 'precision asked for')}")
+    choices = [Choice("openvino", p, {}, "CPU", f"{runtime}; {mine.get(p, 'precision asked for')}")
                for p in usable]
     return choices, choices[0].reason
 
@@ -397,8 +428,14 @@ def select(manifest: Manifest, machine: Machine, backend: str = "auto", precisio
         raise BackendError(f"unknown precision {precision!r}; accepted: auto, {', '.join(PRECISIONS)}")
     if provider is not None and backend not in ("auto", "onnxruntime"):
         raise BackendError(f"provider={provider!r} applies to the onnxruntime backend, not {backend!r}")
-    if precision != "auto" and EXECUTION_PRECISIONS.get(precision, precision) not in precision_files(manifest):
-        have = ", ".join(sorted(precision_files(manifest)))
+    files = precision_files(manifest)
+    # bf16 and fp16 are also OpenVINO execution precisions of the FP32 graph: no file of their own needed there
+    openvino_runs = backend in ("auto", "openvino") and provider is None and precision in ("bf16", "fp16")
+    if precision == "bf16" and not openvino_runs:
+        raise BackendError(f"bf16 runs on OpenVINO only (the FP32 graph at bf16 execution precision); ask for "
+                           f"backend='openvino' or 'auto', not {backend!r}")
+    if precision != "auto" and precision not in files and not (openvino_runs and "fp32" in files):
+        have = ", ".join(sorted(files))
         raise BackendError(f"the package has no {precision} model; it has: {have} (see liverlesion quantize "
                            "for int8)")
     fixed = None if precision == "auto" else [precision]
