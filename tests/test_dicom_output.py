@@ -135,6 +135,9 @@ def test_one_frame_of_an_enhanced_ct_gets_a_seg_on_that_frame(tmp_path):
                                    frame_position.ImagePositionPatient)
     save_dicom(prediction.to_dicom_sr(None, seg), tmp_path / "sr.dcm")
     assert pydicom.dcmread(tmp_path / "sr.dcm").SOPClassUID == Comprehensive3DSRStorage
+    for group in hd.sr.srread(tmp_path / "sr.dcm").content.get_planar_roi_measurement_groups():
+        source = group.referenced_segmentation_frame.source_image_for_segmentation
+        assert source.referenced_frame_numbers == [2]  # the CT frame the slice came from
 
 
 def test_an_empty_prediction_still_gives_a_seg_and_a_report(ct, tmp_path):
@@ -169,3 +172,19 @@ def test_save_dicom_leaves_no_temporary_file(ct, tmp_path):
     source, prediction = ct
     save_dicom(prediction.to_dicom_seg(source), tmp_path / "seg.dcm")
     assert [p.name for p in Path(tmp_path).iterdir()] == ["seg.dcm"]
+
+
+def test_a_liver_only_prediction_reports_its_one_segment(ct, tmp_path, strict):
+    """A one-segment SEG has one frame, whose segment sits in the shared functional groups."""
+    source, _ = ct
+    liver_only = np.where(model_labels() > 0, 1, 0).astype(np.int32)
+    prediction = predict(load_slice(source), liver_only)
+    assert not prediction.lesions and prediction.liver_area_mm2 > 0
+    seg = prediction.to_dicom_seg(source)
+    assert int(seg.NumberOfFrames) == 1
+    path = save_dicom(prediction.to_dicom_sr(source, seg), tmp_path / "sr.dcm")
+    groups = hd.sr.srread(path).content.get_planar_roi_measurement_groups()
+    assert [g.tracking_identifier for g in groups] == ["Liver"]
+    frame = groups[0].referenced_segmentation_frame
+    assert frame.referenced_sop_instance_uid == seg.SOPInstanceUID and frame.referenced_segment_numbers == [1]
+    assert groups[0].get_measurements()[0].value == pytest.approx(prediction.liver_area_mm2)

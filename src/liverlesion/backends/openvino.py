@@ -106,7 +106,10 @@ class OpenVinoBackend(Backend):
                                "all CPUs")
         self.record = select_file(package, precision)
         self.threads = threads or cpu_count()
-        self._core = ov.Core()
+        try:
+            self._core = ov.Core()
+        except Exception as exc:  # noqa: BLE001 - a broken install: say so instead of OpenVINO's own error
+            raise BackendError(f"OpenVINO is installed but did not start: {exc}") from exc
         self.version = str(ov.get_version())
         hint, capability = INFERENCE_PRECISION[precision]
         have = cpu_capabilities(self._core)

@@ -151,7 +151,7 @@ def to_dicom_sr(prediction: Prediction, source_dataset: Any, seg: Any, *, series
     from pydicom.sr.codedict import codes
     from pydicom.uid import generate_uid
 
-    _check_source(prediction, source_dataset)
+    frame = _check_source(prediction, source_dataset)
     if str(seg.get("SOPClassUID", "")) != "1.2.840.10008.5.1.4.1.1.66.4":
         raise InputError("to_dicom_sr needs the DICOM Segmentation made from this prediction (to_dicom_seg)")
     code = _codes()
@@ -166,8 +166,7 @@ def to_dicom_sr(prediction: Prediction, source_dataset: Any, seg: Any, *, series
     for lesion in prediction.lesions:
         groups.append(hd.sr.PlanarROIMeasurementsAndQualitativeEvaluations(
             tracking_identifier=hd.sr.TrackingIdentifier(uid=hd.UID(), identifier=f"Lesion {lesion.id}"),
-            referenced_segment=hd.sr.ReferencedSegmentationFrame.from_segmentation(
-                seg, segment_number=numbers[lesion.label]),
+            referenced_segment=_referenced_segment(hd, seg, numbers[lesion.label], source_dataset, frame),
             finding_type=code[lesion.label], finding_category=code["abnormal"], finding_sites=site,
             algorithm_id=algorithm,
             measurements=[
@@ -181,15 +180,13 @@ def to_dicom_sr(prediction: Prediction, source_dataset: Any, seg: Any, *, series
     if prediction.liver_area_mm2 > 0:  # an empty segment has no frame to reference
         groups.append(hd.sr.PlanarROIMeasurementsAndQualitativeEvaluations(
             tracking_identifier=hd.sr.TrackingIdentifier(uid=hd.UID(), identifier="Liver"),
-            referenced_segment=hd.sr.ReferencedSegmentationFrame.from_segmentation(
-                seg, segment_number=numbers["liver"]),
+            referenced_segment=_referenced_segment(hd, seg, numbers["liver"], source_dataset, frame),
             finding_type=code["liver"], finding_category=code["anatomy"], algorithm_id=algorithm,
             measurements=[hd.sr.Measurement(name=codes.SCT.Area, value=prediction.liver_area_mm2,
                                             unit=codes.UCUM.SquareMillimeter)],
             qualitative_evaluations=evaluations,
         ))
     else:  # TID 1500 needs one group: an image-level one saying the liver area found is zero
-        frame = _check_source(prediction, source_dataset)
         groups.append(hd.sr.MeasurementsAndQualitativeEvaluations(
             tracking_identifier=hd.sr.TrackingIdentifier(uid=hd.UID(), identifier="Liver"),
             finding_type=code["liver"], algorithm_id=algorithm,
@@ -212,6 +209,33 @@ def to_dicom_sr(prediction: Prediction, source_dataset: Any, seg: Any, *, series
         series_number=series_number, sop_instance_uid=hd.UID(), instance_number=instance_number,
         manufacturer=MANUFACTURER, is_complete=True,
     )
+
+
+def _referenced_segment(hd: Any, seg: Any, number: int, source_dataset: Any, frame: int | None) -> Any:
+    """The SR's reference to segment ``number`` of ``seg`` and to the CT image it was made from.
+
+    Built here rather than with highdicom 0.28's ``ReferencedSegmentationFrame.from_segmentation``,
+    which reads each frame's segment from the per-frame functional groups only and fails on a
+    one-frame SEG, which carries it in the shared ones (PS3.3 C.7.6.16).
+    """
+    source = hd.sr.SourceImageForSegmentation.from_source_image(
+        source_dataset, referenced_frame_numbers=None if frame is None else [frame + 1])
+    return hd.sr.ReferencedSegmentationFrame(seg.SOPClassUID, seg.SOPInstanceUID, _segment_frames(seg, number),
+                                             number, source)
+
+
+def _segment_frames(seg: Any, number: int) -> list[int]:
+    """The SEG frames (1-based) of segment ``number``, from the per-frame or the shared functional groups."""
+    shared = seg.get("SharedFunctionalGroupsSequence")
+    shared_ids = shared[0].get("SegmentIdentificationSequence") if shared else None
+    frames = []
+    for index, item in enumerate(seg.PerFrameFunctionalGroupsSequence):
+        ids = item.get("SegmentIdentificationSequence") or shared_ids
+        if ids and int(ids[0].ReferencedSegmentNumber) == number:
+            frames.append(index + 1)
+    if not frames:
+        raise InputError(f"the SEG has no frame for segment {number}: pass the SEG made from this prediction")
+    return frames
 
 
 def save_dicom(dataset: Any, path: str | os.PathLike[str]) -> Path:
