@@ -108,7 +108,7 @@ class OpenVinoBackend(Backend):
         self.threads = threads or cpu_count()
         try:
             self._core = ov.Core()
-        except Exception as exc:  # noqa: BLE001 - a broken install: say so instead of OpenVINO's own error
+        except Exception as exc:
             raise BackendError(f"OpenVINO is installed but did not start: {exc}") from exc
         self.version = str(ov.get_version())
         hint, capability = INFERENCE_PRECISION[precision]
@@ -204,7 +204,7 @@ class OpenVinoBackend(Backend):
                 return self._run_throughput(hu)
         except BackendError:
             raise
-        except Exception as exc:  # noqa: BLE001 - OpenVINO raises its own untyped errors
+        except Exception as exc:
             raise BackendError(f"OpenVINO failed running {self.record.path}: {exc}") from exc
 
     def _collect(self, request: Any, index: int) -> None:

@@ -95,7 +95,7 @@ def openvino_runner(onnx_path: str | Path, precision: str) -> Runner:
         raise BackendError(f"this CPU cannot run OpenVINO {precision} (it needs {capability})")
     try:
         compiled = core.compile_model(str(onnx_path), "CPU", {"INFERENCE_PRECISION_HINT": hint})
-    except Exception as exc:  # noqa: BLE001 - OpenVINO raises its own untyped errors
+    except Exception as exc:
         raise BackendError(f"OpenVINO could not compile {Path(onnx_path).name}: {exc}") from exc
     names = output_names(compiled)
 

@@ -365,7 +365,8 @@ def _onnxruntime(manifest: Manifest, machine: Machine, precisions: list[str] | N
     else:
         wanted = [p for p in precisions if p in have]
     if not wanted:
-        return [], f"no ONNX model of a usable precision in the package for onnxruntime (it has {', '.join(sorted(have))})"
+        have_text = ", ".join(sorted(have))
+        return [], f"no ONNX model of a usable precision in the package for onnxruntime (it has {have_text})"
     device = "CPU" if chosen == "cpu" else f"GPU {machine.gpu_name}"
     runtime = f"onnxruntime {machine.onnxruntime_version}, {why}"
     choices = [Choice("onnxruntime", p, {"provider": chosen}, device,
