@@ -171,12 +171,17 @@ def _summary(out: Path, reports: Path, timings: dict[str, float], total: float) 
     manifest = _load(out / "package" / "manifest.json")
     accuracy = manifest.get("accuracy", {})
     if accuracy:
-        print(f"{'precision':<10}{'lesion Dice':>12}{'liver Dice':>12}{'accuracy':>10}{'agree FP32':>12}{'MB':>8}")
-        sizes = {f.get("precision"): f.get("size", 0) for f in manifest.get("files", []) if f.get("role") == "onnx"}
-        for precision, row in accuracy.items():
-            print(f"{precision:<10}{row.get('lesion_dice', float('nan')):>12.3f}"
+        width = max([10, *(len(k) + 1 for k in accuracy)])
+        print(f"{'precision':<{width}}{'lesion Dice':>12}{'liver Dice':>12}{'accuracy':>10}{'agree FP32':>12}"
+              f"{'MB':>8}")
+        # each record's file: named by its own "accuracy" key, else by precision (bf16 runs the FP32 file)
+        sizes = {f.get("accuracy") or f.get("precision"): f.get("size", 0)
+                 for f in manifest.get("files", []) if f.get("role") == "onnx"}
+        for key, row in accuracy.items():
+            file_key = {"bf16": "fp32"}.get(key, key.split("@")[0])
+            print(f"{key:<{width}}{row.get('lesion_dice', float('nan')):>12.3f}"
                   f"{row.get('liver_dice', float('nan')):>12.3f}{row.get('accuracy', float('nan')):>10.3f}"
-                  f"{row.get('agreement_with_fp32', float('nan')):>12.4f}{sizes.get(precision, 0) / 1e6:>8.2f}")
+                  f"{row.get('agreement_with_fp32', float('nan')):>12.4f}{sizes.get(file_key, 0) / 1e6:>8.2f}")
     for report in sorted(reports.glob("predict-*.json")):
         for item in _load(report) or []:
             timing = item.get("timings", {})

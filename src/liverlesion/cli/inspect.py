@@ -61,12 +61,13 @@ def summary(manifest: Any, root: Path) -> str:
     if accuracy:
         first = next(iter(accuracy.values()))
         lines.append(f"  accuracy on {first.get('slices', '?')} slices ({first.get('data', '')})")
-        lines.append(f"    {'':<6}{'lesion Dice':>12}{'liver Dice':>12}{'accuracy':>10}{'agree FP32':>12}")
+        width = max([6, *(len(k) for k in accuracy)])
+        lines.append(f"    {'':<{width}}{'lesion Dice':>12}{'liver Dice':>12}{'accuracy':>10}{'agree FP32':>12}")
         for precision, s in accuracy.items():
             acc = "-" if s.get("accuracy") is None else f"{s['accuracy']:.4f}"
             met = "" if "meets_target" not in s else (
                 "  target met" if s["meets_target"] else "  TARGET MISSED")
-            lines.append(f"    {precision:<6}{s['lesion_dice']:>12.4f}{s['liver_dice']:>12.4f}{acc:>10}"
+            lines.append(f"    {precision:<{width}}{s['lesion_dice']:>12.4f}{s['liver_dice']:>12.4f}{acc:>10}"
                          f"{s['agreement_with_fp32']:>12.5f}{met}")
     versions = raw.get("versions") or {}
     if versions:
