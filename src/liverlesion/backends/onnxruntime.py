@@ -16,6 +16,7 @@ import numpy as np
 from ..errors import BackendError, require
 from ..package import FileRecord, ModelPackage
 from .base import Backend
+from .host import cache_root, cpu_count
 
 #: execution provider names, by the short name users give.
 PROVIDERS = {
@@ -23,14 +24,6 @@ PROVIDERS = {
     "cuda": "CUDAExecutionProvider",
     "tensorrt": "TensorrtExecutionProvider",
 }
-
-
-def cpu_count() -> int:
-    """CPUs this process may use (affinity where the OS has it: containers and taskset limit it)."""
-    try:
-        return len(os.sched_getaffinity(0))
-    except AttributeError:  # macOS, Windows
-        return os.cpu_count() or 1
 
 
 def select_onnx_file(package: ModelPackage, precision: str, provider: str) -> FileRecord:
@@ -119,8 +112,7 @@ class OnnxRuntimeBackend(Backend):
                 return cache
         except OSError:
             pass
-        home = Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache")
-        fallback = home / "liverlesion" / "onnxruntime-trt" / self.record.sha256[:16]
+        fallback = cache_root() / "onnxruntime-trt" / self.record.sha256[:16]
         fallback.mkdir(parents=True, exist_ok=True)
         return fallback
 

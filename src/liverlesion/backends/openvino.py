@@ -31,7 +31,7 @@ import numpy as np
 from ..errors import BackendError, require
 from ..package import FileRecord, ModelPackage
 from .base import Backend
-from .onnxruntime import cpu_count
+from .host import cache_root, cpu_count
 
 log = logging.getLogger("liverlesion.backends.openvino")
 
@@ -45,14 +45,6 @@ CPU_INT8_FORM = "qdq-u8s8"
 OUTPUTS = ("labels", "probabilities", "class_probabilities")
 #: OpenVINO's runtime precisions, in the words of the SDK.
 _RUNTIME_NAMES = {"u8": "int8", "i8": "int8", "bf16": "bf16", "f16": "fp16", "f32": "fp32"}
-
-
-def cache_root() -> Path:
-    """The per-user cache folder: $LIVERLESION_CACHE, else $XDG_CACHE_HOME/liverlesion, else ~/.cache/liverlesion."""
-    explicit = os.environ.get("LIVERLESION_CACHE")
-    if explicit:
-        return Path(explicit)
-    return Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "liverlesion"
 
 
 def cache_folder(record: FileRecord, openvino_version: str, root: Path | None = None) -> Path:

@@ -15,7 +15,7 @@ from pathlib import Path
 from typing import Any
 
 from .. import __version__
-from ..backends.onnxruntime import cpu_count
+from ..backends.host import cpu_count
 
 #: Runtimes whose versions the header names, each with the distributions that may provide it.
 RUNTIMES: dict[str, tuple[str, ...]] = {

@@ -24,6 +24,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field, replace
 from typing import Any
 
+from ..backends.openvino import CPU_INT8_FORM, INFERENCE_PRECISION
 from ..backends.openvino import FILE_PRECISION as OPENVINO_FILE_PRECISION
 from ..errors import BackendError, EngineError, MissingDependencyError
 from ..package import Manifest
@@ -43,8 +44,6 @@ CPU_PRECISION_ORDER = ("int8", "fp32", "fp16")
 CPU_PRECISION_ORDER_WITHOUT_CPU_INT8 = ("fp32", "fp16", "int8")
 #: Fastest first on OpenVINO CPU (docs/benchmarks.md); fp16 only where asked for.
 OPENVINO_PRECISION_ORDER = ("int8", "bf16", "fp32")
-#: The INT8 form each runtime runs best (``form`` of the manifest's file records).
-CPU_INT8_FORM = "qdq-u8s8"
 #: onnxruntime execution providers by the short names users give.
 ORT_PROVIDERS = {"cpu": "CPUExecutionProvider", "cuda": "CUDAExecutionProvider",
                  "tensorrt": "TensorrtExecutionProvider"}
@@ -374,10 +373,6 @@ def _onnxruntime(manifest: Manifest, machine: Machine, precisions: list[str] | N
     return choices, choices[0].reason
 
 
-#: The CPU capability (OpenVINO's OPTIMIZATION_CAPABILITIES) each OpenVINO precision needs.
-OPENVINO_CAPABILITY = {"fp32": "FP32", "bf16": "BF16", "fp16": "FP16", "int8": "INT8"}
-
-
 def _openvino(manifest: Manifest, machine: Machine, precisions: list[str] | None,
               notes: dict[str, str]) -> tuple[list[Choice], str]:
     if machine.openvino_error is not None:
@@ -388,7 +383,7 @@ def _openvino(manifest: Manifest, machine: Machine, precisions: list[str] | None
     cpu_form = int8_file(manifest, CPU_INT8_FORM) is not None
     usable, refused = [], []
     for precision in precisions if precisions is not None else OPENVINO_PRECISION_ORDER:
-        capability = OPENVINO_CAPABILITY.get(precision)
+        capability = INFERENCE_PRECISION[precision][1]
         if capability not in machine.openvino_capabilities:
             refused.append(f"{precision}: this CPU lacks {capability}")
         elif precision == "int8" and not cpu_form:
