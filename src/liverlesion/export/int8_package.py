@@ -209,6 +209,9 @@ def quantize_package(package_dir: str | Path, calib: str | Path, eval_data: str 
         accuracy = dict(manifest.raw.get("accuracy") or {})
         if accuracy.get("fp32", {}).get("data") != data.description:
             accuracy = {"fp32": fp32_scores}  # measured on other slices: those numbers do not compare
+            bf16, said = measure_on_openvino(fp32, "bf16", data, fp32, reference=ref_maps)
+            if bf16 is not None:  # OpenVINO's bf16, measured again on these slices
+                accuracy["bf16"] = bf16
         accuracy.pop(CPU_FORM_KEY, None)
         accuracy.pop(CPU_FORM_OPENVINO_KEY, None)
         accuracy["int8"] = scores
