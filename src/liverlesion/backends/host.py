@@ -5,6 +5,8 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
+from ..errors import BackendError
+
 
 def cpu_count() -> int:
     """CPUs this process may use (affinity where the OS has it: containers and taskset limit it)."""
@@ -20,3 +22,10 @@ def cache_root() -> Path:
     if explicit:
         return Path(explicit)
     return Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "liverlesion"
+
+
+def threads_or_all(threads: int | None) -> int:
+    """CPU threads a backend uses: ``threads`` (a positive integer) or, for None, every usable CPU."""
+    if threads is not None and (isinstance(threads, bool) or not isinstance(threads, int) or threads < 1):
+        raise BackendError(f"threads={threads!r} is not accepted: give a positive integer, or None for all CPUs")
+    return threads or cpu_count()

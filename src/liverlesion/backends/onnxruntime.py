@@ -16,7 +16,7 @@ import numpy as np
 from ..errors import BackendError, require
 from ..package import FileRecord, ModelPackage
 from .base import Backend
-from .host import cache_root, cpu_count
+from .host import cache_root, threads_or_all
 
 #: execution provider names, by the short name users give.
 PROVIDERS = {
@@ -61,15 +61,13 @@ class OnnxRuntimeBackend(Backend):
                 f"{', '.join(ort.get_available_providers())}); install onnxruntime-gpu for CUDA/TensorRT, "
                 "or use provider='cpu'"
             )
-        if threads is not None and (isinstance(threads, bool) or not isinstance(threads, int) or threads < 1):
-            raise BackendError(f"threads={threads!r} is not accepted: give a positive integer, or None for "
-                               "all CPUs")
+        threads = threads_or_all(threads)
         self.provider = provider
         self.device_id = device_id
         self.record = select_onnx_file(package, precision, provider)
         options = ort.SessionOptions()
         options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
-        options.intra_op_num_threads = threads or cpu_count()
+        options.intra_op_num_threads = threads
         options.log_severity_level = 3  # warnings from the CPU EP about fp16 nodes are expected
         providers: list[Any] = [(PROVIDERS[provider], self._provider_options(provider))]
         if provider != "cpu":

@@ -31,7 +31,7 @@ import numpy as np
 from ..errors import BackendError, require
 from ..package import FileRecord, ModelPackage
 from .base import Backend
-from .host import cache_root, cpu_count
+from .host import cache_root, threads_or_all
 
 log = logging.getLogger("liverlesion.backends.openvino")
 
@@ -93,11 +93,9 @@ class OpenVinoBackend(Backend):
         ``cache_dir``: root of the compiled-model cache (default :func:`cache_root`)."""
         super().__init__(package, precision)
         ov = require("openvino", "openvino", "the openvino backend")
-        if threads is not None and (isinstance(threads, bool) or not isinstance(threads, int) or threads < 1):
-            raise BackendError(f"threads={threads!r} is not accepted: give a positive integer, or None for "
-                               "all CPUs")
+        threads = threads_or_all(threads)
         self.record = select_file(package, precision)
-        self.threads = threads or cpu_count()
+        self.threads = threads
         try:
             self._core = ov.Core()
         except Exception as exc:
