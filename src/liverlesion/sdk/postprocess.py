@@ -193,10 +193,11 @@ class Postprocessor:
         if head is None:
             votes = np.bincount(comp * ncls + cls_pix, minlength=count * ncls).reshape(count, ncls)
             comp_cls = np.argmax(votes, axis=1)  # ties go to the lower class index, as in metrics
-            lesion_probs = probs[self.channels][:, model_index.ravel()[pixels]].astype(np.float64)
+            # gather the lesion pixels' probabilities of the lesion channels only (not whole planes)
+            lesion_probs = probs[self.channels[:, None], model_index.ravel()[pixels][None, :]]
             value = lesion_probs[comp_cls[comp], np.arange(pixels.size)]
             comp_prob = np.bincount(comp, weights=value, minlength=count) / sizes
-            means = lesion_probs.mean(axis=1)
+            means = lesion_probs.mean(axis=1, dtype=np.float64)
             distribution = means / means.sum() if means.sum() > 0 else np.full(ncls, 1.0 / ncls)
         else:
             comp_cls = np.full(count, slice_idx, dtype=np.intp)
