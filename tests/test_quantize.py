@@ -206,9 +206,11 @@ def test_quantize_that_misses_its_target_writes_nothing_then_fixes_what_it_can(e
     assert [m["method"] for m in study["methods"]] == ["percentile"]
     assert study["worst_tensors"] and len(study["block_sensitivity"]) == 1 and len(study["rounds"]) == 3
     assert len(result.recipe.extra_exclude) == 1 and raw["calibration"]["method"] == result.recipe.method
-    # the CPU form is held to the same (unreachable) target: left out, and the manifest says why
-    assert raw["quantization"]["forms"]["u8s8"]["written"] is False
-    assert raw["quantization"]["forms"]["u8s8"]["target_misses"] and "int8-u8s8" not in raw["accuracy"]
+    # the CPU form is held to the same (unreachable) target: its own fix rounds (one block each), then
+    # left out, and the manifest says why
+    cpu = raw["quantization"]["forms"]["u8s8"]
+    assert cpu["written"] is False and cpu["target_misses"] and "int8-u8s8" not in raw["accuracy"]
+    assert len(cpu["rounds"]) == 3 and len(cpu["extra_excluded_blocks"]) == len(result.recipe.extra_exclude) + 2
     assert not (root / "model_int8_qdq_u8s8.onnx").exists()
     load_package(root).close()
 
@@ -246,9 +248,11 @@ def test_the_cpu_form_comes_from_the_same_calibration_and_is_kept_only_if_it_mee
     fp32 = package.path(package.manifest.find(role="onnx", precision="fp32"))
     s8s8 = package.path(package.manifest.find(role="onnx", precision="int8", form="qdq-s8s8"))
     slices = np.load(package.path(package.manifest.find(role="calibration")))
-    # the CPU form again, from the package's own calibration slices and recipe
-    recipe = QuantRecipe(raw["calibration"]["method"],
-                         extra_exclude=tuple(raw["quantization"]["extra_excluded_blocks"]))
+    # the CPU form again, from the package's own calibration slices and the CPU form's recipe (the TensorRT
+    # form's, plus any blocks its own fix rounds kept in float)
+    cpu_form = raw["quantization"]["forms"]["u8s8"]
+    assert set(raw["quantization"]["extra_excluded_blocks"]) <= set(cpu_form["extra_excluded_blocks"])
+    recipe = QuantRecipe(raw["calibration"]["method"], extra_exclude=tuple(cpu_form["extra_excluded_blocks"]))
     quantize_int8(fp32, tmp_path / "u8s8.onnx", slices, recipe, form="u8s8")
     cpu, trt = onnx.load(str(tmp_path / "u8s8.onnx")), onnx.load(str(s8s8))
     cpu_q, trt_q = _activation_qparams(cpu), _activation_qparams(trt)

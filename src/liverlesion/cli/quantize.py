@@ -57,8 +57,10 @@ def run(args: argparse.Namespace) -> int:
           + (", kept in float: " + ", ".join(floating) if floating else ""))
     print(format_table(result.accuracy))
     cpu = result.forms["u8s8"]
+    blocks = cpu["extra_excluded_blocks"][len(floating):]
     print("CPU-form INT8 (u8s8, for onnxruntime CPU and OpenVINO): " + (
-        "written" if cpu["written"] else "left out, it misses the target: " + "; ".join(cpu["target_misses"])))
+        "written" if cpu["written"] else "left out, it misses the target: " + "; ".join(cpu["target_misses"]))
+        + (f" (its own fix rounds kept in float: {', '.join(blocks)})" if blocks else ""))
     print(f"INT8 model {result.size / 1e6:.2f} MB; quantized in {result.timings_s['quantize_s']:.1f} s; "
           f"package updated: {result.path}")
     return 0

@@ -137,6 +137,34 @@ def fit_recipe(fp32: Path, out: Path, slices: np.ndarray, recipe: QuantRecipe, d
     return recipe, scores, excluded, study
 
 
+def fit_cpu_form(fp32: Path, out: Path, slices: np.ndarray, recipe: QuantRecipe, data: EvalSet,
+                 fp32_scores: dict[str, Any], ref_maps: np.ndarray, scratch: Path, *, max_rounds: int,
+                 say: Callable[[str], None]) -> tuple[QuantRecipe, dict[str, Any], list[dict[str, Any]]]:
+    """The CPU form (u8s8) from the TensorRT form's calibration and recipe; while it misses the INT8
+    target, one more block kept in float per round (its own rounds: the forms round differently).
+
+    Returns (its recipe, its scores, the rounds).
+    """
+    def attempt(trial: QuantRecipe) -> tuple[dict[str, Any], list[str]]:
+        quantize_int8(fp32, out, slices, trial, cache=_ranges(scratch, trial.method), form="u8s8")
+        scores = measure({CPU_FORM_KEY: out}, data, reference=ref_maps)[CPU_FORM_KEY]
+        return scores, target_misses(CPU_FORM_KEY, scores, fp32_scores)
+
+    scores, misses = attempt(recipe)
+    rounds = [_round(recipe, scores, misses)]
+    while misses and len(rounds) <= max_rounds:
+        say(f"the CPU-form INT8 (u8s8) misses its target ({'; '.join(misses)}): per-block study")
+        ranking = block_sensitivity(fp32, slices, data, recipe, fp32_scores, ref_maps,
+                                    cache=_ranges(scratch, recipe.method), progress=say, form="u8s8")
+        if not ranking:
+            break
+        recipe = replace(recipe, extra_exclude=(*recipe.extra_exclude, ranking[0]["block"]))
+        say(f"keeping {ranking[0]['block']} in float in the CPU form and quantizing it again")
+        scores, misses = attempt(recipe)
+        rounds.append(_round(recipe, scores, misses))
+    return recipe, scores, rounds
+
+
 def quantize_package(package_dir: str | Path, calib: str | Path, eval_data: str | Path, *, slices: int = 64,
                      method: str | None = None, exclude: tuple[str, ...] | None = None,
                      extra_exclude: tuple[str, ...] = (), stratified: bool = True, seed: int = 0,
@@ -193,9 +221,9 @@ def quantize_package(package_dir: str | Path, calib: str | Path, eval_data: str 
 
         t = time.perf_counter()
         cpu_int8 = tmp / INT8_CPU_FILE
-        quantize_int8(fp32, cpu_int8, calibration.slices, recipe, cache=_ranges(Path(scratch), recipe.method),
-                      form="u8s8")
-        cpu_scores = measure({CPU_FORM_KEY: cpu_int8}, data, reference=ref_maps)[CPU_FORM_KEY]
+        cpu_recipe, cpu_scores, cpu_rounds = fit_cpu_form(
+            fp32, cpu_int8, calibration.slices, recipe, data, fp32_scores, ref_maps, Path(scratch),
+            max_rounds=max_fix_rounds, say=say)
         cpu_misses = target_misses(CPU_FORM_KEY, cpu_scores, fp32_scores)
         timings["cpu_form_s"] = time.perf_counter() - t
         cpu_on_openvino = None
@@ -233,7 +261,8 @@ def quantize_package(package_dir: str | Path, calib: str | Path, eval_data: str 
         raw["files"] = files
         raw["calibration"] = calibration.to_manifest(recipe.method, excluded)
         forms: dict[str, dict[str, Any]] = {name: dict(spec) for name, spec in FORMS.items()}
-        forms["u8s8"]["written"] = not cpu_misses
+        forms["u8s8"].update(written=not cpu_misses, rounds=cpu_rounds,
+                             extra_excluded_blocks=list(cpu_recipe.extra_exclude))
         if cpu_misses:
             forms["u8s8"]["target_misses"] = cpu_misses
         raw["quantization"] = {

@@ -91,8 +91,8 @@ def worst_tensors(rows: Sequence[dict[str, Any]], count: int = 5) -> list[dict[s
 def block_sensitivity(fp32_path: str | Path, calibration: np.ndarray, data: EvalSet, recipe: QuantRecipe,
                       fp32_scores: dict[str, Any], fp32_maps: np.ndarray, *,
                       blocks: Sequence[str] | None = None, cache: str | Path | None = None,
-                      progress: Callable[[str], None] | None = None) -> list[dict[str, Any]]:
-    """Accuracy of INT8 with each block kept in float, best first (see the sort key).
+                      progress: Callable[[str], None] | None = None, form: str = "s8s8") -> list[dict[str, Any]]:
+    """Accuracy of INT8 (of ``form``) with each block kept in float, best first (see the sort key).
 
     ``cache``: the calibration range file of ``recipe`` (see :func:`quantize_int8`).
     """
@@ -106,7 +106,7 @@ def block_sensitivity(fp32_path: str | Path, calibration: np.ndarray, data: Eval
         for block in blocks:
             trial = replace(recipe, extra_exclude=(*recipe.extra_exclude, block))
             path = Path(tmp) / "trial.onnx"
-            quantize_int8(fp32_path, path, calibration, trial, cache=cache)
+            quantize_int8(fp32_path, path, calibration, trial, cache=cache, form=form)
             scores = measure({"int8": path}, data, reference=fp32_maps)["int8"]
             misses = target_misses("int8", scores, fp32_scores)
             rows.append({"block": block, **{k: scores[k] for k in ("lesion_dice", "liver_dice", "accuracy",
