@@ -10,6 +10,7 @@ import onnx
 import pytest
 
 from liverlesion.backends.onnxruntime import OnnxRuntimeBackend
+from liverlesion.sdk import load_slice
 from liverlesion.errors import BackendError, MissingDependencyError
 from liverlesion.export.accuracy import load_eval_set, target_misses
 from liverlesion.metrics import evaluate_predictions, slice_lesion_class
@@ -122,3 +123,18 @@ def test_an_unwritable_cache_still_loads(joint, tmp_path):
     with OpenVinoBackend(joint, "fp32", threads=1, cache_dir=blocker) as vino:
         assert vino.cache is None and vino.loaded_from_cache == {"LATENCY": False}
         assert vino.infer(np.zeros((1, 1, *joint.manifest.grid.size), np.float32))["labels"].shape[0] == 1
+
+
+def test_auto_loads_openvino_on_a_cpu_and_predict_batch_matches_predict(sdk_world):
+    from liverlesion.data.lesion_slices import read_lesion_slices
+    from liverlesion.sdk import LesionAnalyzer
+
+    with LesionAnalyzer.load(sdk_world.package, threads=1) as analyzer:
+        assert analyzer.backend == "openvino"  # no GPU here, OpenVINO installed: the fastest CPU backend
+        record = analyzer.manifest.raw["accuracy"].get(analyzer.precision, {})
+        assert analyzer.precision == "fp32" or record["meets_target"] is True  # auto trades only vouched accuracy
+        slices = [(x.hu, x.spacing_mm) for x in read_lesion_slices(sdk_world.phantoms / "lesion_slices")[:6]]
+        single = [analyzer.predict(hu, spacing=s).label_map for hu, s in slices]
+        batched = analyzer.predict_batch([load_slice(hu, spacing=s) for hu, s in slices], batch_size=3)
+        for a, b in zip(single, batched, strict=True):
+            np.testing.assert_array_equal(a, b.label_map)
