@@ -10,12 +10,12 @@ import onnx
 import pytest
 
 from liverlesion.backends.onnxruntime import OnnxRuntimeBackend
-from liverlesion.sdk import load_slice
 from liverlesion.errors import BackendError, MissingDependencyError
 from liverlesion.export.accuracy import load_eval_set, target_misses
 from liverlesion.metrics import evaluate_predictions, slice_lesion_class
 from liverlesion.package import load_package, write_manifest
 from liverlesion.package.store import file_record
+from liverlesion.sdk import load_slice
 
 ov = pytest.importorskip("openvino", reason="OpenVINO is not installed: pip install 'liverlesion[openvino]'")
 from liverlesion.backends import openvino as ov_backend  # noqa: E402 - after the skip
