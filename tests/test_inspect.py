@@ -24,7 +24,18 @@ def test_inspect_summarises_a_real_package_without_importing_torch(export_world)
     for expected in ("liverlesion-ynet", "model_fp32.onnx", "model_fp16.onnx", "model_int8_qdq_s8s8.onnx",
                      "calibration/slices.npy", "sha256 and size verified", "int8", "class_probabilities"):
         assert expected in out, expected
-    assert "TARGET MISSED" not in out
+    # each accuracy record shows the verdict the manifest holds, whatever this CPU's tiny training reached
+    import json
+
+    manifest = json.loads((export_world.packages["ynet"] / "manifest.json").read_text())
+    lines = out.splitlines()
+    for name, record in manifest["accuracy"].items():
+        line = next(line for line in lines if line.split()[:1] == [name])
+        if "meets_target" not in record:
+            assert "target" not in line.lower(), line
+        else:
+            verdict = "target met" if record["meets_target"] else "TARGET MISSED"
+            assert line.rstrip().endswith(verdict), line
 
 
 def test_inspect_refuses_a_tampered_package(export_world, tmp_path, capsys):

@@ -16,7 +16,15 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from ..errors import LiverLesionError
+from ..errors import LiverLesionError, MissingDependencyError
+
+#: What the demo's steps import, by extra: (module, extra, the steps that need it).
+REQUIRED = (("torch", "train", "training"), ("safetensors", "train", "checkpoints"),
+            ("nibabel", "train", "the LiTS NIfTI phantoms"), ("onnx", "train", "export"),
+            ("onnxruntime", "train", "export's parity check and INT8 accuracy"))
+#: Optional outputs, skipped with a note when their extra is missing: (module, extra, what is skipped).
+OPTIONAL = (("matplotlib", "viz", "overlay images (--overlay)"),
+            ("highdicom", "dicom", "DICOM SEG and SR of the real CT slice"))
 
 
 @dataclass(frozen=True)
@@ -74,7 +82,43 @@ class _Steps:
             raise LiverLesionError(f"demo step '{title}' failed (exit code {code}); see the messages above")
 
 
+def _importable(module: str) -> bool:
+    """Whether ``module`` can be imported, without importing it (a module blocked in sys.modules is not)."""
+    import importlib.util
+    import sys
+
+    if module in sys.modules:
+        return sys.modules[module] is not None
+    try:
+        return importlib.util.find_spec(module) is not None
+    except (ImportError, ValueError):
+        return False
+
+
+def preflight(find: Any = None) -> set[str]:
+    """Check every step's imports before the first step runs (not minutes into training).
+
+    Raises MissingDependencyError naming the extras when a required one is missing; returns
+    the optional modules that are missing, whose outputs the demo then skips.
+    """
+    find = find or _importable
+    missing = [(m, extra, why) for m, extra, why in REQUIRED if not find(m)]
+    if missing:
+        extras = ",".join(sorted({extra for _, extra, _ in missing}))
+        needs = "; ".join(f"{why} needs '{m}'" for m, _, why in missing)
+        raise MissingDependencyError(f"the demo cannot run: {needs}; install pip install 'liverlesion[{extras}]'")
+    skipped = set()
+    for module, extra, what in OPTIONAL:
+        if not find(module):
+            skipped.add(module)
+            print(f"note: '{module}' is not installed, so the demo skips {what} "
+                  f"(pip install 'liverlesion[{extra}]' adds them)", flush=True)
+    return skipped
+
+
 def run(args: argparse.Namespace) -> int:
+    skipped = preflight()
+    overlays = [] if "matplotlib" in skipped else ["--overlay", str(args.out / "overlays")]
     size = SIZES["quick" if args.quick else "full"]
     out: Path = args.out
     phantoms, checkpoints, package = out / "phantoms", out / "checkpoints", out / "package"
@@ -116,13 +160,13 @@ def run(args: argparse.Namespace) -> int:
         row_mm, col_mm = case["spacing_mm"]
         step(f"predict a held-out phantom slice ({case['id']}, a {case['class']})", [
             "predict", str(package), str(phantoms / "lesion_slices" / case["image"]),
-            "--spacing", str(row_mm), str(col_mm), "--overlay", str(out / "overlays"),
+            "--spacing", str(row_mm), str(col_mm), *overlays,
             "--json", str(reports / f"predict-{case['id']}.json")])
     real = _real_ct()
     if real:
-        step("predict on a real CT slice (pydicom's CT_small.dcm), with DICOM SEG and SR out", [
-            "predict", str(package), real, "--overlay", str(out / "overlays"), "--dicom-seg", str(out / "dicom"),
-            "--dicom-sr", str(out / "dicom"), "--json", str(reports / "predict-CT_small.json")])
+        dicom = [] if "highdicom" in skipped else ["--dicom-seg", str(out / "dicom"), "--dicom-sr", str(out / "dicom")]
+        step(f"predict on a real CT slice (pydicom's CT_small.dcm){', with DICOM SEG and SR out' if dicom else ''}", [
+            "predict", str(package), real, *overlays, *dicom, "--json", str(reports / "predict-CT_small.json")])
 
     _summary(out, reports, step.timings, time.perf_counter() - started)
     return 0
