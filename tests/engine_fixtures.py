@@ -12,6 +12,7 @@ from liverlesion.labels import LESION_CLASSES, TARGET_LABELS
 from liverlesion.package import SCHEMA_NAME, SCHEMA_VERSION, write_manifest
 from liverlesion.package.store import file_record
 from liverlesion.preprocessing import Preprocessing
+from sdk_fixtures import threshold_graph
 
 GRID = (48, 64)  # rows x cols: a swap of H and W shows in every shape
 
@@ -27,14 +28,15 @@ def make_engine_package(root: Path, *, fp16: bool = True, int8: bool = True, cal
     """A package with the files the engine planner looks for; ONNX files are dummies."""
     root.mkdir(parents=True, exist_ok=True)
     files = []
-    (root / "model_fp32.onnx").write_bytes(b"fp32 graph, not parsed here" * 8)
+    stub = {"grid": ModelGrid(GRID, (2.5, 2.5))}  # stand-in graphs carrying the manifest's binding
+    threshold_graph(root / "model_fp32.onnx", **stub, doc="fp32")
     files.append(file_record(root, "model_fp32.onnx", "onnx", "fp32", opset=17, form="float"))
     if fp16:
-        (root / "model_fp16.onnx").write_bytes(b"fp16 graph" * 8)
+        threshold_graph(root / "model_fp16.onnx", **stub, doc="fp16")
         files.append(file_record(root, "model_fp16.onnx", "onnx", "fp16", opset=17, form="float",
                                  io_dtype="float32"))
     if int8:
-        (root / "model_int8_qdq_s8s8.onnx").write_bytes(b"int8 qdq graph" * 8)
+        threshold_graph(root / "model_int8_qdq_s8s8.onnx", **stub, doc="int8")
         files.append(file_record(root, "model_int8_qdq_s8s8.onnx", "onnx", "int8", opset=17, form="qdq-s8s8"))
     if calibration:
         (root / "calibration").mkdir(exist_ok=True)

@@ -8,7 +8,7 @@ import numpy as np
 
 from liverlesion.grid import ModelGrid
 from liverlesion.labels import LESION_CLASSES, TARGET_LABELS
-from liverlesion.package import SCHEMA_NAME, SCHEMA_VERSION, write_manifest
+from liverlesion.package import SCHEMA_NAME, SCHEMA_VERSION, make_binding, set_onnx_binding, write_manifest
 from liverlesion.package.store import file_record
 from liverlesion.preprocessing import Preprocessing
 
@@ -18,8 +18,19 @@ THRESHOLD_HU = {"background": (200.0, -1000.0), "liver": 100.0, "cyst": 0.0, "he
 THRESHOLD_GRID = ModelGrid((128, 128), (2.0, 2.0))
 
 
-def threshold_graph(path: Path, width: float = 50.0) -> Path:
-    """A fused-graph stand-in: each pixel gets the label of the nearest HU in ``THRESHOLD_HU``."""
+def threshold_binding(grid: ModelGrid = THRESHOLD_GRID) -> dict:
+    """What a threshold graph on ``grid`` is exported for (the manifest of its package must agree)."""
+    return make_binding(input_name="hu", grid=grid, labels=TARGET_LABELS, lesion_classes=LESION_CLASSES,
+                        preprocessing=Preprocessing())
+
+
+def threshold_graph(path: Path, width: float = 50.0, *, grid: ModelGrid = THRESHOLD_GRID,
+                    binding: dict | None = None, doc: str = "") -> Path:
+    """A fused-graph stand-in: each pixel gets the label of the nearest HU in ``THRESHOLD_HU``.
+
+    Its metadata records ``binding`` (by default :func:`threshold_binding` of ``grid``);
+    ``doc`` tells apart graphs that are otherwise the same.
+    """
     import onnx
     from onnx import TensorProto, helper, numpy_helper
 
@@ -43,7 +54,7 @@ def threshold_graph(path: Path, width: float = 50.0) -> Path:
         helper.make_node("ArgMax", ["probabilities"], ["argmax"], axis=1, keepdims=0),
         helper.make_node("Cast", ["argmax"], ["labels"], to=TensorProto.INT32),
     ]
-    rows, cols = THRESHOLD_GRID.size
+    rows, cols = grid.size
     graph = helper.make_graph(
         nodes, "threshold",
         [helper.make_tensor_value_info("hu", TensorProto.FLOAT, ["N", 1, rows, cols])],
@@ -53,6 +64,8 @@ def threshold_graph(path: Path, width: float = 50.0) -> Path:
     )
     model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
     model.ir_version = 8
+    model.doc_string = doc
+    set_onnx_binding(model, threshold_binding(grid) if binding is None else binding)
     onnx.checker.check_model(model)
     onnx.save(model, str(path))
     return path
@@ -84,11 +97,15 @@ CYST_DISCS = (((-20.0, 25.0), 20.0, THRESHOLD_HU["cyst"]), ((35.0, -30.0), 12.0,
 
 
 def drawn_slice(spacing_mm: float, field_mm: float = 400.0) -> np.ndarray:
-    """Soft tissue (200 HU) with a liver disc holding two cysts, sampled at pixel centres (int16 HU)."""
+    """Soft tissue (200 HU) with a liver disc holding two cysts, sampled at pixel centres (int16 HU).
+
+    Air (-1000 HU) beyond 190 mm from the centre, as around any body: outside the model grid's field.
+    """
     n = round(field_mm / spacing_mm)
     mm = (np.arange(n) - (n - 1) / 2.0) * spacing_mm
     rr, cc = np.meshgrid(mm, mm, indexing="ij")
     hu = np.full((n, n), THRESHOLD_HU["background"][0])
+    hu[rr ** 2 + cc ** 2 > 190.0 ** 2] = THRESHOLD_HU["background"][1]
     for (row, col), radius, value in (LIVER_DISC, *CYST_DISCS):
         hu[(rr - row) ** 2 + (cc - col) ** 2 <= radius ** 2] = value
     return hu.astype(np.int16)

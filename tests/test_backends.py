@@ -82,7 +82,8 @@ def test_torch_backend_refuses_what_it_cannot_run(package, sdk_world, tmp_path):
     raw = load_package(root).manifest.to_dict()
     raw["input"]["grid"]["size"] = [64, 64]  # the weights were trained on 32 x 32
     write_manifest(root, raw)
-    with load_package(root) as changed, pytest.raises(PackageError, match=r"weights do not match.*grid"):
+    # the loader refuses it (binding); unverified, the torch backend's own check must still catch it
+    with load_package(root, verify=False) as changed, pytest.raises(PackageError, match=r"weights do not match.*grid"):
         TorchBackend(changed)
 
 

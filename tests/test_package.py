@@ -13,11 +13,12 @@ from liverlesion.labels import LESION_CLASSES, TARGET_LABELS
 from liverlesion.package import SCHEMA_NAME, SCHEMA_VERSION, load_package, write_manifest
 from liverlesion.package.store import file_record, write_archive
 from liverlesion.preprocessing import Preprocessing
+from sdk_fixtures import threshold_graph
 
 
 def make_package(root: Path) -> Path:
     root.mkdir(parents=True, exist_ok=True)
-    (root / "model_fp32.onnx").write_bytes(b"not really onnx, the loader does not parse it" * 10)
+    threshold_graph(root / "model_fp32.onnx", grid=ModelGrid((32, 32), (3.0, 3.0)))  # the manifest's binding
     (root / "calibration").mkdir()
     (root / "calibration" / "slices.npy").write_bytes(b"\x93NUMPY fake")
     files = [file_record(root, "model_fp32.onnx", "onnx", "fp32", opset=17),

@@ -621,6 +621,10 @@ def tiny_package(root: Path) -> Path:
                                  activation_type=quantization.QuantType.QInt8,
                                  weight_type=quantization.QuantType.QInt8,
                                  extra_options={"ActivationSymmetric": True, "WeightSymmetric": True})
+    from liverlesion.package.binding import bind_onnx_file, binding_of
+
+    for name in ("model_fp32.onnx", "model_fp16.onnx", "model_int8_qdq_s8s8.onnx"):  # what the loader checks
+        bind_onnx_file(root / name, binding_of(read_manifest(root)))
     data = read_manifest(root).to_dict()
     data["files"] = [f for f in data["files"] if f["role"] not in ("onnx", "calibration")] + [
         file_record(root, "calibration/slices.npy", "calibration").to_dict(),

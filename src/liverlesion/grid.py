@@ -9,6 +9,8 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
+from decimal import Decimal
+from numbers import Real
 from typing import Any
 
 import numpy as np
@@ -20,6 +22,10 @@ from .errors import InputError
 AIR_HU = -1024.0
 #: Pixel spacings outside this range (mm) are refused as absurd.
 SPACING_RANGE_MM = (0.05, 10.0)
+#: Sides (pixels) of a model grid that a package may declare: outside this range it is refused as absurd.
+GRID_SIDE_RANGE = (8, 2048)
+#: Model-grid spacings (mm) a package may declare; coarser than input pixels may be (tiny test models run at 12 mm).
+GRID_SPACING_RANGE_MM = (SPACING_RANGE_MM[0], 25.0)
 
 
 @dataclass(frozen=True)
@@ -33,24 +39,55 @@ class ModelGrid:
         return {"size": list(self.size), "spacing_mm": list(self.spacing_mm)}
 
     @classmethod
-    def from_dict(cls, data: dict[str, Any]) -> ModelGrid:
-        rows, cols = (int(v) for v in data["size"])
-        sr, sc = (float(v) for v in data["spacing_mm"])
-        return cls(size=(rows, cols), spacing_mm=(sr, sc))
+    def from_dict(cls, data: Any, *, side_range: tuple[int, int] = GRID_SIDE_RANGE,
+                  spacing_range: tuple[float, float] = GRID_SPACING_RANGE_MM) -> ModelGrid:
+        """``{"size": [rows, cols], "spacing_mm": [row_mm, col_mm]}``, each within its range, or InputError."""
+        if not isinstance(data, dict):
+            raise InputError(f"grid must be an object with 'size' and 'spacing_mm', got {type(data).__name__}")
+        size, spacing = data.get("size"), data.get("spacing_mm")
+        lo, hi = side_range
+        if not (isinstance(size, (list, tuple)) and len(size) == 2 and all(
+                isinstance(v, (int, np.integer)) and not isinstance(v, bool) and lo <= v <= hi for v in size)):
+            raise InputError(f"grid.size {size!r:.60} is not accepted: give [rows, cols], integers from {lo} "
+                             f"to {hi}")
+        lo_mm, hi_mm = spacing_range
+        if not (isinstance(spacing, (list, tuple)) and len(spacing) == 2 and all(
+                isinstance(v, (int, float, np.number)) and not isinstance(v, bool)
+                and lo_mm <= v <= hi_mm for v in spacing)):  # NaN and inf fail the comparison
+            raise InputError(f"grid.spacing_mm {spacing!r:.60} is not accepted: give [row_mm, col_mm], numbers "
+                             f"from {lo_mm} to {hi_mm}")
+        return cls(size=(int(size[0]), int(size[1])), spacing_mm=(float(spacing[0]), float(spacing[1])))
 
 
 def check_spacing(spacing: Sequence[float] | None) -> tuple[float, float]:
-    """Validate an in-plane (row, col) spacing in mm."""
+    """Validate an in-plane (row, col) spacing in mm: a sequence (or 1D array) of two real numbers.
+
+    Strings, mappings, sets and bools are refused: ``"11"`` would iterate to (1, 1), a
+    mapping to its keys, and ``True`` would be 1 mm.
+    """
+    if isinstance(spacing, np.ndarray):
+        items = list(spacing) if spacing.ndim == 1 else None
+    elif isinstance(spacing, Sequence) and not isinstance(spacing, (str, bytes, bytearray)):
+        items = list(spacing)
+    else:
+        items = None
+    if items is None or not all(_is_real(v) for v in items):
+        raise InputError(f"pixel spacing must be two numbers (row_mm, col_mm), got {spacing!r:.80}")
     try:
-        values = tuple(float(v) for v in spacing)  # type: ignore[union-attr]
-    except (TypeError, ValueError):
-        raise InputError(f"pixel spacing must be two numbers (row_mm, col_mm), got {spacing!r}") from None
+        values = tuple(float(v) for v in items)
+    except (TypeError, ValueError, OverflowError):
+        raise InputError(f"pixel spacing must be two numbers (row_mm, col_mm), got {spacing!r:.80}") from None
     lo, hi = SPACING_RANGE_MM
     if len(values) != 2 or not all(np.isfinite(v) and lo <= v <= hi for v in values):
         raise InputError(
-            f"pixel spacing {spacing!r} is not plausible: give (row_mm, col_mm), each between {lo} and {hi} mm"
+            f"pixel spacing {spacing!r:.80} is not plausible: give (row_mm, col_mm), each between {lo} and {hi} mm"
         )
     return values[0], values[1]
+
+
+def _is_real(value: Any) -> bool:
+    """A real number that is not a bool (pydicom's DS values are float or Decimal subclasses)."""
+    return isinstance(value, (Real, Decimal)) and not isinstance(value, (bool, np.bool_))
 
 
 def _affine(src_shape: Sequence[int], src_spacing: Sequence[float],
@@ -72,8 +109,12 @@ def to_model_grid(image: np.ndarray, spacing: Sequence[float], grid: ModelGrid,
     if fill is None:
         fill = AIR_HU if order else 0
     spacing = check_spacing(spacing)
-    if image.ndim != 2:
-        raise InputError(f"expected a 2D slice, got an array of shape {image.shape}")
+    if not isinstance(image, np.ndarray) or isinstance(image, np.ma.MaskedArray) or image.dtype.kind not in "biuf":
+        what = getattr(image, "dtype", type(image).__name__)
+        raise InputError(f"expected a 2D numeric numpy array (not masked), got {type(image).__name__} of {what}")
+    if image.ndim != 2 or image.size == 0:
+        raise InputError(f"expected a non-empty 2D slice, got an array of shape {image.shape}")
+    image = np.asarray(image)  # a np.matrix would make the in-place products below matrix products
     if tuple(image.shape) == grid.size and np.allclose(spacing, grid.spacing_mm):
         return image.astype(np.float32 if order else image.dtype, copy=False)
     matrix, offset = _affine(image.shape, spacing, grid.size, grid.spacing_mm)

@@ -1,6 +1,7 @@
 """``liverlesion inspect``: a package's manifest as a readable summary, checksums re-verified.
 
-Runtime only: reads JSON and hashes files; no torch, no onnx.
+Runtime only: reads JSON, hashes files and reads the graphs' binding; no torch, no onnx.
+Prints the package digest an integrator pins (``predict --expect-digest``).
 """
 
 from __future__ import annotations
@@ -15,20 +16,29 @@ def register(subparsers: Any) -> None:
         "inspect", help="summarise a model package and re-verify its checksums",
         description="Print a model package's manifest as a readable summary (model, input spec, labels, "
                     "preprocessing, files, calibration, accuracy per precision, engines) after checking "
-                    "every file's size and sha256.",
+                    "every file's size and sha256 and the manifest against what the model files were exported "
+                    "for. Prints the package digest to pin with predict --expect-digest.",
     )
     parser.add_argument("package", type=Path, metavar="PACKAGE", help="package folder or .zip archive")
     parser.add_argument("--json", action="store_true", help="print the manifest as JSON instead")
 
 
+def _score(value: Any, width: int, digits: int) -> str:
+    return f"{'-':>{width}}" if value is None else f"{value:>{width}.{digits}f}"
+
+
 def summary(manifest: Any, root: Path) -> str:
     """The manifest as lines of text."""
+    from ..package import package_digest
+
     raw = manifest.raw
     model, spec = raw["model"], raw["input"]
     lines = [f"package {root}",
+             f"  digest       {package_digest(manifest)}  (pin: --expect-digest; engines built later are not "
+             "in it)",
              f"  model        {model['name']} {model['version']} ({model['arch']})"
-             + (f", {model['parameters']:,} parameters" if "parameters" in model else "")
-             + (f", {model['gflops_per_slice']} GFLOP/slice" if "gflops_per_slice" in model else "")]
+             + (f", {model['parameters']:,} parameters" if model.get("parameters") is not None else "")
+             + (f", {model['gflops_per_slice']} GFLOP/slice" if model.get("gflops_per_slice") is not None else "")]
     if model.get("created"):
         lines.append(f"  created      {model['created']}")
     grid = manifest.grid
@@ -63,19 +73,21 @@ def summary(manifest: Any, root: Path) -> str:
         lines.append(f"  accuracy on {first.get('slices', '?')} slices ({first.get('data', '')})")
         width = max([6, *(len(k) for k in accuracy)])
         lines.append(f"    {'':<{width}}{'lesion Dice':>12}{'liver Dice':>12}{'accuracy':>10}{'agree FP32':>12}")
-        for precision, s in accuracy.items():
-            acc = "-" if s.get("accuracy") is None else f"{s['accuracy']:.4f}"
+        for precision, s in accuracy.items():  # the manifest validated each score as a number or null
             met = "" if "meets_target" not in s else (
                 "  target met" if s["meets_target"] else "  TARGET MISSED")
-            lines.append(f"    {precision:<{width}}{s['lesion_dice']:>12.4f}{s['liver_dice']:>12.4f}{acc:>10}"
-                         f"{s['agreement_with_fp32']:>12.5f}{met}")
+            lines.append(f"    {precision:<{width}}{_score(s.get('lesion_dice'), 12, 4)}"
+                         f"{_score(s.get('liver_dice'), 12, 4)}{_score(s.get('accuracy'), 10, 4)}"
+                         f"{_score(s.get('agreement_with_fp32'), 12, 5)}{met}")
     versions = raw.get("versions") or {}
     if versions:
         lines.append("  made with    " + ", ".join(f"{k} {v}" for k, v in versions.items()))
     engines = manifest.engines
     lines.append(f"  engines      {len(engines) or 'none'}")
     for e in engines:
-        lines.append(f"    {e.get('path', '?')}: TensorRT {e.get('tensorrt', '?')}, {e.get('gpu', '?')}, "
+        gpu = e.get("gpu")
+        gpu_name = gpu.get("name", "?") if isinstance(gpu, dict) else gpu
+        lines.append(f"    {e.get('file', e.get('path', '?'))}: TensorRT {e.get('tensorrt', '?')}, {gpu_name}, "
                      f"{e.get('precision', '?')}")
     return "\n".join(lines)
 

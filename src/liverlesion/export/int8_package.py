@@ -22,7 +22,8 @@ import numpy as np
 import onnx
 
 from ..errors import ExportError
-from ..package import load_package, write_manifest
+from ..package import binding_of, load_package, write_manifest
+from ..package.binding import bind_onnx_file
 from ..package.store import file_record
 from .accuracy import (
     EvalSet,
@@ -248,6 +249,10 @@ def quantize_package(package_dir: str | Path, calib: str | Path, eval_data: str 
         if cpu_on_openvino is not None:
             accuracy[CPU_FORM_OPENVINO_KEY] = cpu_on_openvino
         annotate(accuracy, fp32_scores)
+        # the quantizer may or may not carry the FP32 graph's metadata over: record the binding explicitly
+        binding = binding_of(manifest)
+        for written in (int8, cpu_int8) if not cpu_misses else (int8,):
+            bind_onnx_file(written, binding)
         raw = manifest.to_dict()
         files = [f for f in raw["files"] if f["path"] not in (INT8_FILE, INT8_CPU_FILE, CALIBRATION_FILE)]
         opset = graph["opset"]

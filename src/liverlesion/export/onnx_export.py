@@ -17,6 +17,7 @@ from torch import nn
 
 from ..errors import ExportError
 from ..grid import ModelGrid
+from ..package.binding import set_onnx_binding
 from .fused import INPUT_NAME, FusedModel
 
 OPSET = 17
@@ -84,27 +85,33 @@ def _example(grid: ModelGrid, channels: int) -> torch.Tensor:
     return torch.rand((2, channels, rows, cols), generator=generator) * 1400.0 - 1000.0
 
 
-def _metadata(model: onnx.ModelProto, metadata: dict[str, Any] | None) -> onnx.ModelProto:
+def _metadata(model: onnx.ModelProto, metadata: dict[str, Any] | None,
+              binding: dict[str, Any] | None) -> onnx.ModelProto:
     model.producer_name = "liverlesion"
     for key, value in (metadata or {}).items():
         entry = model.metadata_props.add()
         entry.key, entry.value = str(key), str(value)
+    if binding is not None:  # what the manifest must agree with (package.binding)
+        set_onnx_binding(model, binding)
     return model
 
 
 def export_fused(fused: FusedModel, path: str | Path, grid: ModelGrid,
-                 metadata: dict[str, Any] | None = None) -> Path:
-    """Write the fused graph: ``hu`` N x 1 x H x W -> ``labels``, ``probabilities`` (+ class)."""
+                 metadata: dict[str, Any] | None = None, binding: dict[str, Any] | None = None) -> Path:
+    """Write the fused graph: ``hu`` N x 1 x H x W -> ``labels``, ``probabilities`` (+ class).
+
+    ``binding`` (``package.make_binding``) is recorded in the graph's metadata.
+    """
     model = _export(fused.eval(), _example(grid, 1), [INPUT_NAME], list(fused.output_names))
-    return check_and_save(_metadata(inline_identity_initializers(model), metadata), path)
+    return check_and_save(_metadata(inline_identity_initializers(model), metadata, binding), path)
 
 
 def export_bare(network: nn.Module, path: str | Path, grid: ModelGrid, *, arch: str, in_channels: int,
-                metadata: dict[str, Any] | None = None) -> Path:
+                metadata: dict[str, Any] | None = None, binding: dict[str, Any] | None = None) -> Path:
     """Write the bare network (preprocessed channels in, logits out), for debugging."""
     example = _example(grid, in_channels) / 1000.0  # roughly the [-1, 1] range of real inputs
     model = _export(network.eval(), example, [BARE_INPUT], list(BARE_OUTPUTS[arch]))
-    return check_and_save(_metadata(inline_identity_initializers(model), metadata), path)
+    return check_and_save(_metadata(inline_identity_initializers(model), metadata, binding), path)
 
 
 def opset_of(model: onnx.ModelProto) -> int:

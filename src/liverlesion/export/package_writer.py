@@ -22,6 +22,7 @@ from .. import __version__
 from ..errors import ExportError, InputError
 from ..grid import AIR_HU, check_spacing
 from ..package import SCHEMA_NAME, SCHEMA_VERSION, load_package, write_manifest
+from ..package.binding import BINDING_KEY, binding_text, make_binding
 from ..package.manifest import MANIFEST_NAME, FileRecord
 from ..package.store import file_record, write_archive
 from .fused import CLASS_PROBABILITIES, INPUT_NAME, LABELS, PROBABILITIES
@@ -77,15 +78,16 @@ def io_spec(grid_size: tuple[int, int], n_labels: int, arch: str, max_batch: int
     return {"input": spec, "outputs": outputs}
 
 
-def write_weights(root: Path, checkpoint: Any) -> None:
-    """``model.safetensors`` (config in its metadata) and ``model_config.json``, for the torch backend."""
+def write_weights(root: Path, checkpoint: Any, binding: dict[str, Any]) -> None:
+    """``model.safetensors`` (config and ``binding`` in its metadata) and ``model_config.json``, for torch."""
     from safetensors.torch import save_file
 
     description = {"format": "liverlesion-weights", "version": 1, "model": checkpoint.config.to_dict(),
                    "preprocessing": checkpoint.preprocessing.to_dict(), "grid": checkpoint.grid.to_dict(),
                    "labels": list(checkpoint.labels), "classes": list(checkpoint.classes)}
     state = {k: v.detach().cpu().contiguous().clone() for k, v in checkpoint.model.state_dict().items()}
-    save_file(state, str(root / WEIGHTS_FILE), metadata={"liverlesion": json.dumps(description)})
+    save_file(state, str(root / WEIGHTS_FILE),
+              metadata={"liverlesion": json.dumps(description), BINDING_KEY: binding_text(binding)})
     (root / CONFIG_FILE).write_text(json.dumps(description, indent=2) + "\n")
 
 
@@ -164,10 +166,13 @@ def export_package(checkpoint_path: str | Path, out: str | Path, *, eval_data: s
     parity_inputs[f"phantom slices, batch {len(phantoms)}"] = phantoms
 
     out = Path(out)
+    # What the manifest written below must agree with, recorded in every model file (package.binding)
+    binding = make_binding(input_name=INPUT_NAME, grid=grid, labels=checkpoint.labels,
+                           lesion_classes=checkpoint.classes, preprocessing=checkpoint.preprocessing)
     with folder_swap(out, is_package, "a model package") as tmp:
         metadata = {"liverlesion.arch": config.arch, "liverlesion.labels": ",".join(checkpoint.labels)}
         t = time.perf_counter()
-        export_fused(fused, tmp / FP32_FILE, grid, metadata)
+        export_fused(fused, tmp / FP32_FILE, grid, metadata, binding)
         timings["export_fp32_s"] = time.perf_counter() - t
         say(f"wrote {FP32_FILE}; checking parity with PyTorch on onnxruntime CPU")
         t = time.perf_counter()
@@ -186,10 +191,10 @@ def export_package(checkpoint_path: str | Path, out: str | Path, *, eval_data: s
                              runtimes=runtimes)]
         if bare:
             export_bare(checkpoint.model, tmp / BARE_FILE, grid, arch=config.arch,
-                        in_channels=config.in_channels, metadata=metadata)
+                        in_channels=config.in_channels, metadata=metadata, binding=binding)
             files.append(file_record(tmp, BARE_FILE, "onnx-bare", "fp32", opset=opset, form="float",
                                      input="preprocessed channels in [-1, 1]", outputs="logits"))
-        write_weights(tmp, checkpoint)
+        write_weights(tmp, checkpoint, binding)
         files += [file_record(tmp, WEIGHTS_FILE, "weights", "fp32", format="safetensors", config=CONFIG_FILE),
                   file_record(tmp, CONFIG_FILE, "weights", None, format="json")]
 

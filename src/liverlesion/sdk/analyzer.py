@@ -22,7 +22,8 @@ import numpy as np
 
 from ..errors import BackendError, InputError, LiverLesionError, PackageError
 from ..grid import ModelGrid, check_spacing
-from ..package import ModelPackage, load_package
+from ..package import ModelPackage, PackageLimits, load_package
+from ..package.digest import check_digest, normalize_digest
 from .inputs import load_slice
 from .postprocess import Postprocessor
 from .prediction import Prediction
@@ -71,7 +72,8 @@ class LesionAnalyzer:
     @classmethod
     def load(cls, package: str | os.PathLike[str] | ModelPackage, backend: str = "auto",
              precision: str = "auto", *, warmup: bool = True, threads: int | None = None,
-             provider: str | None = None, build_engine: bool = False, verify: bool = True) -> LesionAnalyzer:
+             provider: str | None = None, build_engine: bool = False, verify: bool = True,
+             expect_digest: str | None = None, limits: PackageLimits | None = None) -> LesionAnalyzer:
         """Open a package (folder or .zip; checksums verified) and load it on a backend.
 
         ``backend``: "auto", "tensorrt", "onnxruntime" or "torch"; ``precision``: "auto",
@@ -80,12 +82,18 @@ class LesionAnalyzer:
         "tensorrt". ``threads``: CPU threads of onnxruntime / torch. ``build_engine``:
         build a TensorRT engine for this GPU when the package has none (minutes; the
         package folder gains the engine). ``warmup``: run the model before returning.
+        ``expect_digest``: the package digest ``liverlesion inspect`` prints; any other
+        package is refused (ChecksumError). ``limits``: package bounds (``package.limits``).
         """
+        _check_load_arguments(package, verify, expect_digest)
         if isinstance(package, ModelPackage):
             opened, owns, archive = package, False, False
+            if expect_digest is not None:
+                check_digest(package.manifest, normalize_digest(expect_digest), str(package.root))
         else:
             path = Path(os.fspath(package))
-            opened, owns, archive = load_package(path, verify=verify), True, path.is_file()
+            opened = load_package(path, verify=verify, expect_digest=expect_digest, limits=limits)
+            owns, archive = True, path.is_file()
         try:
             wanted = BACKEND_NAMES if backend == "auto" else (backend,)
             selection = select(opened.manifest, probe_machine(wanted), backend, precision, provider=provider,
@@ -278,6 +286,22 @@ def _describe(thing: Any) -> str:
         return f"an array of shape {thing.shape}"
     return f"a {type(thing).__name__}"
 
+
+def _check_load_arguments(package: Any, verify: Any, expect_digest: Any) -> None:
+    """Refuse, before anything is opened, a package argument of the wrong type (``load(None)``)."""
+    if isinstance(package, ModelPackage):
+        if expect_digest is not None and not package.verified:
+            raise InputError("expect_digest needs a package opened with verify=True (or give its path)")
+        return
+    if not isinstance(package, (str, os.PathLike)) or not isinstance(os.fspath(package), str):
+        raise InputError(f"LesionAnalyzer.load: package must be the path (str or os.PathLike) of a package "
+                         f"folder or .zip archive, or a ModelPackage; got {type(package).__name__}")
+    if not os.fspath(package).strip():
+        raise InputError("LesionAnalyzer.load: package is an empty path; give a package folder or .zip archive")
+    if not isinstance(verify, bool):
+        raise InputError(f"LesionAnalyzer.load: verify must be True or False, got {verify!r:.40}")
+    if expect_digest is not None:
+        normalize_digest(expect_digest)  # the typed error for a malformed digest, before the package is read
 
 def _chunks(items: Iterable[Any], size: int) -> Iterator[list[Any]]:
     chunk: list[Any] = []

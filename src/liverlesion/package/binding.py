@@ -1,0 +1,185 @@
+"""The binding: what the model files were exported with, which the manifest must agree with.
+
+The manifest is not covered by any checksum of its own, yet its labels, lesion classes,
+grid and preprocessing decide what a result means. At export each ONNX file (metadata
+key ``liverlesion.binding``) and the safetensors weights (header metadata, same key) record
+:func:`make_binding` of what they were built for; :func:`check_bindings` refuses a
+manifest that disagrees with any of them, and an ONNX graph whose input shape is not the
+manifest's grid. One definition, used by export, quantize and the loader; the loader
+reads both formats without ``onnx`` or ``safetensors`` (see :mod:`.protobuf`).
+"""
+
+from __future__ import annotations
+
+import json
+import struct
+from collections.abc import Sequence
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from ..errors import PackageError
+from .jsonsafe import loads_bounded
+from .limits import DEFAULT_LIMITS, PackageLimits
+from .protobuf import FLOAT, OnnxHeader, ProtobufError, TensorInfo, read_onnx_header
+
+if TYPE_CHECKING:
+    from ..grid import ModelGrid
+    from ..preprocessing import Preprocessing
+    from .manifest import FileRecord, Manifest
+
+#: Metadata key of the binding, in ONNX ``metadata_props`` and in safetensors ``__metadata__``.
+BINDING_KEY = "liverlesion.binding"
+BINDING_VERSION = 1
+#: The binding's fields and the manifest field each stands for (named in refusals).
+FIELDS = {"input": "input.name", "grid": "input.grid", "labels": "labels", "lesion_classes": "lesion_classes",
+          "preprocessing": "preprocessing"}
+_REEXPORT = "re-export the package with this liverlesion (liverlesion export, then quantize)"
+
+
+def make_binding(*, input_name: str, grid: ModelGrid, labels: Sequence[str], lesion_classes: Sequence[str],
+                 preprocessing: Preprocessing) -> dict[str, Any]:
+    """The binding of a model exported for this input, grid, labels and preprocessing."""
+    return {"version": BINDING_VERSION, "input": str(input_name), "grid": grid.to_dict(),
+            "labels": [str(v) for v in labels], "lesion_classes": [str(v) for v in lesion_classes],
+            "preprocessing": preprocessing.to_dict()}
+
+
+def binding_of(manifest: Manifest) -> dict[str, Any]:
+    """The binding the files of a package with this manifest must carry."""
+    return make_binding(input_name=manifest.input_name, grid=manifest.grid, labels=manifest.labels,
+                        lesion_classes=manifest.lesion_classes, preprocessing=manifest.preprocessing)
+
+
+def binding_text(binding: dict[str, Any]) -> str:
+    """The binding as stored: compact JSON with sorted keys."""
+    return json.dumps(binding, sort_keys=True, separators=(",", ":"), allow_nan=False)
+
+
+def set_onnx_binding(model: Any, binding: dict[str, Any]) -> Any:
+    """Record ``binding`` in an ``onnx.ModelProto``'s metadata (replacing any earlier one); returns the model."""
+    kept = [(p.key, p.value) for p in model.metadata_props if p.key != BINDING_KEY]
+    del model.metadata_props[:]
+    for key, value in [*kept, (BINDING_KEY, binding_text(binding))]:
+        entry = model.metadata_props.add()
+        entry.key, entry.value = key, value
+    return model
+
+
+# -- reading, without onnx or safetensors ----------------------------------------------------------
+def read_safetensors_metadata(path: str | Path, limits: PackageLimits = DEFAULT_LIMITS) -> dict[str, str]:
+    """The ``__metadata__`` map of a safetensors file, from its JSON header (bounded; tensors not read)."""
+    path = Path(path)
+    with open(path, "rb") as handle:
+        head = handle.read(8)
+        if len(head) < 8:
+            raise PackageError(f"{path.name}: not a safetensors file (shorter than its 8-byte header length)")
+        (length,) = struct.unpack("<Q", head)
+        size = path.stat().st_size
+        if length > min(limits.safetensors_header_bytes, size - 8):
+            raise PackageError(f"{path.name}: safetensors header of {length} bytes is larger than the file or "
+                               f"the limit of {limits.safetensors_header_bytes} bytes")
+        header = loads_bounded(handle.read(length), f"{path.name} (safetensors header)", limits)
+    if not isinstance(header, dict):
+        raise PackageError(f"{path.name}: the safetensors header is not a JSON object")
+    metadata = header.get("__metadata__", {})
+    if not isinstance(metadata, dict) or not all(isinstance(v, str) for v in metadata.values()):
+        raise PackageError(f"{path.name}: the safetensors __metadata__ is not a map of strings")
+    return metadata
+
+
+def _recorded(text: str | None, where: str, limits: PackageLimits) -> dict[str, Any]:
+    if text is None:
+        raise PackageError(f"{where} records no '{BINDING_KEY}' (what it was exported for), so the manifest "
+                           f"cannot be checked against it: {_REEXPORT}")
+    found = loads_bounded(text.encode(), f"{where} ({BINDING_KEY})", limits)
+    if not isinstance(found, dict) or found.get("version") != BINDING_VERSION:
+        version = found.get("version") if isinstance(found, dict) else None
+        raise PackageError(f"{where}: binding version {version!r} is not {BINDING_VERSION}; upgrade liverlesion "
+                           f"or {_REEXPORT}")
+    return found
+
+
+def _compare(expected: dict[str, Any], found: dict[str, Any], where: str) -> None:
+    for key, field in FIELDS.items():
+        if found.get(key) != expected[key]:
+            raise PackageError(
+                f"manifest field '{field}' is {json.dumps(expected[key]):.200} but {where} was exported with "
+                f"{json.dumps(found.get(key)):.200}; the manifest was edited or belongs to another model: "
+                "restore it or re-export the package")
+
+
+def _dims(info: TensorInfo) -> str:
+    return "no shape" if info.dims is None else "[" + ", ".join(str(d) for d in info.dims) + "]"
+
+
+def _check_graph(header: OnnxHeader, manifest: Manifest, record: FileRecord) -> None:
+    """The fused graph's input is the manifest's (name, float32, N x 1 x rows x cols); outputs fit the labels."""
+    rows, cols = manifest.grid.size
+    name = manifest.input_name
+    found = [i for i in header.inputs if i.name == name]
+    if not found:
+        names = ", ".join(repr(i.name) for i in header.inputs) or "none"
+        raise PackageError(f"manifest field 'input.name' is {name!r} but the graph {record.path} has no such "
+                           f"input (it has {names}); restore the manifest or re-export the package")
+    info = found[-1]
+    dims = info.dims
+    if info.elem_type != FLOAT or dims is None or len(dims) != 4 or dims[1] != 1 or tuple(dims[2:]) != (rows, cols):
+        raise PackageError(f"manifest field 'input.grid' says {rows} x {cols} pixels but the graph {record.path} "
+                           f"takes '{name}' of shape {_dims(info)} (element type {info.elem_type}); expected "
+                           f"float32 [N, 1, {rows}, {cols}]: restore the manifest or re-export the package")
+    for out in header.outputs:
+        if out.name == "probabilities" and out.dims is not None and len(out.dims) == 4 \
+                and isinstance(out.dims[1], int) and out.dims[1] != len(manifest.labels):
+            raise PackageError(f"manifest field 'labels' lists {len(manifest.labels)} labels but the graph "
+                               f"{record.path} outputs {out.dims[1]} probabilities per pixel; restore the "
+                               "manifest or re-export the package")
+
+
+def _check_bare(header: OnnxHeader, manifest: Manifest, record: FileRecord) -> None:
+    """The bare network (channels in, logits out) runs on the same grid."""
+    dims = header.inputs[0].dims if header.inputs else None
+    if dims is None or len(dims) != 4 or tuple(dims[2:]) != manifest.grid.size:
+        rows, cols = manifest.grid.size
+        raise PackageError(f"manifest field 'input.grid' says {rows} x {cols} pixels but the bare graph "
+                           f"{record.path} takes {dims}; restore the manifest or re-export the package")
+
+
+def check_file_binding(root: Path, manifest: Manifest, record: FileRecord,
+                       limits: PackageLimits = DEFAULT_LIMITS) -> None:
+    """Refuse (PackageError) a manifest that disagrees with what one model file was exported for."""
+    path = root / record.path
+    expected = binding_of(manifest)
+    if record.role in ("onnx", "onnx-bare"):
+        try:
+            header = read_onnx_header(path)
+        except (ProtobufError, OSError, ValueError) as exc:
+            raise PackageError(f"{record.path} is not a readable ONNX model ({exc}); {_REEXPORT}") from None
+        values = header.metadata.get(BINDING_KEY)
+        if values is not None and len(values) > 1:
+            raise PackageError(f"{record.path} records '{BINDING_KEY}' {len(values)} times; {_REEXPORT}")
+        _compare(expected, _recorded(values[0] if values else None, record.path, limits), record.path)
+        (_check_graph if record.role == "onnx" else _check_bare)(header, manifest, record)
+    elif is_safetensors(record):
+        metadata = read_safetensors_metadata(path, limits)
+        _compare(expected, _recorded(metadata.get(BINDING_KEY), record.path, limits), record.path)
+
+
+def is_safetensors(record: FileRecord) -> bool:
+    return record.role == "weights" and (record.extra.get("format") == "safetensors"
+                                         or record.path.endswith(".safetensors"))
+
+
+def check_bindings(root: Path, manifest: Manifest, limits: PackageLimits = DEFAULT_LIMITS) -> None:
+    """:func:`check_file_binding` of every ONNX graph and safetensors weights file the manifest lists."""
+    for record in manifest.files:
+        check_file_binding(root, manifest, record, limits)
+
+
+def bind_onnx_file(path: str | Path, binding: dict[str, Any]) -> Path:
+    """Record ``binding`` in the ONNX file at ``path`` (rewritten in place, as one file); needs ``onnx``."""
+    from ..errors import require
+
+    onnx = require("onnx", "onnxruntime", "recording the binding in an ONNX file")
+    model = onnx.load(str(path))
+    onnx.save_model(set_onnx_binding(model, binding), str(path), save_as_external_data=False)
+    return Path(path)

@@ -1,0 +1,65 @@
+"""One digest of a whole package, for an integrator to pin.
+
+The digest is the sha256 of the manifest in a canonical form: parsed, without what
+devices add after export (the ``engines`` records and the files of
+:data:`DEVICE_BUILT_ROLES`), written by ``json.dumps(sort_keys=True, separators=(",", ":"),
+ensure_ascii=False)`` as UTF-8. The manifest lists every exported file's sha256 and size,
+and the loader checks each file against it, so a pinned digest pins every exported file.
+Whitespace and key order of ``manifest.json`` do not change it; building an engine on a
+device does not either (see docs/model-package.md: engines are checked against their own
+records, and a pinned load refuses an engine record not built from a pinned ONNX file).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import re
+from typing import Any
+
+from ..errors import ChecksumError, InputError, PackageError
+from .manifest import DEVICE_BUILT_ROLES, Manifest
+
+_HEX = re.compile(r"[0-9a-f]{64}")
+PREFIX = "sha256:"
+
+
+def canonical_manifest(manifest: Manifest) -> bytes:
+    """The bytes the digest is the sha256 of."""
+    data: dict[str, Any] = {k: v for k, v in manifest.raw.items() if k != "engines"}
+    data["files"] = [f for f in manifest.raw["files"] if f.get("role") not in DEVICE_BUILT_ROLES]
+    return json.dumps(data, sort_keys=True, separators=(",", ":"), ensure_ascii=False,
+                      allow_nan=False).encode("utf-8")
+
+
+def package_digest(manifest: Manifest) -> str:
+    """The package digest: 64 lowercase hex digits."""
+    return hashlib.sha256(canonical_manifest(manifest)).hexdigest()
+
+
+def normalize_digest(value: Any) -> str:
+    """A digest as given by a user (hex, any case, optionally ``sha256:``), as 64 lowercase hex digits."""
+    if not isinstance(value, str):
+        raise InputError(f"expect_digest must be a string of 64 hex digits (as liverlesion inspect prints), "
+                         f"got {type(value).__name__}")
+    text = value.strip().lower().removeprefix(PREFIX)
+    if not _HEX.fullmatch(text):
+        raise InputError(f"expect_digest {value!r:.80} is not a package digest: give the 64 hex digits "
+                         "liverlesion inspect prints (optionally prefixed 'sha256:')")
+    return text
+
+
+def check_digest(manifest: Manifest, expected: str, source: str) -> None:
+    """Refuse a package whose digest is not ``expected``, or whose engines were not built from its ONNX."""
+    actual = package_digest(manifest)
+    if actual != expected:
+        raise ChecksumError(f"package {source} has digest {actual}, not the expected {expected}: it is another "
+                            "package, or its manifest or files were changed")
+    pinned = {f.sha256 for f in manifest.files if f.role == "onnx"}
+    for engine in manifest.engines:
+        plan = engine.get("plan")
+        built_from = plan.get("onnx_sha256") if isinstance(plan, dict) else None
+        if built_from not in pinned:
+            raise PackageError(f"package {source}: engine {engine.get('file')!r:.80} was not built from an ONNX "
+                               "file of the pinned package (its plan's onnx_sha256 is none of them); remove "
+                               "the engine record and rebuild it with liverlesion build-engine")
