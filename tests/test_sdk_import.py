@@ -14,7 +14,7 @@ from liverlesion.grid import ModelGrid
 from liverlesion.sdk import dicom_output, overlay  # noqa: F401
 
 grid = ModelGrid(size=(16, 16), spacing_mm=(2.0, 2.0))
-slice_ = sdk.load_slice(np.zeros((20, 20), np.int16), spacing=(1.5, 1.5))
+slice_ = sdk.load_slice(np.full((20, 20), -1000, np.int16), spacing=(1.5, 1.5))
 labels = np.zeros((1, 16, 16), np.int32)
 labels[0, 4:12, 4:12] = 1
 labels[0, 6:8, 6:8] = 4

@@ -28,6 +28,7 @@ import numpy as np
 from ..errors import DataFormatError, InputError
 from ..errors import require as require_module
 from ..grid import ModelGrid, check_spacing, to_model_grid
+from ..nifti_header import check_pixdims, check_plane_size, oriented_axes
 from ..preprocessing import Preprocessing, window_channels
 
 #: File names of the LiTS layout: volume-N.nii[.gz], segmentation-N.nii[.gz].
@@ -104,7 +105,10 @@ def read_lits_case(case: LitsCase) -> LitsVolume:
             f"{case.segmentation_path} has shape {segmentation.shape[:3]} but its volume "
             f"{case.volume_path} has shape {volume.shape[:3]}; they must match voxel for voxel"
         )
-    ornt = nib.orientations.io_orientation(volume.affine)
+    what = str(case.volume_path)
+    check_pixdims(volume, what)  # a zero pixdim would be read as 1 mm, a NaN one fail in numpy's SVD
+    _, ornt = oriented_axes(volume.affine, what)
+    check_plane_size(volume.shape, ornt, what)  # before the voxels are read
     hu = _read_hu(volume, case.volume_path)
     labels = _read_labels(segmentation, case.segmentation_path)
     zooms = nib.affines.voxel_sizes(volume.affine)

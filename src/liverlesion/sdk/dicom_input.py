@@ -1,9 +1,18 @@
 """One CT slice from DICOM: decoded pixels, modality LUT to HU, spacing and orientation checked.
 
-Single-frame CT (CT Image Storage) and enhanced multi-frame CT (one frame at a time,
+Accepted SOP classes: CT Image Storage, Enhanced CT Image Storage and Legacy Converted
+Enhanced CT Image Storage. Secondary Capture is refused even with Modality CT: its IODs
+require neither geometry nor a rescale to HU, and its pixels are often a rendered,
+windowed screen. Single-frame CT and enhanced multi-frame CT (one frame at a time,
 chosen with ``frame=``; geometry and rescale read from the functional groups) are
-accepted. Compressed transfer syntaxes are decoded by pydicom's plugins; where none is
+read. Compressed transfer syntaxes are decoded by pydicom's plugins; where none is
 installed the error names the packages that would decode it.
+
+Everything that bounds or defines the pixels is checked from the header before the
+decode: Rows / Columns (:data:`liverlesion.input_limits.MAX_SIDE`), Bits Allocated 16,
+Bits Stored / High Bit / Pixel Representation, Number of Frames, and a rescale to HU
+(Rescale Intercept and Slope are Type 1 in the CT Image module). The decoded values
+must fit Bits Stored, and the HU must be plausible (``slice_input.check_hu_array``).
 
 MONOCHROME1 and MONOCHROME2 give the same HU: the modality LUT (rescale) defines HU,
 and MONOCHROME1's inversion applies only to display, after the VOI LUT (PS3.3 C.7.6.3.1.2).
@@ -11,6 +20,7 @@ and MONOCHROME1's inversion applies only to display, after the VOI LUT (PS3.3 C.
 
 from __future__ import annotations
 
+import math
 import os
 from pathlib import Path
 from typing import Any
@@ -19,46 +29,64 @@ import numpy as np
 
 from ..errors import DicomError, InputError
 from ..grid import check_spacing
+from ..input_limits import MAX_FRAMES, check_side, regular_file
 from .slice_input import MAX_TILT_DEG, SliceInput, check_hu_array, orientation_from_directions
 
 _MONOCHROME = ("MONOCHROME1", "MONOCHROME2")
 #: RescaleType values that mean "these are Hounsfield units" (absent means HU for CT).
 _HU_RESCALE_TYPES = ("HU", "")
+#: The image storage SOP classes that are CT, by UID.
+CT_STORAGE_CLASSES = {
+    "1.2.840.10008.5.1.4.1.1.2": "CT Image Storage",
+    "1.2.840.10008.5.1.4.1.1.2.1": "Enhanced CT Image Storage",
+    "1.2.840.10008.5.1.4.1.1.2.2": "Legacy Converted Enhanced CT Image Storage",
+}
+#: Those whose geometry and rescale live in functional groups.
+_ENHANCED = ("1.2.840.10008.5.1.4.1.1.2.1", "1.2.840.10008.5.1.4.1.1.2.2")
+_ACCEPTED_FILES = "a DICOM file, a NIfTI volume (.nii, .nii.gz), a pydicom Dataset or an array"
 
 
 def frame_count(ds: Any) -> int:
-    """Number of frames of a DICOM image (1 for a single-frame object)."""
+    """Number of frames of a DICOM image (1 for a single-frame object, or where the value is unreadable)."""
     try:
         return max(1, int(ds.get("NumberOfFrames", 1) or 1))
-    except (TypeError, ValueError):
+    except Exception:  # noqa: BLE001 - a malformed value; read_dicom refuses it, naming it
         return 1
 
 
-def _functional_item(ds: Any, frame: int, sequence: str) -> Any:
+def _get(ds: Any, keyword: str, what: str) -> Any:
+    """``ds.get(keyword)``; a value pydicom cannot convert (wrong length, bad text) is a DicomError."""
+    try:
+        return ds.get(keyword)
+    except Exception as exc:  # noqa: BLE001 - pydicom converts values lazily, and fails in many ways
+        raise DicomError(f"{what}: its {keyword} cannot be read ({type(exc).__name__}: {str(exc)[:160]}); accepted: "
+                         f"a {keyword} of the VR and length PS3.6 gives") from None
+
+
+def _functional_item(ds: Any, frame: int, sequence: str, what: str = "DICOM dataset") -> Any:
     """The item of functional-group ``sequence`` for ``frame`` (per-frame first, then shared), or None."""
     for groups, position in (("PerFrameFunctionalGroupsSequence", frame), ("SharedFunctionalGroupsSequence", 0)):
-        items = ds.get(groups)
+        items = _get(ds, groups, what)
         if items is not None and len(items) > position:
-            inner = items[position].get(sequence)
+            inner = _get(items[position], sequence, what)
             if inner:
                 return inner[0]
     return None
 
 
-def _attribute(ds: Any, frame: int | None, sequence: str, keyword: str) -> Any:
+def _attribute(ds: Any, frame: int | None, sequence: str, keyword: str, what: str = "DICOM dataset") -> Any:
     """A top-level attribute, or for an enhanced object the one in its functional groups."""
     if keyword in ds:
-        return ds.get(keyword)
-    item = _functional_item(ds, frame or 0, sequence)
-    return None if item is None else item.get(keyword)
+        return _get(ds, keyword, what)
+    item = _functional_item(ds, frame or 0, sequence, what)
+    return None if item is None else _get(item, keyword, what)
 
 
 def _read_file(path: Path) -> Any:
     import pydicom
     from pydicom.errors import InvalidDicomError
 
-    if not path.is_file():
-        raise InputError(f"{path}: no such file; give a DICOM file, a NIfTI volume, a pydicom Dataset or an array")
+    regular_file(path, _ACCEPTED_FILES)
     try:
         return pydicom.dcmread(path)
     except InvalidDicomError:
@@ -93,33 +121,151 @@ def _decoder_check(ds: Any, what: str) -> str:
     return str(syntax.name)
 
 
-def _to_hu(ds: Any, pixels: np.ndarray, frame: int | None, what: str, allow_non_hu: bool) -> np.ndarray:
-    """Apply the modality LUT (rescale slope/intercept or LUT), from the functional groups if enhanced."""
-    from pydicom.pixels import apply_modality_lut
+def _integer(ds: Any, keyword: str, what: str, default: int | None = None) -> int:
+    """A one-valued integer attribute; a bytes value (VR UN, a wrong length) or text is refused."""
+    value = _get(ds, keyword, what)
+    if value is None or value == "":
+        if default is None:
+            raise DicomError(f"{what} has no {keyword}; accepted: CT images with {keyword} (Type 1)")
+        return default
+    if isinstance(value, (int, np.integer)) and not isinstance(value, bool):
+        return int(value)
+    raise DicomError(f"{what}: {keyword} is {value!r:.40} ({type(value).__name__}), which is not an integer "
+                     f"(a value of VR UN or of the wrong length?); accepted: one integer")
 
-    source = ds
-    if "RescaleSlope" not in ds and "ModalityLUTSequence" not in ds:
-        item = _functional_item(ds, frame or 0, "PixelValueTransformationSequence")
-        source = ds if item is None else item
-    rescale_type = str(source.get("RescaleType", "") or "").strip().upper()
+
+def _numbers(value: Any, count: int, what: str, keyword: str) -> list[float]:
+    """``count`` finite numbers (a DS multi-value), or DicomError naming the attribute."""
+    try:
+        numbers = [float(v) for v in value]
+    except (TypeError, ValueError, OverflowError):
+        numbers = []
+    if len(numbers) != count or not all(math.isfinite(v) for v in numbers):
+        raise DicomError(f"{what}: {keyword} is {value!r:.80}; accepted: {count} finite numbers")
+    return numbers
+
+
+def _check_pixel_module(ds: Any, what: str, max_side: Any) -> tuple[int, int, int, int]:
+    """(rows, cols, bits stored, pixel representation), checked before any pixel is decoded."""
+    rows, cols = _integer(ds, "Rows", what), _integer(ds, "Columns", what)
+    if rows < 1 or cols < 1:
+        raise DicomError(f"{what}: Rows x Columns is {rows} x {cols}; accepted: at least one pixel")
+    check_side((rows, cols), what, DicomError, max_side=max_side, source="Rows x Columns")
+    allocated = _integer(ds, "BitsAllocated", what)
+    if allocated != 16:
+        raise DicomError(f"{what}: Bits Allocated is {allocated}; accepted: 16, as the CT Image and Enhanced CT "
+                         "modules require")
+    stored = _integer(ds, "BitsStored", what)
+    high = _integer(ds, "HighBit", what, default=stored - 1)
+    representation = _integer(ds, "PixelRepresentation", what)
+    if not 1 <= stored <= allocated or high != stored - 1 or representation not in (0, 1):
+        raise DicomError(f"{what}: Bits Stored {stored}, High Bit {high}, Pixel Representation {representation}; "
+                         f"accepted: Bits Stored 1..{allocated}, High Bit = Bits Stored - 1, Pixel Representation "
+                         "0 (unsigned) or 1 (signed)")
+    return rows, cols, stored, representation
+
+
+def _rescale(ds: Any, frame: int | None, what: str, allow_non_hu: bool) -> tuple[float, float] | Any:
+    """(slope, intercept) that turn stored values into HU, or the Dataset holding a Modality LUT.
+
+    Classic CT carries Rescale Intercept and Slope (Type 1); enhanced CT carries them in the
+    Pixel Value Transformation functional group. Without them the stored values are not HU.
+    """
+    if "ModalityLUTSequence" in ds:
+        lut = _get(ds, "ModalityLUTSequence", what)
+        if not lut:
+            raise DicomError(f"{what}: its Modality LUT Sequence is empty, so its stored values cannot be turned "
+                             "into HU; accepted: CT images with Rescale Intercept and Rescale Slope (or one LUT)")
+        if "RescaleSlope" in ds or "RescaleIntercept" in ds:
+            raise DicomError(f"{what} has both a Modality LUT Sequence and a rescale, which PS3.3 C.11.1 forbids; "
+                             "accepted: one of them")
+        lut_type = str(_get(lut[0], "ModalityLUTType", what) or "").strip().upper()
+        _check_rescale_type(ds, lut_type, what, allow_non_hu, "Modality LUT Type")
+        return ds
+    source, where = ds, ""
+    if str(_get(ds, "SOPClassUID", what)) in _ENHANCED:
+        item = _functional_item(ds, frame or 0, "PixelValueTransformationSequence", what)
+        if item is not None:
+            source, where = item, " in its Pixel Value Transformation functional group"
+    values = {k: _get(source, k, what) for k in ("RescaleIntercept", "RescaleSlope")}
+    missing = [k for k, v in values.items() if v is None or v == ""]
+    if missing:
+        raise DicomError(f"{what} has no {' and no '.join(missing)}{where}, so its stored values are not HU (they "
+                         "would be off by the intercept, usually 1024); accepted: CT images with Rescale Intercept "
+                         "and Rescale Slope (Type 1 in the CT Image module)")
+    try:
+        intercept, slope = (float(v) for v in values.values())
+    except (TypeError, ValueError, OverflowError):
+        intercept = slope = math.nan
+    if not (math.isfinite(intercept) and math.isfinite(slope)) or slope <= 0:
+        raise DicomError(f"{what}: Rescale Slope {values['RescaleSlope']!r:.40} and Rescale Intercept "
+                         f"{values['RescaleIntercept']!r:.40}{where} do not map stored values to HU; accepted: one "
+                         "finite intercept and one finite, positive slope")
+    rescale_type = str(_get(source, "RescaleType", what) or "").strip().upper()
+    _check_rescale_type(ds, rescale_type, what, allow_non_hu, "Rescale Type")
+    return slope, intercept
+
+
+def _check_rescale_type(ds: Any, rescale_type: str, what: str, allow_non_hu: bool, name: str) -> None:
     if rescale_type not in _HU_RESCALE_TYPES and not allow_non_hu:
-        kind = "\\".join(str(v) for v in (ds.get("ImageType") or []))
+        kind = "\\".join(str(v) for v in (_get(ds, "ImageType", what) or []))
         raise DicomError(
-            f"{what}: Rescale Type is {rescale_type!r}, so its values are not Hounsfield units (Image Type "
+            f"{what}: {name} is {rescale_type!r}, so its values are not Hounsfield units (Image Type "
             f"{kind or '?'}); accepted: CT images rescaled to HU (pass allow_non_hu=True to use them as HU anyway)"
         )
+
+
+def _check_j2k_unsigned(ds: Any, frame: int, frames: int, what: str) -> None:
+    """Refuse a JPEG 2000 frame whose codestream is signed while Pixel Representation says unsigned.
+
+    pydicom trusts the header there, which turns negative values (padding, air) into large
+    positive ones. The opposite mismatch (signed data in an unsigned codestream, a known
+    encoder bug) is corrected by pydicom and accepted.
+    """
+    from pydicom.uid import JPEG2000TransferSyntaxes
+
+    if ds.file_meta.TransferSyntaxUID not in JPEG2000TransferSyntaxes:
+        return
+    from pydicom.encaps import get_frame
+    from pydicom.pixels.utils import get_j2k_parameters
+
     try:
-        return np.asarray(apply_modality_lut(pixels, source), dtype=np.float32)
-    except (ValueError, TypeError, KeyError, IndexError, AttributeError) as exc:  # a malformed LUT or rescale
-        raise DicomError(f"{what}: the modality LUT / rescale could not be applied ({exc})") from None
+        codestream = get_frame(ds.PixelData, frame, number_of_frames=frames)
+        signed = get_j2k_parameters(bytes(codestream[:1024])).get("is_signed")
+    except Exception:  # noqa: BLE001 - damaged fragments: the decode below reports them
+        return
+    if signed:
+        raise DicomError(f"{what}: Pixel Representation is 0 (unsigned) but its JPEG 2000 codestream holds signed "
+                         "values, so negative values would be read as large positive ones; accepted: a Pixel "
+                         "Representation that agrees with the pixel data")
+
+
+def _to_hu(pixels: np.ndarray, rescale: tuple[float, float] | Any, what: str) -> np.ndarray:
+    """Stored values -> HU (float32, a new array)."""
+    if not isinstance(rescale, tuple):
+        from pydicom.pixels import apply_modality_lut
+
+        try:
+            return np.asarray(apply_modality_lut(pixels, rescale), dtype=np.float32)
+        except (ValueError, TypeError, KeyError, IndexError, AttributeError) as exc:  # a malformed LUT
+            raise DicomError(f"{what}: its Modality LUT could not be applied ({exc})") from None
+    slope, intercept = rescale
+    if slope == 1 and intercept.is_integer() and abs(intercept) < 2 ** 24:
+        hu = pixels.astype(np.float32)  # exact: 16-bit values plus an integer intercept
+        hu += np.float32(intercept)
+        return hu
+    return (pixels * slope + intercept).astype(np.float32)  # float64, rounded once
 
 
 def read_dicom(source: Any, *, frame: int | None = None, spacing: Any = None,
-               max_tilt_deg: float = MAX_TILT_DEG, allow_non_hu: bool = False) -> SliceInput:
+               max_tilt_deg: float = MAX_TILT_DEG, allow_non_hu: bool = False,
+               max_side: int | None = None) -> SliceInput:
     """A CT slice from a pydicom Dataset or a DICOM file path.
 
     ``frame`` picks one frame of a multi-frame object (0-based; required there).
-    ``spacing`` is used only when the object records no pixel spacing.
+    ``spacing`` is used only when the object records no pixel spacing. ``allow_non_hu``
+    accepts a Rescale Type other than HU and values that are not plausible HU;
+    ``max_side`` overrides ``input_limits.MAX_SIDE`` for this call.
     """
     import pydicom
 
@@ -133,19 +279,30 @@ def read_dicom(source: Any, *, frame: int | None = None, spacing: Any = None,
         ds = _read_file(path)
         what = f"DICOM file {path}"
 
-    modality = ds.get("Modality")
+    modality = _get(ds, "Modality", what)
     if modality != "CT":
         raise DicomError(f"{what}: modality is {modality!r}; accepted: CT images (Modality 'CT')")
-    if not any(k in ds for k in ("PixelData", "FloatPixelData", "DoubleFloatPixelData")):
+    sop_class_uid = _get(ds, "SOPClassUID", what)
+    sop_class = str(sop_class_uid or "")
+    if sop_class not in CT_STORAGE_CLASSES:
+        name = getattr(sop_class_uid, "name", "") or "none"
+        raise DicomError(f"{what}: SOP class {sop_class or '(absent)'} ({name}) is not a CT image storage class; "
+                         f"accepted: {', '.join(CT_STORAGE_CLASSES.values())} (Secondary Capture is refused: it "
+                         "need not carry geometry or HU)")
+    if "PixelData" not in ds:
         raise DicomError(f"{what} has no pixel data (it may be a header-only or non-image object); "
-                         "accepted: CT images with pixel data")
-    samples = int(ds.get("SamplesPerPixel", 1) or 1)
-    photometric = str(ds.get("PhotometricInterpretation", "") or "")
+                         "accepted: CT images with (7FE0,0010) Pixel Data")
+    samples = _integer(ds, "SamplesPerPixel", what, default=1)
+    photometric = str(_get(ds, "PhotometricInterpretation", what) or "")
     if samples != 1 or photometric not in _MONOCHROME:
         raise DicomError(f"{what}: photometric interpretation {photometric!r} with {samples} sample(s) per pixel "
                          f"is not a grayscale CT image; accepted: {' or '.join(_MONOCHROME)}")
+    rows, cols, stored, representation = _check_pixel_module(ds, what, max_side)
 
-    frames = frame_count(ds)
+    frames = _integer(ds, "NumberOfFrames", what, default=1)
+    if not 1 <= frames <= MAX_FRAMES:
+        raise DicomError(f"{what}: Number of Frames is {frames}; accepted: 1..{MAX_FRAMES} "
+                         "(liverlesion.input_limits.MAX_FRAMES)")
     if frames > 1 and frame is None:
         raise DicomError(f"{what} is a multi-frame object with {frames} frames; pass frame=<0..{frames - 1}> "
                          "to pick the slice to analyse")
@@ -154,46 +311,64 @@ def read_dicom(source: Any, *, frame: int | None = None, spacing: Any = None,
         raise InputError(f"{what}: frame={frame!r} is out of range; accepted: an integer 0..{frames - 1}")
 
     # Geometry first: refusing a coronal or MR object should not cost a decode.
-    orient = _attribute(ds, frame, "PlaneOrientationSequence", "ImageOrientationPatient")
-    if orient is None or len(orient) != 6:
+    orient = _attribute(ds, frame, "PlaneOrientationSequence", "ImageOrientationPatient", what)
+    if orient is None:
         raise DicomError(f"{what} has no usable Image Orientation (Patient), so it cannot be checked to be "
                          "axial; accepted: CT images with ImageOrientationPatient")
+    orient = _numbers(orient, 6, what, "Image Orientation (Patient)")
     orientation = orientation_from_directions(orient[:3], orient[3:], max_tilt_deg=max_tilt_deg, what=what,
                                               error=DicomError)
-    recorded = _attribute(ds, frame, "PixelMeasuresSequence", "PixelSpacing")
+    position = _attribute(ds, frame, "PlanePositionSequence", "ImagePositionPatient", what)
+    if position is not None:
+        position = _numbers(position, 3, what, "Image Position (Patient)")
+    recorded = _attribute(ds, frame, "PixelMeasuresSequence", "PixelSpacing", what)
     if recorded is None and spacing is None:
         raise DicomError(f"{what} records no Pixel Spacing; pass spacing=(row_mm, col_mm)")
     try:
         spacing_mm = check_spacing(recorded if recorded is not None else spacing)
     except InputError as exc:
         raise DicomError(f"{what}: {exc}") from None
+    rescale = _rescale(ds, frame, what, allow_non_hu)
 
     syntax = _decoder_check(ds, what)
+    if representation == 0:
+        _check_j2k_unsigned(ds, frame or 0, frames, what)
     from pydicom.pixels import pixel_array
 
     try:
-        pixels = pixel_array(ds, index=frame if frames > 1 else None)
+        # Unused high bits kept as stored, so that values beyond Bits Stored are seen (below), not masked.
+        pixels = pixel_array(ds, index=frame if frames > 1 else None, correct_unused_bits=False)
     except Exception as exc:  # noqa: BLE001 - truncated data and decoder failures take many forms
         raise DicomError(f"{what}: pixel data could not be decoded ({type(exc).__name__}: {exc}); "
                          "the file may be truncated or corrupt") from None
-    rows, cols = ds.get("Rows"), ds.get("Columns")
     if pixels.shape != (rows, cols):
         raise DicomError(f"{what}: decoded pixels have shape {pixels.shape}, expected (Rows, Columns) = "
                          f"({rows}, {cols})")
-    hu = check_hu_array(_to_hu(ds, pixels, frame, what, allow_non_hu), what, error=DicomError)
+    low, high = int(pixels.min()), int(pixels.max())
+    lowest, highest = (-(2 ** (stored - 1)), 2 ** (stored - 1) - 1) if representation else (0, 2 ** stored - 1)
+    if low < lowest or high > highest:
+        raise DicomError(f"{what}: stored values {low}..{high} do not fit Bits Stored {stored} "
+                         f"({'signed' if representation else 'unsigned'}: {lowest}..{highest}); Bits Stored or "
+                         "Pixel Representation is wrong (or the unused bits hold retired overlays); accepted: "
+                         "values within Bits Stored")
+    hint = ""
+    if representation == 0 and high >= 2 ** (stored - 1):
+        hint = (f"Pixel Representation is 0 (unsigned) and stored values reach {high}: signed pixel data "
+                "read as unsigned?")
+    hu = check_hu_array(_to_hu(pixels, rescale, what), what, error=DicomError, allow_non_hu=allow_non_hu,
+                        max_side=max_side, hint=hint, owned=True)
 
-    position = _attribute(ds, frame, "PlanePositionSequence", "ImagePositionPatient")
     info: dict[str, Any] = {
         "kind": "dicom",
         "path": str(path) if path is not None else None,
-        "sop_class_uid": str(ds.get("SOPClassUID", "")),
-        "sop_instance_uid": str(ds.get("SOPInstanceUID", "")),
-        "series_instance_uid": str(ds.get("SeriesInstanceUID", "")),
+        "sop_class_uid": sop_class,
+        "sop_instance_uid": str(_get(ds, "SOPInstanceUID", what) or ""),
+        "series_instance_uid": str(_get(ds, "SeriesInstanceUID", what) or ""),
         "frame": frame if frames > 1 else None,
         "frames": frames,
         "transfer_syntax": syntax,
         "photometric_interpretation": photometric,
-        "image_orientation_patient": [float(v) for v in orient],
-        "image_position_patient": None if position is None else [float(v) for v in position],
+        "image_orientation_patient": orient,
+        "image_position_patient": position,
     }
     return SliceInput(hu=hu, spacing_mm=spacing_mm, orientation=orientation, source=info, dataset=ds)

@@ -8,8 +8,10 @@ map is returned pixel for pixel on the slice as stored.
 
 from __future__ import annotations
 
+import math
 from collections.abc import Sequence
 from dataclasses import dataclass, field
+from numbers import Real
 from typing import Any
 
 import numpy as np
@@ -17,9 +19,20 @@ from numpy.typing import ArrayLike
 
 from ..errors import InputError, LiverLesionError
 from ..grid import ModelGrid, check_spacing, to_model_grid
+from ..input_limits import check_side
 
 #: Largest angle (degrees) between a slice's normal and the patient's feet-head axis still taken as axial.
 MAX_TILT_DEG = 15.0
+#: Direction cosines must be unit vectors, and the row and column directions orthogonal, within this
+#: (|norm - 1| and |cosine of their angle|; real files write 6 decimals or more, about 1e-6).
+ORIENTATION_TOLERANCE = 1e-3
+#: Every value of a CT slice lies in this range (HU): the signed 16-bit range. Below -1024 only padding
+#: outside the reconstruction circle (-2000, -3024, some converters -32768) and lossy-compression
+#: undershoot (pydicom's 693_J2KI.dcm reaches -3995); above +3071 only metal on extended-scale scanners.
+HU_RANGE = (-32768.0, 32767.0)
+#: A CT slice of the abdomen holds air or fat, so its lowest value is at most this (HU). Raw stored values
+#: (HU + 1024, never negative) do not; nor does a crop of soft tissue alone (pass allow_non_hu=True).
+AIR_OR_FAT_HU = -100.0
 
 _ACCEPTED = "a 2D numpy array (rows, cols) of Hounsfield units, integer or floating point, all values finite"
 
@@ -71,13 +84,25 @@ class Orientation:
 IDENTITY = Orientation()
 
 
+def check_max_tilt(max_tilt_deg: Any) -> float:
+    """``max_tilt_deg`` as a float, if it is a real number in [0, 90] (NaN would turn the check off)."""
+    if isinstance(max_tilt_deg, (bool, np.bool_)) or not isinstance(max_tilt_deg, Real) \
+            or not 0 <= float(max_tilt_deg) <= 90:  # NaN fails the comparison
+        raise InputError(f"max_tilt_deg={max_tilt_deg!r} is not accepted: give a number of degrees from 0 to 90")
+    return float(max_tilt_deg)
+
+
 def check_axial(row_dir: ArrayLike, col_dir: ArrayLike, *, max_tilt_deg: float = MAX_TILT_DEG,
-                what: str = "slice", error: type[LiverLesionError] = InputError) -> tuple[np.ndarray, np.ndarray]:
+                what: str = "slice", error: type[LiverLesionError] = InputError,
+                unit: bool = True) -> tuple[np.ndarray, np.ndarray]:
     """Refuse a slice whose normal is more than ``max_tilt_deg`` from the feet-head axis.
 
-    The directions may be in LPS or RAS patient coordinates (the check only uses the
-    normal's components' sizes); returns them as float arrays.
+    The row and column directions must be orthogonal within :data:`ORIENTATION_TOLERANCE`,
+    and with ``unit`` (DICOM direction cosines) unit vectors too; NIfTI passes affine
+    columns, scaled by the voxel size. LPS or RAS coordinates alike (only the normal's
+    components' sizes are used); returns the directions as float arrays.
     """
+    limit = check_max_tilt(max_tilt_deg)
     try:
         r = np.asarray(row_dir, dtype=float)
         c = np.asarray(col_dir, dtype=float)
@@ -85,20 +110,32 @@ def check_axial(row_dir: ArrayLike, col_dir: ArrayLike, *, max_tilt_deg: float =
         r = c = np.zeros(0)
     if r.shape != (3,) or c.shape != (3,) or not (np.isfinite(r).all() and np.isfinite(c).all()):
         raise error(f"{what}: orientation needs two 3-vectors of direction cosines, got {row_dir!r}, {col_dir!r}")
+    tol = ORIENTATION_TOLERANCE
+    lengths = (float(np.linalg.norm(r)), float(np.linalg.norm(c)))
+    if min(lengths) == 0 or (unit and max(abs(n - 1) for n in lengths) > tol):
+        raise error(f"{what}: the orientation's row and column directions {_vec(r)}, {_vec(c)} have lengths "
+                    f"{lengths[0]:.6g}, {lengths[1]:.6g}; accepted: unit vectors (within {tol:g})")
+    cosine = float(np.dot(r, c)) / (lengths[0] * lengths[1])
+    if abs(cosine) > tol:
+        angle = math.degrees(math.acos(max(-1.0, min(1.0, cosine))))
+        raise error(f"{what}: the orientation's row and column directions {_vec(r)}, {_vec(c)} are "
+                    f"{angle:.2f} degrees apart; accepted: orthogonal directions (|cosine| <= {tol:g})")
     normal = np.cross(r, c)
     norm = float(np.linalg.norm(normal))
-    if norm < 1e-6:
-        raise error(f"{what}: the orientation's row and column directions {row_dir!r}, {col_dir!r} are parallel")
     tilt = float(np.degrees(np.arccos(min(1.0, abs(normal[2]) / norm))))
-    if tilt > max_tilt_deg:
+    if tilt > limit:
         plane = "sagittal" if abs(normal[0]) >= abs(normal[1]) else "coronal"
         kind = f"a {plane} slice" if tilt > 60 else "an oblique (tilted) slice"
         hint = " (raise max_tilt_deg to accept a gantry tilt)" if tilt <= 60 else ""
         raise error(
             f"{what} is {kind}: its normal is {tilt:.1f} degrees from the feet-head axis; accepted: axial "
-            f"slices, tilted at most {max_tilt_deg:g} degrees{hint}"
+            f"slices, tilted at most {limit:g} degrees{hint}"
         )
     return r, c
+
+
+def _vec(v: np.ndarray) -> str:
+    return "(" + ", ".join(f"{x:.6g}" for x in v) + ")"
 
 
 def orientation_from_directions(row_dir: ArrayLike, col_dir: ArrayLike, *,
@@ -117,10 +154,22 @@ def orientation_from_directions(row_dir: ArrayLike, col_dir: ArrayLike, *,
                        flip_cols=bool(along_cols[0] < 0))
 
 
-def check_hu_array(array: Any, what: str = "slice", error: type[LiverLesionError] = InputError) -> np.ndarray:
-    """Validate a 2D HU slice and return it as a float32 copy owned by the SDK."""
+def check_hu_array(array: Any, what: str = "slice", error: type[LiverLesionError] = InputError, *,
+                   allow_non_hu: bool = False, max_side: Any = None, hint: str = "",
+                   owned: bool = False) -> np.ndarray:
+    """Validate a 2D HU slice and return it as a float32 copy owned by the SDK.
+
+    Shape and size are checked before the copy; then one min / max pass checks that the
+    values are finite and, unless ``allow_non_hu``, plausible CT HU (:data:`HU_RANGE`,
+    :data:`AIR_OR_FAT_HU`). ``hint`` is added to that refusal (e.g. what in a DICOM
+    header may explain it). ``owned``: a float32 array the SDK just made is not copied.
+    """
     if not isinstance(array, np.ndarray):
         raise error(f"{what}: got a {type(array).__name__}; accepted: {_ACCEPTED}")
+    if isinstance(array, np.ma.MaskedArray) and np.ma.is_masked(array):
+        raise error(f"{what}: a masked array with {int(np.ma.count_masked(array))} masked pixel(s); the SDK "
+                    f"would see the values under the mask; accepted: {_ACCEPTED} (fill the masked pixels "
+                    "first, e.g. array.filled(-1024) for air)")
     kind = array.dtype.kind
     if kind not in "iuf":
         raise error(f"{what}: dtype {array.dtype} is not numeric HU; accepted: {_ACCEPTED}")
@@ -128,11 +177,42 @@ def check_hu_array(array: Any, what: str = "slice", error: type[LiverLesionError
         raise error(f"{what}: shape {array.shape} is not 2D; accepted: {_ACCEPTED} (pick one slice of a volume)")
     if array.size == 0:
         raise error(f"{what}: the array of shape {array.shape} is empty; accepted: {_ACCEPTED}")
-    hu = array.astype(np.float32)  # always a copy: later changes by the caller cannot reach the SDK
-    if kind == "f" and not np.isfinite(hu).all():
-        bad = int(hu.size - np.count_nonzero(np.isfinite(hu)))
-        raise error(f"{what}: {bad} pixel(s) are NaN or infinite; accepted: {_ACCEPTED}")
+    check_side(array.shape, what, error, max_side=max_side)
+    if owned and type(array) is np.ndarray and array.dtype == np.float32:
+        hu = array
+        lo, hi = float(hu.min()), float(hu.max())
+    elif kind == "f":
+        # always a copy, of the base class (a np.matrix would make *= a matrix product): later changes by
+        # the caller cannot reach the SDK
+        with np.errstate(over="ignore"):  # float64 beyond float32's range becomes inf: refused below
+            hu = np.array(array, dtype=np.float32)
+        lo, hi = float(hu.min()), float(hu.max())  # NaN and inf show in the extremes: one pass each
+    else:
+        lo, hi = float(array.min()), float(array.max())  # on the integers: half the bytes of float32
+        hu = np.array(array, dtype=np.float32)
+    if not (math.isfinite(lo) and math.isfinite(hi)):
+        bad = int(array.size - np.count_nonzero(np.isfinite(array)))
+        cause = f"{bad} pixel(s) are NaN or infinite" if bad else "values overflow float32"
+        raise error(f"{what}: {cause}; accepted: {_ACCEPTED}")
+    if not allow_non_hu:
+        _check_plausible(lo, hi, what, error, hint)
     return hu
+
+
+def _check_plausible(lo: float, hi: float, what: str, error: type[LiverLesionError], hint: str) -> None:
+    """Refuse values outside :data:`HU_RANGE`, or a slice with no air or fat."""
+    low, high = HU_RANGE
+    extra = f" ({hint})" if hint else ""
+    plausible = (f"CT HU, every value within [{low:g}, {high:g}] and some pixels of air or fat "
+                 f"(<= {AIR_OR_FAT_HU:g} HU)")
+    if lo < low or hi > high:
+        raise error(f"{what}: values {lo:.6g} to {hi:.6g} are not CT Hounsfield units{extra}; accepted: "
+                    f"{plausible} (pass allow_non_hu=True to use them as HU anyway)")
+    if lo > AIR_OR_FAT_HU:
+        raise error(f"{what}: its lowest value is {lo:.6g}, so it holds no air or fat, which a CT slice of the "
+                    f"abdomen does; raw stored pixel values (HU + 1024, never negative) look like this: apply the "
+                    f"rescale (slope, intercept) first{extra}; accepted: {plausible} (pass allow_non_hu=True "
+                    "to use the values as HU anyway, e.g. for a crop of soft tissue alone)")
 
 
 @dataclass(frozen=True, eq=False)
