@@ -283,7 +283,7 @@ def test_dicom_seg_and_sr_from_predict_read_back_on_the_source_geometry(threshol
     sr_path = save_dicom(result.to_dicom_sr(source, read), tmp_path / "sr.dcm")
     assert pydicom.dcmread(sr_path).SOPClassUID == Comprehensive3DSRStorage
     content = hd.sr.srread(sr_path).content
-    groups = {g.tracking_identifier: g for g in content.get_planar_roi_measurement_groups()}
+    groups = {g.tracking_identifier: g for g in content.get_volumetric_roi_measurement_groups()}
     for lesion in result.lesions:
         values = {m.name.meaning: m.value for m in groups[f"Lesion {lesion.id}"].get_measurements()}
         assert values["Area"] == pytest.approx(lesion.area_mm2)

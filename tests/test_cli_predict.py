@@ -21,7 +21,9 @@ def volume(sdk_world):
 
 def test_predict_prints_a_line_per_input_and_writes_the_json_list(sdk_world, volume, tmp_path, capsys):
     array = tmp_path / "slice.npy"
-    np.save(array, np.full((40, 50), 40, np.int16), allow_pickle=False)
+    hu = np.full((40, 50), 40, np.int16)
+    hu[:, :5] = -1000  # some air, as a CT slice has
+    np.save(array, hu, allow_pickle=False)
     out = tmp_path / "results" / "out.json"
     code = main(["predict", str(sdk_world.package), real("CT_small.dcm"), str(volume), str(array),
                  "--index", "2", "--spacing", "0.8", "0.8", "--json", str(out), "--backend", "onnxruntime",
@@ -44,7 +46,8 @@ def test_predict_prints_a_line_per_input_and_writes_the_json_list(sdk_world, vol
 def test_predict_writes_seg_and_sr_named_after_the_source_instance(sdk_world, tmp_path, capsys):
     names = ["CT_small.dcm", "explicit_VR-UN.dcm"]
     code = main(["predict", str(sdk_world.package), *map(real, names), "--dicom-seg", str(tmp_path / "seg"),
-                 "--dicom-sr", str(tmp_path / "sr"), "--backend", "torch", "--threads", "1", "--no-warmup"])
+                 "--dicom-sr", str(tmp_path / "sr"), "--backend", "torch", "--threads", "1", "--no-warmup",
+                 "--slice-thickness", "2.5"])  # explicit_VR-UN.dcm records an empty Slice Thickness
     assert code == 0, capsys.readouterr().err
     for name in names:
         source = pydicom.dcmread(real(name), stop_before_pixels=True)
@@ -88,7 +91,7 @@ def test_bad_inputs_are_reported_and_the_others_still_run(sdk_world, tmp_path, c
     assert results[0]["error_type"] == "DicomError" and results[2]["error_type"] == "DataFormatError"
     assert len(list((tmp_path / "seg").iterdir())) == 1
     # a non-DICOM input cannot get a SEG: said per input
-    np.save(tmp_path / "a.npy", np.zeros((8, 8), np.int16), allow_pickle=False)
+    np.save(tmp_path / "a.npy", np.full((8, 8), -1000, np.int16), allow_pickle=False)
     assert main(["predict", str(sdk_world.package), str(tmp_path / "a.npy"), "--dicom-seg",
                  str(tmp_path / "s2"), "--no-warmup"]) == 1
     assert "need a DICOM input" in capsys.readouterr().err

@@ -106,7 +106,9 @@ def test_sr_carries_each_lesion_and_references_the_seg(ct, tmp_path, strict):
     assert evidence == {source.SOPInstanceUID, seg.SOPInstanceUID}
 
     segment_names = {int(s.SegmentNumber): str(s.SegmentLabel).lower() for s in seg.SegmentSequence}
-    groups = {g.tracking_identifier: g for g in hd.sr.srread(path).content.get_planar_roi_measurement_groups()}
+    content = hd.sr.srread(path).content
+    assert not content.get_planar_roi_measurement_groups()  # segment-level references: TID 1411 groups
+    groups = {g.tracking_identifier: g for g in content.get_volumetric_roi_measurement_groups()}
     assert set(groups) == {f"Lesion {x.id}" for x in prediction.lesions} | {"Liver"}
     for lesion in prediction.lesions:
         group = groups[f"Lesion {lesion.id}"]
@@ -114,9 +116,10 @@ def test_sr_carries_each_lesion_and_references_the_seg(ct, tmp_path, strict):
         values = {m.name.meaning: (m.value, m.unit.value) for m in group.get_measurements()}
         assert values["Area"][0] == pytest.approx(lesion.area_mm2) and values["Area"][1] == "mm2"
         assert values["Probability"][0] == pytest.approx(lesion.probability)
-        frame = group.referenced_segmentation_frame
-        assert frame.referenced_sop_instance_uid == seg.SOPInstanceUID
-        assert [segment_names[n] for n in frame.referenced_segment_numbers] == [lesion.label]
+        segment = group.referenced_segment
+        assert segment.referenced_sop_instance_uid == seg.SOPInstanceUID
+        assert segment.referenced_frame_numbers is None  # a segment reference carries no frame number
+        assert [segment_names[n] for n in segment.referenced_segment_numbers] == [lesion.label]
     liver = groups["Liver"]
     assert liver.get_measurements()[0].value == pytest.approx(prediction.liver_area_mm2)
     verdict = [q for q in liver.get_qualitative_evaluations() if q.name.value == "278201002"]
@@ -135,9 +138,11 @@ def test_one_frame_of_an_enhanced_ct_gets_a_seg_on_that_frame(tmp_path):
                                    frame_position.ImagePositionPatient)
     save_dicom(prediction.to_dicom_sr(None, seg), tmp_path / "sr.dcm")
     assert pydicom.dcmread(tmp_path / "sr.dcm").SOPClassUID == Comprehensive3DSRStorage
-    for group in hd.sr.srread(tmp_path / "sr.dcm").content.get_planar_roi_measurement_groups():
-        source = group.referenced_segmentation_frame.source_image_for_segmentation
-        assert source.referenced_frame_numbers == [2]  # the CT frame the slice came from
+    groups = hd.sr.srread(tmp_path / "sr.dcm").content.get_volumetric_roi_measurement_groups()
+    assert groups
+    for group in groups:
+        sources = group.referenced_segment.source_images_for_segmentation
+        assert [s.referenced_frame_numbers for s in sources] == [[2]]  # the CT frame the slice came from
 
 
 def test_an_empty_prediction_still_gives_a_seg_and_a_report(ct, tmp_path):
@@ -163,7 +168,7 @@ def test_dicom_output_refuses_the_wrong_source_or_seg(ct):
     no_cyst = predict(load_slice(source), np.where(model_labels() == 2, 1, model_labels()))
     with pytest.raises(InputError, match="no segment"):
         prediction.to_dicom_sr(source, no_cyst.to_dicom_seg())
-    from_array = predict(load_slice(np.zeros((128, 128), np.float32), spacing=(0.66, 0.66)))
+    from_array = predict(load_slice(np.full((128, 128), -1000.0, np.float32), spacing=(0.66, 0.66)))
     with pytest.raises(InputError, match="source image"):
         from_array.to_dicom_seg()
 
@@ -183,8 +188,8 @@ def test_a_liver_only_prediction_reports_its_one_segment(ct, tmp_path, strict):
     seg = prediction.to_dicom_seg(source)
     assert int(seg.NumberOfFrames) == 1
     path = save_dicom(prediction.to_dicom_sr(source, seg), tmp_path / "sr.dcm")
-    groups = hd.sr.srread(path).content.get_planar_roi_measurement_groups()
+    groups = hd.sr.srread(path).content.get_volumetric_roi_measurement_groups()
     assert [g.tracking_identifier for g in groups] == ["Liver"]
-    frame = groups[0].referenced_segmentation_frame
-    assert frame.referenced_sop_instance_uid == seg.SOPInstanceUID and frame.referenced_segment_numbers == [1]
+    segment = groups[0].referenced_segment
+    assert segment.referenced_sop_instance_uid == seg.SOPInstanceUID and segment.referenced_segment_numbers == [1]
     assert groups[0].get_measurements()[0].value == pytest.approx(prediction.liver_area_mm2)

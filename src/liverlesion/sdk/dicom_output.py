@@ -14,17 +14,26 @@ Metastasis     49755003 Morphologically Abnormal Structure          14799000 Neo
 
 The SEG holds the whole liver (lesions included) and one segment per lesion type
 present, made of the lesions the model assigned to that type (the per-lesion vote, so
-SEG and SR agree). The SR holds one Planar ROI group per lesion (finding type, finding
-site Liver, Area in mm2 (SCT 42798000, UCUM mm2), Probability (DCM 122157, UCUM 1)),
-each referencing its type's segment, and one group for the liver (its area, and the
-slice-level class as a qualitative evaluation named SCT 278201002 Classification); when
-no liver was found, an image-level group (TID 1501) records a liver area of 0 mm2.
+SEG and SR agree). The SR holds one ROI group (TID 1411) per lesion (finding type,
+finding site Liver, Area in mm2 (SCT 42798000, UCUM mm2), Probability (DCM 122157,
+UCUM 1)), each referencing its type's segment (a segment-level "Referenced Segment":
+an IMAGE item may carry a frame or a segment number, never both, PS3.3 C.18.4), and one
+group for the liver (its area, and the slice-level class as a qualitative evaluation
+named SCT 278201002 Classification); when no liver was found, an image-level group
+(TID 1501) records a liver area of 0 mm2.
+
+Every object written passes David Clunie's ``dciodvfy`` without an error and dcmtk's
+``dsrdump`` without a warning (tests/test_trust_outputs.py runs both). What the SEG
+and SR copy from the source is checked first (``_check_source``), so a source that
+lacks it is refused with a typed error rather than a highdicom traceback.
 """
 
 from __future__ import annotations
 
 import io
+import math
 import os
+import re
 from pathlib import Path
 from typing import Any
 
@@ -32,8 +41,9 @@ import numpy as np
 
 from .. import __version__
 from ..atomic import atomic_write_bytes
-from ..errors import InputError, require
+from ..errors import DicomError, InputError, require
 from ..labels import LESION_CLASSES
+from .output_targets import check_file
 from .overlay import LABEL_COLOURS
 from .prediction import Prediction
 
@@ -41,6 +51,39 @@ MANUFACTURER = "liverlesion"
 DEVICE_SERIAL_NUMBER = "liverlesion-sdk"
 SEG_SERIES_NUMBER = 901
 SR_SERIES_NUMBER = 902
+SEGMENTATION_STORAGE = "1.2.840.10008.5.1.4.1.1.66.4"
+#: PS3.5 9.1: at most 64 characters; components of digits, no leading zero in a multi-digit one.
+UID_MAX_LENGTH = 64
+_UID = re.compile(r"(0|[1-9][0-9]*)(\.(0|[1-9][0-9]*))*")
+#: Attributes the SEG and SR copy from the source (Patient and General Study modules, Type 1 and 2);
+#: highdicom reads each one and fails with an AttributeError where one is absent.
+SOURCE_ATTRIBUTES = ("SOPClassUID", "SOPInstanceUID", "StudyInstanceUID", "SeriesInstanceUID",
+                     "FrameOfReferenceUID", "PatientID", "PatientName", "PatientBirthDate", "PatientSex",
+                     "StudyDate", "StudyTime", "StudyID", "AccessionNumber")
+_UID_ATTRIBUTES = ("SOPClassUID", "SOPInstanceUID", "StudyInstanceUID", "SeriesInstanceUID", "FrameOfReferenceUID")
+#: De-identification Method (LO, at most 64 characters) written when a de-identified source names none.
+DEIDENTIFIED_WITHOUT_METHOD = "de-identified source; it records no method"
+#: What highdicom raises on a source it cannot use (turned into a DicomError naming the source).
+_BUILD_ERRORS = (ValueError, TypeError, AttributeError, KeyError, IndexError)
+
+
+def check_uid(value: Any, what: str) -> str:
+    """``value`` as a DICOM UID (PS3.5 9.1), or an InputError naming ``what`` and the rule broken."""
+    text = str(value) if value is not None else ""
+    shown = repr(text) if len(text) <= 70 else f"{text[:40]!r}... ({len(text)} characters)"
+    if not text:
+        reason = "it is empty"
+    elif len(text) > UID_MAX_LENGTH:
+        reason = f"it has {len(text)} characters"
+    elif "\0" in text:
+        reason = "it contains a NUL character"
+    elif _UID.fullmatch(text) is None:
+        reason = "it is not digits in components separated by '.', without leading zeros"
+    else:
+        return text
+    raise InputError(f"{what} {shown} is not a DICOM UID: {reason}; accepted: at most {UID_MAX_LENGTH} "
+                     "characters, components of digits separated by '.', no leading zero in a multi-digit "
+                     "component (PS3.5 9.1)")
 
 
 def _codes() -> dict[str, Any]:
@@ -60,10 +103,84 @@ def _model(prediction: Prediction) -> tuple[str, str]:
     return prediction.model.get("name") or "liverlesion", prediction.model.get("version") or __version__
 
 
-def _check_source(prediction: Prediction, source: Any) -> int | None:
-    """Refuse a source image the prediction was not made on; the frame index for multi-frame sources."""
+def _numbers(value: Any, count: int, what: str, positive: bool = False) -> None:
+    """Refuse a geometry attribute that is not ``count`` finite (and, if asked, positive) numbers."""
+    try:
+        numbers = [float(v) for v in value] if value is not None and not isinstance(value, str) else None
+    except (TypeError, ValueError):
+        numbers = None
+    if (numbers is None or len(numbers) != count or not all(math.isfinite(v) for v in numbers)
+            or (positive and not all(v > 0 for v in numbers))):
+        kind = "positive finite numbers" if positive else "finite numbers"
+        raise DicomError(f"the source image's {what} is {value!r}; the SEG copies it, accepted: {count} {kind}")
+
+
+def _frame_item(source: Any, frame: int, sequence: str) -> Any:
+    """Functional-group ``sequence``'s item for ``frame`` (per-frame first, then shared), or None."""
+    for groups, position in (("PerFrameFunctionalGroupsSequence", frame), ("SharedFunctionalGroupsSequence", 0)):
+        items = source.get(groups)
+        if items is not None and len(items) > position:
+            inner = items[position].get(sequence)
+            if inner:
+                return inner[0]
+    return None
+
+
+def _check_geometry(source: Any, frames: int) -> None:
+    """Position, orientation and spacing of every source frame, as the SEG's plane groups copy them."""
+    checks = (("PlanePositionSequence", "ImagePositionPatient", 3, False),
+              ("PlaneOrientationSequence", "ImageOrientationPatient", 6, False),
+              ("PixelMeasuresSequence", "PixelSpacing", 2, True))
+    for frame in range(frames):
+        for sequence, keyword, count, positive in checks:
+            if frames == 1 and keyword in source:
+                value = source.get(keyword)
+            else:
+                item = _frame_item(source, frame, sequence)
+                value = None if item is None else item.get(keyword)
+            where = keyword if frames == 1 else f"{keyword} of frame {frame}"
+            _numbers(value, count, where, positive)
+
+
+def _slice_thickness(source: Any, frames: int, override: Any) -> float | None:
+    """The thickness the SEG must be given (None: highdicom copies the source's own, a positive number).
+
+    The SEG's Pixel Measures need a Slice Thickness (dciodvfy: Type 1C), which a CT may leave
+    empty (Type 2); ``override`` fills it then, else the source is refused.
+    """
+    if frames == 1:
+        recorded = source.get("SliceThickness")
+    else:  # highdicom copies an enhanced source's shared pixel measures
+        shared = source.get("SharedFunctionalGroupsSequence")
+        measures = shared[0].get("PixelMeasuresSequence") if shared else None
+        recorded = measures[0].get("SliceThickness") if measures else None
+    try:
+        usable = recorded is not None and recorded != "" and math.isfinite(float(recorded)) and float(recorded) > 0
+    except (TypeError, ValueError):
+        usable = False
+    if override is not None:
+        if isinstance(override, bool) or not isinstance(override, (int, float)) or not math.isfinite(override) \
+                or not 0 < override <= 1000:
+            raise InputError(f"slice_thickness_mm={override!r}; accepted: a number of mm, 0 < mm <= 1000")
+        return None if usable else float(override)
+    if not usable:
+        raise DicomError(f"the source image's Slice Thickness (0018,0050) is {recorded!r}; the SEG must state one: "
+                         "pass slice_thickness_mm= (CLI: --slice-thickness MM); accepted: a positive number of mm")
+    return None
+
+
+def _check_source(prediction: Any, source: Any) -> int | None:
+    """Refuse a source the prediction was not made on, or that lacks what SEG/SR copy; its frame if multi-frame."""
+    import pydicom
+
     from .dicom_input import frame_count
 
+    if not isinstance(prediction, Prediction):
+        raise InputError("DICOM output needs a Prediction (from LesionAnalyzer.predict), "
+                         f"got {type(prediction).__name__}")
+    if not isinstance(source, pydicom.Dataset):
+        raise InputError(f"DICOM output needs the source CT image as a pydicom Dataset (pydicom.dcmread(path)), "
+                         f"got {type(source).__name__}")
     if source.get("Modality") != "CT" or "SOPInstanceUID" not in source:
         raise InputError("DICOM output needs the source CT image (a pydicom Dataset with Modality 'CT')")
     if (source.get("Rows"), source.get("Columns")) != prediction.shape:
@@ -72,16 +189,45 @@ def _check_source(prediction: Prediction, source: Any) -> int | None:
     made_on = prediction.source.get("sop_instance_uid")
     if made_on and made_on != source.SOPInstanceUID:
         raise InputError(f"the prediction was made on SOP instance {made_on}, not {source.SOPInstanceUID}")
-    if not source.get("FrameOfReferenceUID"):  # highdicom would raise a bare ValueError; SEG requires it
-        raise InputError("the source image has no Frame of Reference UID (0020,0052), which a DICOM "
-                         "Segmentation and its report must share with it; accepted: CT images with a Frame "
-                         "of Reference")
-    if frame_count(source) > 1:
+    missing = [k for k in SOURCE_ATTRIBUTES if k not in source]
+    if missing:
+        tags = ", ".join(f"{k} {pydicom.tag.Tag(k)}" for k in missing)  # e.g. PatientID (0010,0020)
+        reference = " (a Segmentation and its report must share the Frame of Reference UID)" \
+            if "FrameOfReferenceUID" in missing else ""
+        raise DicomError(f"the source image has no {tags}, which the DICOM SEG and SR copy from it{reference}; "
+                         "accepted: CT images with the Patient and General Study modules' Type 1 and 2 "
+                         "attributes (Type 2 ones may be empty) and a Frame of Reference UID")
+    for keyword in _UID_ATTRIBUTES:
+        if not source.get(keyword):
+            raise DicomError(f"the source image's {keyword} is empty; the SEG and SR reference it, "
+                             "accepted: a DICOM UID")
+        try:
+            check_uid(source.get(keyword), f"the source image's {keyword}")
+        except InputError as exc:
+            raise DicomError(str(exc)) from None
+    frames = frame_count(source)
+    _check_geometry(source, frames)
+    if frames > 1:
         frame = prediction.source.get("frame")
         if frame is None:
             raise InputError("the source is multi-frame but the prediction records no frame index")
         return int(frame)
     return None
+
+
+def _number(value: Any, name: str) -> int:
+    """A series or instance number (VR IS): an int 1..2^31-1."""
+    if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or not 1 <= value <= 2**31 - 1:
+        raise InputError(f"{name}={value!r}; accepted: an integer 1..{2**31 - 1}")
+    return int(value)
+
+
+def _deidentified(obj: Any, source: Any) -> Any:
+    """A de-identified source that names no method makes its SEG/SR name one (Type 1C, PS3.3 C.7.1.1)."""
+    removed = str(source.get("PatientIdentityRemoved", "") or "").strip().upper()
+    if removed == "YES" and "DeidentificationMethod" not in obj and "DeidentificationMethodCodeSequence" not in obj:
+        obj.DeidentificationMethod = DEIDENTIFIED_WITHOUT_METHOD
+    return obj
 
 
 def _segments(prediction: Prediction) -> list[tuple[str, np.ndarray]]:
@@ -99,12 +245,21 @@ def _segments(prediction: Prediction) -> list[tuple[str, np.ndarray]]:
 
 
 def to_dicom_seg(prediction: Prediction, source_dataset: Any, *, series_number: int = SEG_SERIES_NUMBER,
-                 instance_number: int = 1) -> Any:
-    """A BINARY DICOM Segmentation of ``prediction`` aligned with (and referencing) ``source_dataset``."""
+                 instance_number: int = 1, slice_thickness_mm: float | None = None) -> Any:
+    """A BINARY DICOM Segmentation of ``prediction`` aligned with (and referencing) ``source_dataset``.
+
+    ``slice_thickness_mm`` is used only where the source records no usable Slice Thickness.
+    """
     hd = require("highdicom", "dicom", "writing DICOM SEG")
     from pydicom.sr.codedict import codes
+    from pydicom.valuerep import DS
+
+    from .dicom_input import frame_count
 
     frame = _check_source(prediction, source_dataset)
+    thickness = _slice_thickness(source_dataset, frame_count(source_dataset), slice_thickness_mm)
+    series_number = _number(series_number, "series_number")
+    instance_number = _number(instance_number, "instance_number")
     code = _codes()
     name, version = _model(prediction)
     algorithm = hd.AlgorithmIdentificationSequence(
@@ -129,19 +284,42 @@ def to_dicom_seg(prediction: Prediction, source_dataset: Any, *, series_number: 
         full = np.zeros((int(source_dataset.NumberOfFrames), *stack.shape[1:]), dtype=bool)
         full[frame] = stack[0]
         stack = full
-    return hd.seg.Segmentation(
-        source_images=[source_dataset], pixel_array=stack,
-        segmentation_type=hd.seg.SegmentationTypeValues.BINARY, segment_descriptions=descriptions,
-        series_instance_uid=hd.UID(), series_number=series_number, sop_instance_uid=hd.UID(),
-        instance_number=instance_number, manufacturer=MANUFACTURER, manufacturer_model_name=name,
-        software_versions=f"liverlesion {__version__}", device_serial_number=DEVICE_SERIAL_NUMBER,
-        content_label="LIVERLESION", content_description=f"{name} {version} liver and lesion segmentation",
-    )
+    try:
+        seg = hd.seg.Segmentation(
+            source_images=[source_dataset], pixel_array=stack,
+            segmentation_type=hd.seg.SegmentationTypeValues.BINARY, segment_descriptions=descriptions,
+            series_instance_uid=hd.UID(), series_number=series_number, sop_instance_uid=hd.UID(),
+            instance_number=instance_number, manufacturer=MANUFACTURER, manufacturer_model_name=name,
+            software_versions=f"liverlesion {__version__}", device_serial_number=DEVICE_SERIAL_NUMBER,
+            content_label="LIVERLESION", content_description=f"{name} {version} liver and lesion segmentation",
+        )
+    except _BUILD_ERRORS as exc:  # a source attribute our checks do not know of
+        raise DicomError(f"source image {source_dataset.SOPInstanceUID}: no DICOM SEG can be built on it "
+                         f"({type(exc).__name__}: {exc})") from None
+    if thickness is not None:
+        seg.SharedFunctionalGroupsSequence[0].PixelMeasuresSequence[0].SliceThickness = DS(thickness, auto_format=True)
+    return _deidentified(seg, source_dataset)
 
 
 def _segment_numbers(seg: Any) -> dict[str, int]:
     """Lesion/liver name -> segment number, read from the SEG's segment labels."""
     return {str(item.SegmentLabel).lower(): int(item.SegmentNumber) for item in seg.SegmentSequence}
+
+
+def _check_seg(seg: Any, source: Any) -> None:
+    """Refuse anything but the DICOM Segmentation made on ``source`` (what to_dicom_seg returns)."""
+    import pydicom
+
+    if not isinstance(seg, pydicom.Dataset) or str(seg.get("SOPClassUID", "")) != SEGMENTATION_STORAGE \
+            or "SegmentSequence" not in seg or "PerFrameFunctionalGroupsSequence" not in seg:
+        got = type(seg).__name__ if not isinstance(seg, pydicom.Dataset) else f"SOP class {seg.get('SOPClassUID')}"
+        raise InputError(f"to_dicom_sr needs the DICOM Segmentation made from this prediction (to_dicom_seg), "
+                         f"got {got}; store that SEG too, the SR references it")
+    referenced = {str(item.get("ReferencedSOPInstanceUID", "")) for series in seg.get("ReferencedSeriesSequence", [])
+                  for item in series.get("ReferencedInstanceSequence", [])}
+    if str(source.SOPInstanceUID) not in referenced:
+        raise InputError(f"the SEG {seg.get('SOPInstanceUID')} was not made on source image "
+                         f"{source.SOPInstanceUID}: pass the SEG made from this prediction")
 
 
 def to_dicom_sr(prediction: Prediction, source_dataset: Any, seg: Any, *, series_number: int = SR_SERIES_NUMBER,
@@ -152,8 +330,9 @@ def to_dicom_sr(prediction: Prediction, source_dataset: Any, seg: Any, *, series
     from pydicom.uid import generate_uid
 
     frame = _check_source(prediction, source_dataset)
-    if str(seg.get("SOPClassUID", "")) != "1.2.840.10008.5.1.4.1.1.66.4":
-        raise InputError("to_dicom_sr needs the DICOM Segmentation made from this prediction (to_dicom_seg)")
+    _check_seg(seg, source_dataset)
+    series_number = _number(series_number, "series_number")
+    instance_number = _number(instance_number, "instance_number")
     code = _codes()
     name, version = _model(prediction)
     numbers = _segment_numbers(seg)
@@ -164,7 +343,7 @@ def to_dicom_sr(prediction: Prediction, source_dataset: Any, seg: Any, *, series
     site = [hd.sr.FindingSite(code["liver"])]
     groups = []
     for lesion in prediction.lesions:
-        groups.append(hd.sr.PlanarROIMeasurementsAndQualitativeEvaluations(
+        groups.append(hd.sr.VolumetricROIMeasurementsAndQualitativeEvaluations(
             tracking_identifier=hd.sr.TrackingIdentifier(uid=hd.UID(), identifier=f"Lesion {lesion.id}"),
             referenced_segment=_referenced_segment(hd, seg, numbers[lesion.label], source_dataset, frame),
             finding_type=code[lesion.label], finding_category=code["abnormal"], finding_sites=site,
@@ -178,7 +357,7 @@ def to_dicom_sr(prediction: Prediction, source_dataset: Any, seg: Any, *, series
     if prediction.slice_class is not None:
         evaluations = [hd.sr.QualitativeEvaluation(codes.SCT.Classification, code[prediction.slice_class])]
     if prediction.liver_area_mm2 > 0:  # an empty segment has no frame to reference
-        groups.append(hd.sr.PlanarROIMeasurementsAndQualitativeEvaluations(
+        groups.append(hd.sr.VolumetricROIMeasurementsAndQualitativeEvaluations(
             tracking_identifier=hd.sr.TrackingIdentifier(uid=hd.UID(), identifier="Liver"),
             referenced_segment=_referenced_segment(hd, seg, numbers["liver"], source_dataset, frame),
             finding_type=code["liver"], finding_category=code["anatomy"], algorithm_id=algorithm,
@@ -204,24 +383,29 @@ def to_dicom_sr(prediction: Prediction, source_dataset: Any, seg: Any, *, series
         observation_context=hd.sr.ObservationContext(observer_device_context=observer),
         procedure_reported=codes.LN.CTUnspecifiedBodyRegion, imaging_measurements=groups,
     )
-    return hd.sr.Comprehensive3DSR(
-        evidence=[source_dataset, seg], content=report[0], series_instance_uid=hd.UID(),
-        series_number=series_number, sop_instance_uid=hd.UID(), instance_number=instance_number,
-        manufacturer=MANUFACTURER, is_complete=True,
-    )
+    try:
+        sr = hd.sr.Comprehensive3DSR(
+            evidence=[source_dataset, seg], content=report[0], series_instance_uid=hd.UID(),
+            series_number=series_number, sop_instance_uid=hd.UID(), instance_number=instance_number,
+            manufacturer=MANUFACTURER, is_complete=True,
+        )
+    except _BUILD_ERRORS as exc:  # a source attribute our checks do not know of
+        raise DicomError(f"source image {source_dataset.SOPInstanceUID}: no DICOM SR can be built on it "
+                         f"({type(exc).__name__}: {exc})") from None
+    return _deidentified(sr, source_dataset)
 
 
 def _referenced_segment(hd: Any, seg: Any, number: int, source_dataset: Any, frame: int | None) -> Any:
-    """The SR's reference to segment ``number`` of ``seg`` and to the CT image it was made from.
+    """The SR's segment-level reference to segment ``number`` of ``seg``, and to the CT image it was made on.
 
-    Built here rather than with highdicom 0.28's ``ReferencedSegmentationFrame.from_segmentation``,
-    which reads each frame's segment from the per-frame functional groups only and fails on a
-    one-frame SEG, which carries it in the shared ones (PS3.3 C.7.6.16).
+    A "Referenced Segment" item (TID 1411) carries the segment number and no frame number:
+    highdicom's frame-level ``ReferencedSegmentationFrame`` writes both, which PS3.3 C.18.4
+    forbids (dciodvfy: "Shall not be present when ReferencedFrameNumber is present").
     """
+    _segment_frames(seg, number)
     source = hd.sr.SourceImageForSegmentation.from_source_image(
         source_dataset, referenced_frame_numbers=None if frame is None else [frame + 1])
-    return hd.sr.ReferencedSegmentationFrame(seg.SOPClassUID, seg.SOPInstanceUID, _segment_frames(seg, number),
-                                             number, source)
+    return hd.sr.ReferencedSegment(seg.SOPClassUID, seg.SOPInstanceUID, number, source_images=[source])
 
 
 def _segment_frames(seg: Any, number: int) -> list[int]:
@@ -239,11 +423,25 @@ def _segment_frames(seg: Any, number: int) -> list[int]:
 
 
 def save_dicom(dataset: Any, path: str | os.PathLike[str]) -> Path:
-    """Write a DICOM object as a Part 10 file, atomically (readers never see half a file)."""
+    """Write a DICOM object as a Part 10 file, atomically (readers never see half a file).
+
+    The folder must exist (a missing one is refused rather than created, so that an
+    unmounted share is not silently replaced by a local folder).
+    """
     import pydicom
 
+    if not isinstance(dataset, pydicom.Dataset):
+        raise InputError(f"save_dicom needs a pydicom Dataset (to_dicom_seg / to_dicom_sr), "
+                         f"got {type(dataset).__name__}")
+    path = check_file(path, "save_dicom")
     buffer = io.BytesIO()
-    pydicom.dcmwrite(buffer, dataset, enforce_file_format=True)
-    path = Path(path)
-    atomic_write_bytes(path, buffer.getvalue())
+    try:
+        pydicom.dcmwrite(buffer, dataset, enforce_file_format=True)
+    except (ValueError, TypeError, AttributeError, KeyError, OverflowError) as exc:
+        raise DicomError(f"save_dicom: the dataset cannot be written as a DICOM Part 10 file "
+                         f"({type(exc).__name__}: {exc})") from None
+    try:
+        atomic_write_bytes(path, buffer.getvalue())
+    except OSError as exc:
+        raise InputError(f"save_dicom: cannot write {path} ({exc.strerror or exc})") from None
     return path

@@ -6,6 +6,7 @@ matplotlib (the ``viz`` extra) is imported only when an overlay is written.
 from __future__ import annotations
 
 import io
+import math
 import os
 from pathlib import Path
 from typing import Any
@@ -15,6 +16,7 @@ import numpy as np
 from ..atomic import atomic_write_bytes
 from ..errors import InputError, require
 from ..labels import TARGET_LABELS
+from .output_targets import check_file
 from .prediction import Prediction
 
 #: Display colours (RGB, 0-255) of the labels, shared with the DICOM SEG segments.
@@ -39,16 +41,22 @@ def _rgba(label_map: np.ndarray, alpha: float) -> np.ndarray:
 
 def write_overlay(hu: np.ndarray, prediction: Prediction, path: str | os.PathLike[str], *,
                   window: tuple[float, float] = ABDOMEN_WINDOW, alpha: float = 0.45, dpi: int = 100) -> Path:
-    """Write a PNG of ``hu`` (the input slice) with ``prediction``'s labels over it; returns the path."""
+    """Write a PNG of ``hu`` (the input slice) with ``prediction``'s labels over it; returns the path.
+
+    The folder must exist (a missing one is refused, as by ``save_dicom``).
+    """
     require("matplotlib", "viz", "writing overlay images")
     from matplotlib.figure import Figure
     from matplotlib.patches import Patch
 
+    if not isinstance(prediction, Prediction):
+        raise InputError(f"overlay: needs a Prediction (from LesionAnalyzer.predict), got {type(prediction).__name__}")
     hu = np.asarray(hu)
     if hu.ndim != 2 or hu.shape != prediction.shape:
         raise InputError(f"overlay: slice of shape {hu.shape} does not match the prediction's {prediction.shape}; "
                          "pass the slice the prediction was made on (SliceInput.hu)")
-    path = Path(path)
+    _check_style(window, alpha, dpi)
+    path = check_file(path, "overlay")
     rows, cols = hu.shape
     scale = max(1.0, 640.0 / max(rows, cols))  # small slices are drawn larger, so the text stays legible
     figure = Figure(figsize=(cols * scale / dpi, rows * scale / dpi), dpi=dpi)
@@ -72,8 +80,25 @@ def write_overlay(hu: np.ndarray, prediction: Prediction, path: str | os.PathLik
     axes.legend(handles=handles, loc="lower left", fontsize=8, framealpha=0.7, title=title, title_fontsize=8)
     buffer = io.BytesIO()
     figure.savefig(buffer, dpi=dpi, format="png")
-    atomic_write_bytes(path, buffer.getvalue())
+    try:
+        atomic_write_bytes(path, buffer.getvalue())
+    except OSError as exc:
+        raise InputError(f"overlay: cannot write {path} ({exc.strerror or exc})") from None
     return path
+
+
+def _check_style(window: Any, alpha: Any, dpi: Any) -> None:
+    """Refuse a window, alpha or dpi that matplotlib would fail on (or draw nothing with)."""
+    try:
+        low, high = (float(v) for v in window)
+    except (TypeError, ValueError):
+        low = high = math.nan
+    if not (math.isfinite(low) and math.isfinite(high) and low < high):
+        raise InputError(f"overlay: window={window!r}; accepted: (low, high) HU, finite, low < high")
+    if isinstance(alpha, bool) or not isinstance(alpha, (int, float)) or not 0.0 <= alpha <= 1.0:
+        raise InputError(f"overlay: alpha={alpha!r}; accepted: a number 0..1")
+    if isinstance(dpi, bool) or not isinstance(dpi, int) or not 10 <= dpi <= 1200:
+        raise InputError(f"overlay: dpi={dpi!r}; accepted: an integer 10..1200")
 
 
 def _box(bbox: tuple[int, int, int, int], colour: tuple[int, int, int]) -> Any:

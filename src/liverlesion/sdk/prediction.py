@@ -162,7 +162,9 @@ class Prediction:
         if dataset is None:
             dataset = self.dataset
         if dataset is None:
-            raise InputError("DICOM output needs the source image: pass the pydicom Dataset the slice came from")
+            kind = self.source.get("kind") or "non-DICOM"
+            raise InputError(f"DICOM output needs the source image, and this prediction was made on a {kind} "
+                             "slice: pass the pydicom Dataset the slice came from")
         return dataset
 
     def __repr__(self) -> str:
