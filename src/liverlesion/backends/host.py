@@ -2,10 +2,19 @@
 
 from __future__ import annotations
 
+import logging
+import operator
 import os
 from pathlib import Path
 
 from ..errors import BackendError
+
+log = logging.getLogger("liverlesion.backends")
+
+#: Set (to anything but "" or "0") to turn every compiled-model cache off: each load compiles.
+NO_CACHE_ENV = "LIVERLESION_NO_CACHE"
+#: (asked, usable) thread counts already warned about: once per process, not once per backend loaded.
+_WARNED: set[tuple[int, int]] = set()
 
 
 def cpu_count() -> int:
@@ -24,8 +33,32 @@ def cache_root() -> Path:
     return Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "liverlesion"
 
 
+def cache_disabled() -> bool:
+    """Whether $LIVERLESION_NO_CACHE turns compiled-model caches off (an integrator's switch)."""
+    return os.environ.get(NO_CACHE_ENV, "") not in ("", "0")
+
+
 def threads_or_all(threads: int | None) -> int:
-    """CPU threads a backend uses: ``threads`` (a positive integer) or, for None, every usable CPU."""
-    if threads is not None and (isinstance(threads, bool) or not isinstance(threads, int) or threads < 1):
+    """CPU threads a backend uses: ``threads`` (a positive integer, at most the usable CPUs) or, for None, all.
+
+    More threads than CPUs never runs faster and oversubscribes the machine (threads=1000 on
+    onnxruntime made 1,003 OS threads and 14 s per slice), so a larger value is clamped to
+    :func:`cpu_count` with a warning rather than refused: a deployment's setting written for a
+    bigger machine keeps working on a smaller one.
+    """
+    if threads is None:
+        return cpu_count()
+    try:
+        value = operator.index(threads)  # int and numpy integers; not floats or strings
+    except TypeError:
+        value = None
+    if isinstance(threads, bool) or value is None or value < 1:
         raise BackendError(f"threads={threads!r} is not accepted: give a positive integer, or None for all CPUs")
-    return threads or cpu_count()
+    usable = cpu_count()
+    if value > usable:
+        if (value, usable) not in _WARNED:
+            _WARNED.add((value, usable))
+            log.warning("liverlesion: threads=%d is more than the %d CPUs this process may use; using %d",
+                        value, usable, usable)
+        return usable
+    return value

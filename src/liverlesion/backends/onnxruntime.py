@@ -50,7 +50,7 @@ class OnnxRuntimeBackend(Backend):
 
     def __init__(self, package: ModelPackage, precision: str = "fp32", *, provider: str = "cpu",
                  threads: int | None = None, device_id: int = 0) -> None:
-        """``threads``: intra-op threads (default: every CPU this process may use)."""
+        """``threads``: intra-op threads (default, and at most: every CPU this process may use)."""
         super().__init__(package, precision)
         ort = require("onnxruntime", "onnxruntime", "the onnxruntime backend")
         if provider not in PROVIDERS:
@@ -62,6 +62,7 @@ class OnnxRuntimeBackend(Backend):
                 "or use provider='cpu'"
             )
         threads = threads_or_all(threads)
+        self.threads = threads
         self.provider = provider
         self.device_id = device_id
         self.record = select_onnx_file(package, precision, provider)

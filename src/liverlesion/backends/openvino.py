@@ -10,6 +10,9 @@
   batch, whose parallel streams take a batch's slices as asynchronous infer requests.
 - Compiled models are cached in a per-user folder keyed by the file's checksum and the
   OpenVINO version (:func:`cache_folder`), so a second load imports instead of compiling.
+  The cache is managed here, not by OpenVINO's CACHE_DIR: a blob is imported only after its
+  record and sha256 are verified (:mod:`.openvino_cache`), and what it executes is checked
+  against the precision asked for (:func:`execution_problem`); anything else is compiled anew.
 
 Thread safety: one lock per compiled model, around its requests (an InferRequest and an
 AsyncInferQueue are not re-entrant), so single slices keep running while a batch runs
@@ -31,7 +34,8 @@ import numpy as np
 from ..errors import BackendError, require
 from ..package import FileRecord, ModelPackage
 from .base import Backend
-from .host import cache_root, threads_or_all
+from .host import cache_disabled, cache_root, threads_or_all
+from .openvino_cache import CacheKey, prepare_folder, read_entry, write_entry
 
 log = logging.getLogger("liverlesion.backends.openvino")
 
@@ -44,7 +48,13 @@ CPU_INT8_FORM = "qdq-u8s8"
 #: The fused graph's output names (the manifest lists them; these where it does not).
 OUTPUTS = ("labels", "probabilities", "class_probabilities")
 #: OpenVINO's runtime precisions, in the words of the SDK.
-_RUNTIME_NAMES = {"u8": "int8", "i8": "int8", "bf16": "bf16", "f16": "fp16", "f32": "fp32"}
+RUNTIME_NAMES = {"u8": "int8", "i8": "int8", "bf16": "bf16", "f16": "fp16", "f32": "fp32"}
+#: What the convolutions of each precision may execute in: itself, or f32 where OpenVINO keeps a kernel in
+#: float (an int8 model's float heads; a CPU without a reduced kernel). Never a less precise type.
+ACCEPTED_EXECUTION = {"fp32": frozenset({"fp32"}), "bf16": frozenset({"bf16", "fp32"}),
+                      "fp16": frozenset({"fp16", "fp32"}), "int8": frozenset({"int8", "fp32"})}
+#: Instruction-set families in OpenVINO's kernel names (``primitiveType``), most specific first.
+_KERNEL_ISAS = ("amx", "avx512", "avx2", "avx", "sse41", "acl", "ref")
 
 
 def cache_folder(record: FileRecord, openvino_version: str, root: Path | None = None) -> Path:
@@ -88,9 +98,9 @@ class OpenVinoBackend(Backend):
     extra: ClassVar[str] = "openvino"
 
     def __init__(self, package: ModelPackage, precision: str = "fp32", *, threads: int | None = None,
-                 cache_dir: str | os.PathLike[str] | None = None) -> None:
-        """``threads``: CPU threads OpenVINO uses (default: every CPU this process may use);
-        ``cache_dir``: root of the compiled-model cache (default :func:`cache_root`)."""
+                 cache_dir: str | os.PathLike[str] | bool | None = None) -> None:
+        """``threads``: CPU threads OpenVINO uses (default, and at most: every CPU this process may use);
+        ``cache_dir``: root of the compiled-model cache (default :func:`cache_root`; False: no cache)."""
         super().__init__(package, precision)
         ov = require("openvino", "openvino", "the openvino backend")
         threads = threads_or_all(threads)
@@ -107,9 +117,11 @@ class OpenVinoBackend(Backend):
             raise BackendError(f"this CPU cannot run OpenVINO {precision}: its CPU plugin lists "
                                f"{', '.join(have)} and {precision} needs {capability}; use precision='fp32'")
         self._hint = hint
-        self.cache = self._usable_cache(cache_folder(self.record, self.version,
-                                                     Path(cache_dir) if cache_dir is not None else None))
+        self._capabilities = have
+        self.cache = self._usable_cache(cache_dir)
         self._model = self._read_model()
+        #: Whether each compiled model was imported from the verified cache (no compilation), by hint.
+        self.loaded_from_cache: dict[str, bool] = {}
         self._latency = self._compile("LATENCY")
         self._throughput: Any = None
         self._queue: Any = None
@@ -118,21 +130,34 @@ class OpenVinoBackend(Backend):
         self._throughput_lock = threading.Lock()
         self._request = self._latency.create_infer_request()
         self._outputs = output_names(self._latency, tuple(package.manifest.outputs) or OUTPUTS)
-        #: Whether each compiled model came from the cache (no compilation), by hint.
-        self.loaded_from_cache = {"LATENCY": self._from_cache(self._latency)}
+        #: What most convolutions run in ("fp32", "bf16", "fp16", "int8"), and OpenVINO's count of each.
         self.executed_precision, self.runtime_precisions = executed_precision(self._latency)
+        #: The convolutions' kernels by instruction-set family, e.g. {"amx": 25, "avx512": 14}.
+        self.kernels = kernel_isas(self._latency)
 
     # -- loading ------------------------------------------------------------------------------
-    def _usable_cache(self, folder: Path) -> Path | None:
+    def _usable_cache(self, cache_dir: str | os.PathLike[str] | bool | None) -> Path | None:
+        """This file's cache folder (created 0700, checked), or None: off, or unusable (logged)."""
+        if cache_dir is False or (cache_dir is None and cache_disabled()):
+            return None
+        if (cache_dir is not None and not isinstance(cache_dir, (str, os.PathLike))) or cache_dir == "":
+            raise BackendError(f"cache_dir={cache_dir!r} is not accepted: give a folder, None (the default "
+                               "cache) or False (no cache)")
+        root = Path(cache_dir) if cache_dir is not None else cache_root()
+        return prepare_folder(root, cache_folder(self.record, self.version, root))
+
+    def _key(self, hint: str) -> CacheKey:
+        rows, cols = self.package.manifest.grid.size
+        return CacheKey(source_path=self.record.path, source_sha256=self.record.sha256,
+                        input_shape=(1, 1, rows, cols), openvino=self.version, device="CPU",
+                        cpu=self._cpu_name(), capabilities=self._capabilities, precision=self.precision,
+                        config=self._config(hint))
+
+    def _cpu_name(self) -> str:
         try:
-            folder.mkdir(parents=True, exist_ok=True)
-            if os.access(folder, os.W_OK):
-                return folder
-        except OSError:
-            pass
-        log.warning("liverlesion: compiled-model cache %s is not writable; OpenVINO compiles on every load",
-                    folder)
-        return None
+            return str(self._core.get_property("CPU", "FULL_DEVICE_NAME"))
+        except Exception:  # noqa: BLE001 - informational; the capabilities are in the key as well
+            return "unknown"
 
     def _read_model(self) -> Any:
         path = self.package.path(self.record)
@@ -151,25 +176,63 @@ class OpenVinoBackend(Backend):
         return model
 
     def _config(self, hint: str) -> dict[str, Any]:
-        config: dict[str, Any] = {"PERFORMANCE_HINT": hint, "INFERENCE_NUM_THREADS": self.threads,
-                                  "INFERENCE_PRECISION_HINT": self._hint}
-        if self.cache is not None:
-            config["CACHE_DIR"] = str(self.cache)
-        return config
+        # No CACHE_DIR: OpenVINO would import whatever blob it finds there, unverified.
+        return {"PERFORMANCE_HINT": hint, "INFERENCE_NUM_THREADS": self.threads,
+                "INFERENCE_PRECISION_HINT": self._hint}
 
     def _compile(self, hint: str) -> Any:
+        """The compiled model for ``hint``: imported from the verified cache, else compiled (and cached)."""
+        folder = self.cache
+        key = self._key(hint) if folder is not None else None
+        if folder is not None and key is not None:
+            imported = self._import(folder, key)
+            if imported is not None:
+                self.loaded_from_cache[hint] = True
+                return imported
         try:
-            return self._core.compile_model(self._model, "CPU", self._config(hint))
+            compiled = self._core.compile_model(self._model, "CPU", self._config(hint))
         except Exception as exc:
             raise BackendError(f"OpenVINO could not compile {self.record.path} for {self.precision} "
                                f"({hint.lower()} hint): {exc}") from exc
+        executed, runtime = executed_precision(compiled)
+        problem = execution_problem(compiled, self.precision, self._hint, executed, runtime)
+        if problem is not None:
+            raise BackendError(f"OpenVINO compiled {self.record.path} for {self.precision}, but {problem}; "
+                               "use another precision or backend")
+        self.loaded_from_cache[hint] = False
+        if folder is not None and key is not None and executed != "unknown":  # cache only what is checkable
+            try:
+                blob = _exported(compiled)
+            except Exception as exc:  # noqa: BLE001 - a model OpenVINO cannot export still runs, uncached
+                log.warning("liverlesion: OpenVINO could not export the compiled %s (%s); it is not cached",
+                            self.record.path, exc)
+            else:
+                write_entry(folder, key, blob, executed, runtime)
+        return compiled
 
-    @staticmethod
-    def _from_cache(compiled: Any) -> bool:
+    def _import(self, folder: Path, key: CacheKey) -> Any:
+        """The cached model for ``key`` once its files verify and it runs what its record says, else None."""
+        entry = read_entry(folder, key)
+        if entry is None:
+            return None
         try:
-            return bool(compiled.get_property("LOADED_FROM_CACHE"))
-        except Exception:  # noqa: BLE001 - older OpenVINO without the property
-            return False
+            compiled = self._core.import_model(entry.blob, "CPU", dict(key.config))
+        except Exception as exc:  # noqa: BLE001 - a blob OpenVINO refuses is rebuilt like a corrupt one
+            log.warning("liverlesion: OpenVINO could not import the cached %s (%s); compiling it anew",
+                        self.record.path, exc)
+            return None
+        executed, runtime = executed_precision(compiled)
+        problem = execution_problem(compiled, self.precision, self._hint, executed, runtime)
+        if problem is None and (executed, runtime) != (entry.executed_precision, entry.runtime_precisions):
+            problem = (f"it executes {executed} {runtime}, its record says "
+                       f"{entry.executed_precision} {entry.runtime_precisions}")
+        if problem is None and executed == "unknown":
+            problem = "what it executes cannot be read back"
+        if problem is not None:
+            log.warning("liverlesion: the cached %s for %s is not used: %s; compiling it anew",
+                        self.record.path, self.precision, problem)
+            return None
+        return compiled
 
     @classmethod
     def availability(cls) -> tuple[bool, str]:
@@ -210,7 +273,6 @@ class OpenVinoBackend(Backend):
             import openvino as ov
 
             self._throughput = self._compile("THROUGHPUT")
-            self.loaded_from_cache["THROUGHPUT"] = self._from_cache(self._throughput)
             self._queue = ov.AsyncInferQueue(self._throughput)  # one request per stream, reused
             self._queue.set_callback(self._collect)
         self._results = [None] * len(hu)
@@ -247,6 +309,46 @@ def output_names(compiled: Any, wanted: Collection[str] = OUTPUTS) -> list[str]:
     return names
 
 
+def _exported(compiled: Any) -> bytes:
+    """The compiled model's blob (``export_model`` gives bytes or a BytesIO, by OpenVINO version)."""
+    blob = compiled.export_model()
+    return bytes(blob.getvalue() if hasattr(blob, "getvalue") else blob)
+
+
+def execution_problem(compiled: Any, precision: str, hint: str, executed: str,
+                      runtime: dict[str, int]) -> str | None:
+    """What in the compiled model disagrees with ``precision`` (its inference precision property, any
+    convolution in a less precise type), or None. "unknown" (no runtime info) is not a disagreement."""
+    try:
+        type_ = compiled.get_property("INFERENCE_PRECISION_HINT")
+        got = str(type_.get_type_name() if hasattr(type_, "get_type_name") else type_)
+    except Exception:  # noqa: BLE001 - older OpenVINO without the property: the convolutions still tell
+        got = hint
+    if got != hint:
+        return f"its inference precision is {got}, not {hint}"
+    accepted = ACCEPTED_EXECUTION[precision]
+    if executed != "unknown" and executed not in accepted:
+        return f"its convolutions run in {executed}"
+    odd = sorted(r for r in runtime if RUNTIME_NAMES.get(r, r) not in accepted)
+    if odd:
+        return f"{sum(runtime[r] for r in odd)} of its convolutions run in {', '.join(odd)}"
+    return None
+
+
+def kernel_isas(compiled: Any) -> dict[str, int]:
+    """The convolutions' kernels by instruction-set family (from OpenVINO's ``primitiveType``), most first."""
+    counts: Counter[str] = Counter()
+    try:
+        for op in compiled.get_runtime_model().get_ordered_ops():
+            info = op.get_rt_info()
+            if str(info["layerType"].astype(str)) == "Convolution":
+                kernel = str(info["primitiveType"].astype(str)).lower()
+                counts[next((isa for isa in _KERNEL_ISAS if isa in kernel), kernel or "unknown")] += 1
+    except Exception:  # noqa: BLE001 - informational, like executed_precision
+        return {}
+    return dict(counts.most_common())
+
+
 def executed_precision(compiled: Any) -> tuple[str, dict[str, int]]:
     """What most of the compiled model's convolutions run in ("int8", "bf16", "fp16" or "fp32"), and the count
     of each runtime precision (an int8 model keeps its float heads: a few f32 convolutions)."""
@@ -260,7 +362,7 @@ def executed_precision(compiled: Any) -> tuple[str, dict[str, int]]:
         return "unknown", {}
     by_name: Counter[str] = Counter()
     for runtime, count in counts.items():
-        by_name[_RUNTIME_NAMES.get(runtime, runtime)] += count
+        by_name[RUNTIME_NAMES.get(runtime, runtime)] += count
     if not by_name:
         return "unknown", {}
     return by_name.most_common(1)[0][0], dict(counts)

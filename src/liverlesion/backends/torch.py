@@ -22,6 +22,7 @@ import numpy as np
 from ..errors import BackendError, PackageError, require
 from ..package import FileRecord, ModelPackage
 from .base import Backend
+from .host import threads_or_all
 
 #: The weights' description format this backend reads (see export.package_writer.write_weights).
 WEIGHTS_FORMAT = "liverlesion-weights"
@@ -54,11 +55,14 @@ class TorchBackend(Backend):
     extra: ClassVar[str] = "train"
 
     def __init__(self, package: ModelPackage, precision: str = "fp32", *, threads: int | None = None) -> None:
-        """``threads`` sets torch's intra-op threads, which are process-wide (``torch.set_num_threads``)."""
+        """``threads`` sets torch's intra-op threads, which are process-wide (``torch.set_num_threads``);
+        more than the usable CPUs is clamped to them (:func:`~liverlesion.backends.host.threads_or_all`)."""
         super().__init__(package, precision)
         if precision != "fp32":
             raise BackendError(f"the torch backend is the FP32 reference and runs fp32 only, not "
                                f"{precision!r}; use the onnxruntime or tensorrt backend for fp16 and int8")
+        # None keeps torch's own default (its physical cores); checked before any loading
+        threads = None if threads is None else threads_or_all(threads)
         torch = require("torch", "train", "the torch backend")
         self._torch = torch
         record = package.manifest.find(role="weights", format="safetensors")
@@ -80,7 +84,7 @@ class TorchBackend(Backend):
         except (RuntimeError, KeyError) as exc:
             raise PackageError(f"{record.path} does not fit the model its description names: {exc}") from None
         if threads is not None:
-            torch.set_num_threads(int(threads))
+            torch.set_num_threads(threads)
         self._model: Any = fuse(network, package.manifest.preprocessing, config.arch)
         self._names = self._model.output_names
         self._lock = threading.Lock()

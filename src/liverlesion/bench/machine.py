@@ -57,8 +57,9 @@ def cpu_model() -> str:
     return platform.processor() or platform.machine() or "unknown"
 
 
-#: CPU features that decide which kernels (FP32 / INT8) runtimes pick.
-CPU_FLAGS = ("avx2", "fma", "avx512f", "avx512_vnni", "avx_vnni", "amx_int8", "asimd", "asimddp")
+#: CPU features that decide which kernels (FP32 / INT8 / BF16 / FP16) runtimes pick.
+CPU_FLAGS = ("avx2", "fma", "avx512f", "avx512_vnni", "avx_vnni", "avx512_bf16", "avx512_fp16", "amx_int8",
+             "amx_bf16", "amx_fp16", "asimd", "asimddp")
 
 
 def cpu_flags() -> list[str]:

@@ -15,15 +15,35 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
+from ..backends.openvino import RUNTIME_NAMES
 from ..errors import require
 from .machine import format_header
 
-_COLUMNS = ("config", "batch", "MB", "p50 ms", "p90 ms", "p99 ms", "slices/s", "raw p50", "e2e/raw",
-            "GFLOP/s", "RSS MB", "lesion Dice", "liver Dice", "acc", "agree")
+_COLUMNS = ("config", "executed", "batch", "MB", "p50 ms", "p90 ms", "p99 ms", "slices/s", "raw p50",
+            "e2e/raw", "GFLOP/s", "RSS MB", "lesion Dice", "liver Dice", "acc", "agree")
 
 
 def _num(value: Any, digits: int = 2) -> str:
     return "-" if value is None else f"{value:.{digits}f}"
+
+
+def executed_cell(row: dict[str, Any]) -> str:
+    """What the convolutions executed: "fp16 avx512", "int8 38/39 amx", "bf16 amx+avx512"; "-" if unknown.
+
+    The precision is the one most convolutions ran in, with their share when not all did, then the
+    kernels' instruction-set families (why e.g. fp16 without AMX runs no faster than fp32).
+    """
+    precision = row.get("executed_precision")
+    if not precision:
+        return "-"
+    counts: dict[str, int] = {}
+    for runtime, count in (row.get("runtime_precisions") or {}).items():
+        name = RUNTIME_NAMES.get(runtime, runtime)
+        counts[name] = counts.get(name, 0) + int(count)
+    total, same = sum(counts.values()), counts.get(precision, 0)
+    share = f" {same}/{total}" if total and same != total else ""
+    kernels = "+".join(row.get("kernels") or {})
+    return f"{precision}{share}" + (f" {kernels}" if kernels else "")
 
 
 def _cells(row: dict[str, Any]) -> list[str]:
@@ -31,7 +51,7 @@ def _cells(row: dict[str, Any]) -> list[str]:
     latency, raw = row["latency_ms"], row["raw_latency_ms"]
     name = row["config"] + (f" ({row['reference_row']})" if row.get("reference_row") else "")
     size = None if row["model_size_bytes"] is None else row["model_size_bytes"] / 1e6
-    return [name, str(row["batch"]), _num(size), _num(latency["p50"]), _num(latency["p90"]),
+    return [name, executed_cell(row), str(row["batch"]), _num(size), _num(latency["p50"]), _num(latency["p90"]),
             _num(latency["p99"]), _num(row["throughput_sps"], 1), _num(raw["p50"]), _num(row["overhead"]),
             _num(row["gflops_per_s"], 1), _num(row["peak_rss_mb"], 0), _num(row["lesion_dice"], 3),
             _num(row["liver_dice"], 3), _num(row["accuracy"], 3), _num(row["agreement_with_reference"], 4)]

@@ -8,7 +8,9 @@ on a GPU), and lesion Dice, liver Dice, slice-class accuracy and label agreement
 the FP32 reference, all through :mod:`liverlesion.metrics`. For each configuration that
 cannot run, a row saying why. The PyTorch eager FP32 reference is the torch backend
 (the trained network rebuilt from the package's weights, run eagerly); OpenVINO runs the
-same ONNX files, and its rows say what precision its convolutions actually executed in.
+same ONNX files, and its rows say what its convolutions actually executed in, read back from
+the compiled model: ``executed_precision``, ``runtime_precisions`` (OpenVINO's count of each)
+and ``kernels`` (their instruction-set families, e.g. AMX or AVX-512).
 """
 
 from __future__ import annotations
@@ -211,7 +213,16 @@ def _empty_row(config: BenchConfig, status: str, reason: str) -> dict[str, Any]:
             "model_file": None, "model_size_bytes": None, "latency_ms": None, "throughput_sps": None,
             "raw_latency_ms": None, "raw_throughput_sps": None, "overhead": None, "gflops_per_s": None,
             "stages_ms": None, "peak_rss_mb": None, "device_memory_mb": None, "lesion_dice": None,
-            "liver_dice": None, "accuracy": None, "agreement_with_reference": None, "executed_precision": None}
+            "liver_dice": None, "accuracy": None, "agreement_with_reference": None, "executed_precision": None,
+            "runtime_precisions": None, "kernels": None}
+
+
+def executed(backend: Any) -> dict[str, Any]:
+    """What a backend reports its convolutions executed (OpenVINO does; the others leave None)."""
+    runtime, kernels = getattr(backend, "runtime_precisions", None), getattr(backend, "kernels", None)
+    return {"executed_precision": getattr(backend, "executed_precision", None),
+            "runtime_precisions": dict(runtime) if runtime is not None else None,
+            "kernels": dict(kernels) if kernels is not None else None}
 
 
 def _run_config(package: ModelPackage, config: BenchConfig, inputs: _Inputs, data: BenchData,
@@ -239,8 +250,7 @@ def _run_config(package: ModelPackage, config: BenchConfig, inputs: _Inputs, dat
             return [_empty_row(config, "failed", f"predict failed: {exc}")], None
         for batch in options.batch_sizes:
             base = {**_empty_row(config, "ok", ""), "batch": batch, "device": opened.analyzer.device,
-                    "model_file": path, "model_size_bytes": size, **scores,
-                    "executed_precision": getattr(opened.backend, "executed_precision", None)}
+                    "model_file": path, "model_size_bytes": size, **scores, **executed(opened.backend)}
             if batch not in runnable:
                 rows.append({**base, "status": "unavailable", "reason": f"the loaded model takes at most "
                                                                        f"{limit} slices per batch"})

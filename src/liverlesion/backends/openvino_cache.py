@@ -1,0 +1,219 @@
+"""The OpenVINO compiled-model cache: a blob is imported only once it is verified, else it is rebuilt.
+
+Each compiled model is two files in the package file's cache folder: the blob
+(``CompiledModel.export_model()``) and a JSON record beside it saying what it was compiled
+from and for (:class:`CacheKey`: the source file's sha256, the input shape, OpenVINO's
+version, the device and CPU, the precision and the compile config) and what its
+convolutions executed in, with the blob's size and sha256. :func:`read_entry` gives a blob
+back only when the record matches what is asked, the blob matches the record, and both
+files (and the folders they are in) belong to this user and are writable by no one else;
+anything else is logged and answered with None, so the caller compiles anew and
+:func:`write_entry` replaces both files (atomically, mode 0600).
+
+Not verified: a user (or root) who rewrites blob and record together can make it run
+their blob; that is the trust already given to the user's own files. The cache root
+itself ($LIVERLESION_CACHE) is not checked, only the folders this module creates in it.
+Where the OS has no user ids (Windows), ownership and modes are not checked.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import os
+import stat
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+from ..atomic import atomic_write_bytes
+
+log = logging.getLogger("liverlesion.backends.openvino")
+
+RECORD_FORMAT = "liverlesion.openvino-compiled-model"
+RECORD_VERSION = 1
+#: Largest blob read back (the tiny test models export ~0.1-0.3 MB, the paper's a few MB);
+#: a larger file is not read at all. Callers may pass another limit to :func:`read_entry`.
+MAX_BLOB_BYTES = 1 << 30
+#: Largest record read back (a record is a few hundred bytes).
+MAX_RECORD_BYTES = 64 << 10
+
+
+@dataclass(frozen=True)
+class CacheKey:
+    """Everything a compiled model depends on: a record must match every field to be used."""
+
+    source_path: str
+    source_sha256: str
+    input_shape: tuple[int, ...]
+    openvino: str
+    device: str
+    cpu: str
+    capabilities: tuple[str, ...]
+    precision: str
+    config: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def stem(self) -> str:
+        """The two files' name: precision, hint, threads and shape (the folder is the source file's)."""
+        hint = str(self.config.get("PERFORMANCE_HINT", "default")).lower()
+        threads = self.config.get("INFERENCE_NUM_THREADS", 0)
+        shape = "x".join(str(d) for d in self.input_shape)
+        return f"{self.precision}-{hint}-{threads}t-{shape}"
+
+    def to_dict(self) -> dict[str, Any]:
+        """JSON form (tuples as lists, as a record read back has them)."""
+        return json.loads(json.dumps(asdict(self)))
+
+
+@dataclass(frozen=True)
+class CacheEntry:
+    """A verified blob and what its record says the compiled model executed."""
+
+    blob: bytes
+    executed_precision: str
+    runtime_precisions: dict[str, int]
+
+
+def untrusted(info: os.stat_result, what: str) -> str | None:
+    """Why a cache file or folder may not be trusted (another owner, writable by group or others), or None."""
+    getuid = getattr(os, "getuid", None)
+    if getuid is None:  # no user ids here (Windows): nothing to compare
+        return None
+    if info.st_uid != getuid():
+        return f"{what} belongs to user id {info.st_uid}, not to this user ({getuid()})"
+    if info.st_mode & (stat.S_IWGRP | stat.S_IWOTH):
+        return f"{what} is writable by {'others' if info.st_mode & stat.S_IWOTH else 'its group'} " \
+               f"(mode {stat.S_IMODE(info.st_mode):o})"
+    return None
+
+
+def prepare_folder(root: Path, folder: Path) -> Path | None:
+    """Create ``folder`` (each missing level 0700) and check the levels below ``root``; None when unusable."""
+    try:
+        missing = [p for p in (folder, *folder.parents) if not p.exists()]
+        for level in reversed(missing):
+            level.mkdir(mode=0o700)
+        relative = folder.relative_to(root)
+        levels = [root.joinpath(*relative.parts[:i + 1]) for i in range(len(relative.parts))]
+        for level in levels:
+            info = level.stat()
+            if not stat.S_ISDIR(info.st_mode):
+                raise NotADirectoryError(f"{level} is not a folder")
+            problem = untrusted(info, f"cache folder {level}")
+            if problem is not None:
+                log.warning("liverlesion: %s; not using the compiled-model cache (OpenVINO compiles on every "
+                            "load). Fix it with: chmod 700 %s, or remove it", problem, level)
+                return None
+        if not os.access(folder, os.W_OK):
+            raise PermissionError(f"{folder} is not writable")
+    except (OSError, ValueError) as exc:
+        log.warning("liverlesion: compiled-model cache %s is not usable (%s); OpenVINO compiles on every load",
+                    folder, exc)
+        return None
+    return folder
+
+
+def _read_trusted(path: Path, limit: int, what: str) -> bytes | None:
+    """The bytes of a regular file this user owns, not a link, at most ``limit`` bytes; None if absent."""
+    try:
+        fd = os.open(path, os.O_RDONLY | getattr(os, "O_NOFOLLOW", 0) | getattr(os, "O_BINARY", 0))
+    except FileNotFoundError:
+        return None
+    except OSError as exc:  # ELOOP: a symbolic link, refused like ssh refuses one it did not make
+        raise _Untrusted(f"{what} {path} cannot be opened as a plain file ({exc.strerror})") from None
+    with os.fdopen(fd, "rb") as handle:
+        info = os.fstat(handle.fileno())  # of the file opened, not of whatever the path names later
+        if not stat.S_ISREG(info.st_mode):
+            raise _Untrusted(f"{what} {path} is not a regular file")
+        problem = untrusted(info, f"{what} {path}")
+        if problem is not None:
+            raise _Untrusted(problem)
+        if info.st_size > limit:
+            raise _Untrusted(f"{what} {path} is {info.st_size} bytes; at most {limit} are accepted")
+        data = handle.read(limit + 1)
+    if len(data) > limit:
+        raise _Untrusted(f"{what} {path} grew past {limit} bytes while being read")
+    return data
+
+
+class _Untrusted(Exception):
+    """A cache file that is not used (the message says why); never leaves this module."""
+
+
+def read_entry(folder: Path, key: CacheKey, max_bytes: int = MAX_BLOB_BYTES) -> CacheEntry | None:
+    """The verified blob for ``key``, or None (absent, or logged why it is not used: the caller rebuilds)."""
+    record_path, blob_path = folder / f"{key.stem}.json", folder / f"{key.stem}.blob"
+    try:
+        text = _read_trusted(record_path, MAX_RECORD_BYTES, "cache record")
+        if text is None:
+            return None
+        record = _parse_record(text, record_path)
+        differs = _first_difference(record.get("key"), key.to_dict())
+        if differs is not None:
+            raise _Untrusted(f"cache record {record_path} was made for another {differs}")
+        size, digest = record["blob"]["size"], record["blob"]["sha256"]
+        if size > max_bytes:
+            raise _Untrusted(f"cache record {record_path} names a blob of {size} bytes, more than the "
+                             f"{max_bytes} accepted")
+        blob = _read_trusted(blob_path, size, "cached blob")
+        if blob is None:
+            raise _Untrusted(f"cached blob {blob_path} is missing")
+        if len(blob) != size:
+            raise _Untrusted(f"cached blob {blob_path} is {len(blob)} bytes, its record says {size}")
+        if hashlib.sha256(blob).hexdigest() != digest:
+            raise _Untrusted(f"cached blob {blob_path} does not match the sha256 in its record")
+    except _Untrusted as exc:
+        log.warning("liverlesion: %s; compiling %s anew", exc, key.source_path)
+        return None
+    except OSError as exc:
+        log.warning("liverlesion: cannot read the compiled-model cache in %s (%s); compiling %s anew",
+                    folder, exc, key.source_path)
+        return None
+    return CacheEntry(blob, record["executed_precision"], dict(record["runtime_precisions"]))
+
+
+def _parse_record(text: bytes, path: Path) -> dict[str, Any]:
+    """The record's fields, checked for shape (a record is data from disk like any other)."""
+    try:
+        record = json.loads(text.decode("utf-8"))
+    except (UnicodeDecodeError, ValueError, RecursionError) as exc:
+        raise _Untrusted(f"cache record {path} is not JSON ({type(exc).__name__})") from None
+    if not isinstance(record, dict) or record.get("format") != RECORD_FORMAT \
+            or record.get("version") != RECORD_VERSION:
+        raise _Untrusted(f"cache record {path} is not a {RECORD_FORMAT} record, version {RECORD_VERSION}")
+    blob, runtime = record.get("blob"), record.get("runtime_precisions")
+    if not isinstance(blob, dict) or not isinstance(blob.get("sha256"), str) \
+            or type(blob.get("size")) is not int or blob["size"] < 1 \
+            or not isinstance(record.get("executed_precision"), str) or not isinstance(runtime, dict) \
+            or not all(isinstance(k, str) and type(v) is int for k, v in runtime.items()):
+        raise _Untrusted(f"cache record {path} lacks a blob size and sha256 or what the blob executed")
+    return record
+
+
+def _first_difference(recorded: Any, wanted: dict[str, Any]) -> str | None:
+    """The first field of the key the record differs in, in words ("openvino 2025.0 (asked: 2026.4)")."""
+    if not isinstance(recorded, dict):
+        return "key (it has none)"
+    for name, value in wanted.items():
+        if recorded.get(name) != value:
+            return f"{name.replace('_', ' ')}: {recorded.get(name)!r} (asked: {value!r})"
+    extra = sorted(set(recorded) - set(wanted))
+    return f"key (unknown fields {', '.join(extra)})" if extra else None
+
+
+def write_entry(folder: Path, key: CacheKey, blob: bytes, executed: str, runtime: dict[str, int]) -> bool:
+    """Write the blob, then its record, each atomically; False (logged) when the cache cannot take them."""
+    record = {"format": RECORD_FORMAT, "version": RECORD_VERSION, "key": key.to_dict(),
+              "blob": {"file": f"{key.stem}.blob", "size": len(blob), "sha256": hashlib.sha256(blob).hexdigest()},
+              "executed_precision": executed, "runtime_precisions": dict(runtime)}
+    try:
+        # blob first: a reader between the two sees the old record, whose sha256 the new blob fails
+        atomic_write_bytes(folder / f"{key.stem}.blob", blob)
+        atomic_write_bytes(folder / f"{key.stem}.json", (json.dumps(record, indent=1) + "\n").encode())
+    except OSError as exc:
+        log.warning("liverlesion: cannot write the compiled model of %s to the cache %s (%s); the next load "
+                    "compiles again", key.source_path, folder, exc)
+        return False
+    return True
