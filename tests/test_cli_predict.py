@@ -118,3 +118,19 @@ def test_a_source_without_frame_of_reference_gets_no_seg_and_a_clear_error(sdk_w
                  str(tmp_path / "seg"), "--no-warmup"])
     assert code == 1
     assert "Frame of Reference UID" in capsys.readouterr().err
+
+
+def test_npy_inputs_are_checked_from_their_header_and_take_allow_non_hu(sdk_world, tmp_path, capsys):
+    raw = tmp_path / "raw.npy"  # stored values (HU + 1024): never negative, so no air or fat
+    np.save(raw, np.full((40, 50), 1064, np.uint16), allow_pickle=False)
+    huge = tmp_path / "huge.npy"  # a header claiming 30000 x 30000 pixels over a few bytes of data
+    with open(huge, "wb") as handle:
+        np.lib.format.write_array_header_1_0(handle, {"descr": "<i2", "fortran_order": False,
+                                                      "shape": (30000, 30000)})
+        handle.write(b"\0" * 64)
+    args = ["predict", str(sdk_world.package), str(raw), str(huge), "--no-warmup", "--spacing", "8", "8"]
+    assert main(args) == 1
+    err = capsys.readouterr().err
+    assert "raw.npy: error:" in err and "no air or fat" in err
+    assert "huge.npy: error:" in err
+    assert main([*args[:3], *args[4:], "--allow-non-hu"]) == 0  # raw.npy alone, accepted knowingly

@@ -38,7 +38,8 @@ def register(subparsers: Any) -> None:
     add("--frame", type=int, metavar="F", help="frame of each multi-frame DICOM object (0-based)")
     add("--spacing", type=float, nargs=2, metavar=("ROW_MM", "COL_MM"),
         help="pixel spacing of .npy arrays (default: the package's)")
-    add("--allow-non-hu", action="store_true", help="accept DICOM whose Rescale Type is not HU")
+    add("--allow-non-hu", action="store_true",
+        help="accept values that are not plausible CT HU (a Rescale Type other than HU, no air or fat)")
     add("--json", type=Path, metavar="OUT", help="write the results as a JSON list ('-' for stdout)")
     add("--masks", choices=("summary", "rle", "none"), default="summary",
         help="label maps in the JSON: pixel counts (default), run-length encoded, or none")
@@ -62,11 +63,12 @@ def _load_input(analyzer: Any, path: Path, args: argparse.Namespace) -> Any:
     if path.suffix.lower() == ".npy":
         import numpy as np
 
-        try:
-            array = np.load(path, allow_pickle=False)
+        try:  # memory-mapped: the SDK checks the header's shape before anything is read or copied
+            array = np.load(path, mmap_mode="r", allow_pickle=False)
         except (OSError, ValueError) as exc:
             raise DataFormatError(f"{path}: not a readable .npy array of HU ({exc})") from None
-        return load_slice(array, spacing=args.spacing, default_spacing=analyzer.default_spacing)
+        return load_slice(array, spacing=args.spacing, default_spacing=analyzer.default_spacing,
+                          allow_non_hu=args.allow_non_hu)
     return load_slice(path, index=args.index, frame=args.frame, allow_non_hu=args.allow_non_hu)
 
 
