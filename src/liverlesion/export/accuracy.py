@@ -79,13 +79,20 @@ def load_eval_set(data: str | Path, grid: ModelGrid, training: Mapping[str, Any]
 Runner = Callable[[np.ndarray], dict[str, np.ndarray]]
 
 
-def openvino_runner(onnx_path: str | Path, precision: str) -> Runner:
-    """Outputs of a fused ONNX graph compiled by OpenVINO's CPU plugin at an SDK precision.
+def openvino_runner(onnx_path: str | Path, precision: str) -> tuple[Runner, str]:
+    """Outputs of a fused ONNX graph compiled by OpenVINO's CPU plugin at an SDK precision, and what its
+    convolutions executed (the record says what was measured, as the backend checks what it runs).
 
     Raises MissingDependencyError without OpenVINO, BackendError when the CPU lacks the
-    precision or OpenVINO cannot compile the graph.
+    precision, OpenVINO cannot compile the graph, or it runs a less precise type than asked.
     """
-    from ..backends.openvino import INFERENCE_PRECISION, cpu_capabilities, output_names
+    from ..backends.openvino import (
+        INFERENCE_PRECISION,
+        cpu_capabilities,
+        executed_precision,
+        execution_problem,
+        output_names,
+    )
     from ..errors import BackendError, require
 
     ov = require("openvino", "openvino", f"measuring OpenVINO {precision} accuracy")
@@ -97,13 +104,18 @@ def openvino_runner(onnx_path: str | Path, precision: str) -> Runner:
         compiled = core.compile_model(str(onnx_path), "CPU", {"INFERENCE_PRECISION_HINT": hint})
     except Exception as exc:
         raise BackendError(f"OpenVINO could not compile {Path(onnx_path).name}: {exc}") from exc
+    executed, runtime = executed_precision(compiled)
+    problem = execution_problem(compiled, precision, hint, executed, runtime)
+    if problem is not None:
+        raise BackendError(f"OpenVINO compiled {Path(onnx_path).name} for {precision}, but {problem}")
     names = output_names(compiled)
 
     def run(hu: np.ndarray) -> dict[str, np.ndarray]:
         result = compiled(np.ascontiguousarray(hu))
         return {name: np.asarray(result[i]) for i, name in enumerate(names)}
 
-    return run
+    counts = ", ".join(f"{count} {kind}" for kind, count in sorted(runtime.items()))
+    return run, f"{executed} ({counts} convolutions)" if counts else executed
 
 
 def predict(onnx_path: str | Path, hu: np.ndarray, *, batch: int = 8,
@@ -162,7 +174,7 @@ def measure_on_openvino(path: str | Path, precision: str, data: EvalSet, fp32_pa
     from ..errors import BackendError, MissingDependencyError
 
     try:
-        runner = openvino_runner(path, precision)
+        runner, executed = openvino_runner(path, precision)
     except (MissingDependencyError, BackendError) as exc:
         return None, f"OpenVINO {precision} accuracy not recorded: {exc}"
     if reference is None:
@@ -171,6 +183,7 @@ def measure_on_openvino(path: str | Path, precision: str, data: EvalSet, fp32_pa
     import openvino as ov
 
     scores["runtime"] = f"openvino {ov.get_version()} CPU at {precision} execution precision"
+    scores["executed"] = executed
     return scores, f"OpenVINO {precision} accuracy measured"
 
 
