@@ -8,7 +8,15 @@ import numpy as np
 
 from liverlesion.grid import ModelGrid
 from liverlesion.labels import LESION_CLASSES, TARGET_LABELS
-from liverlesion.package import SCHEMA_NAME, SCHEMA_VERSION, make_binding, set_onnx_binding, write_manifest
+from liverlesion.package import (
+    SCHEMA_NAME,
+    SCHEMA_VERSION,
+    file_identity,
+    for_file,
+    make_binding,
+    set_onnx_binding,
+    write_manifest,
+)
 from liverlesion.package.store import file_record
 from liverlesion.preprocessing import Preprocessing
 
@@ -16,20 +24,26 @@ from liverlesion.preprocessing import Preprocessing
 THRESHOLD_HU = {"background": (200.0, -1000.0), "liver": 100.0, "cyst": 0.0, "hemangioma": 600.0,
                 "metastasis": -300.0}
 THRESHOLD_GRID = ModelGrid((128, 128), (2.0, 2.0))
+#: The manifest record fields (role, precision, form) of each ONNX file name, as export and quantize write them.
+RECORDS = {"model_fp32.onnx": {"role": "onnx", "precision": "fp32", "form": "float"},
+           "model_fp16.onnx": {"role": "onnx", "precision": "fp16", "form": "float"},
+           "model_int8_qdq_s8s8.onnx": {"role": "onnx", "precision": "int8", "form": "qdq-s8s8"},
+           "model_int8_qdq_u8s8.onnx": {"role": "onnx", "precision": "int8", "form": "qdq-u8s8"}}
 
 
-def threshold_binding(grid: ModelGrid = THRESHOLD_GRID) -> dict:
+def threshold_binding(grid: ModelGrid = THRESHOLD_GRID, default_spacing_mm=None) -> dict:
     """What a threshold graph on ``grid`` is exported for (the manifest of its package must agree)."""
     return make_binding(input_name="hu", grid=grid, labels=TARGET_LABELS, lesion_classes=LESION_CLASSES,
-                        preprocessing=Preprocessing())
+                        preprocessing=Preprocessing(), default_spacing_mm=default_spacing_mm)
 
 
 def threshold_graph(path: Path, width: float = 50.0, *, grid: ModelGrid = THRESHOLD_GRID,
-                    binding: dict | None = None, doc: str = "") -> Path:
+                    binding: dict | None = None, record: dict | None = None, doc: str = "") -> Path:
     """A fused-graph stand-in: each pixel gets the label of the nearest HU in ``THRESHOLD_HU``.
 
-    Its metadata records ``binding`` (by default :func:`threshold_binding` of ``grid``);
-    ``doc`` tells apart graphs that are otherwise the same.
+    Its metadata records ``binding`` (by default :func:`threshold_binding` of ``grid``) with the
+    identity of ``record``, the fields of its manifest record (by default ``RECORDS`` of its
+    file name, else an FP32 float graph); ``doc`` tells apart graphs that are otherwise the same.
     """
     import onnx
     from onnx import TensorProto, helper, numpy_helper
@@ -65,7 +79,9 @@ def threshold_graph(path: Path, width: float = 50.0, *, grid: ModelGrid = THRESH
     model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
     model.ir_version = 8
     model.doc_string = doc
-    set_onnx_binding(model, threshold_binding(grid) if binding is None else binding)
+    record = record or RECORDS.get(Path(path).name, RECORDS["model_fp32.onnx"])
+    set_onnx_binding(model, for_file(threshold_binding(grid) if binding is None else binding,
+                                     file_identity(**record)))
     onnx.checker.check_model(model)
     onnx.save(model, str(path))
     return path
@@ -76,7 +92,7 @@ def make_threshold_package(root: Path) -> Path:
     root.mkdir(parents=True, exist_ok=True)
     threshold_graph(root / "model_fp32.onnx")
     rows, cols = THRESHOLD_GRID.size
-    record = file_record(root, "model_fp32.onnx", "onnx", "fp32", opset=17, form="float")
+    record = file_record(root, "model_fp32.onnx", **RECORDS["model_fp32.onnx"], opset=17)
     write_manifest(root, {
         "schema": SCHEMA_NAME, "schema_version": SCHEMA_VERSION,
         "model": {"name": "threshold", "version": "0", "arch": "joint", "config": {}},

@@ -21,7 +21,7 @@ def make_package(root: Path) -> Path:
     threshold_graph(root / "model_fp32.onnx", grid=ModelGrid((32, 32), (3.0, 3.0)))  # the manifest's binding
     (root / "calibration").mkdir()
     (root / "calibration" / "slices.npy").write_bytes(b"\x93NUMPY fake")
-    files = [file_record(root, "model_fp32.onnx", "onnx", "fp32", opset=17),
+    files = [file_record(root, "model_fp32.onnx", "onnx", "fp32", opset=17, form="float"),
              file_record(root, "calibration/slices.npy", "calibration")]
     write_manifest(root, {
         "schema": SCHEMA_NAME, "schema_version": SCHEMA_VERSION,

@@ -621,16 +621,17 @@ def tiny_package(root: Path) -> Path:
                                  activation_type=quantization.QuantType.QInt8,
                                  weight_type=quantization.QuantType.QInt8,
                                  extra_options={"ActivationSymmetric": True, "WeightSymmetric": True})
-    from liverlesion.package.binding import bind_onnx_file, binding_of
+    from liverlesion.export.binding import bound_onnx_record
+    from liverlesion.package.binding import package_binding
 
-    for name in ("model_fp32.onnx", "model_fp16.onnx", "model_int8_qdq_s8s8.onnx"):  # what the loader checks
-        bind_onnx_file(root / name, binding_of(read_manifest(root)))
+    binding = package_binding(read_manifest(root))  # what the loader checks, with each file's own identity
     data = read_manifest(root).to_dict()
     data["files"] = [f for f in data["files"] if f["role"] not in ("onnx", "calibration")] + [
         file_record(root, "calibration/slices.npy", "calibration").to_dict(),
-        file_record(root, "model_fp32.onnx", "onnx", "fp32", opset=17, form="float").to_dict(),
-        file_record(root, "model_fp16.onnx", "onnx", "fp16", opset=17, form="float").to_dict(),
-        file_record(root, "model_int8_qdq_s8s8.onnx", "onnx", "int8", opset=17, form="qdq-s8s8").to_dict()]
+        bound_onnx_record(root, "model_fp32.onnx", binding, "onnx", "fp32", opset=17, form="float").to_dict(),
+        bound_onnx_record(root, "model_fp16.onnx", binding, "onnx", "fp16", opset=17, form="float").to_dict(),
+        bound_onnx_record(root, "model_int8_qdq_s8s8.onnx", binding, "onnx", "int8", opset=17,
+                          form="qdq-s8s8").to_dict()]
     write_manifest(root, data)
     return root
 

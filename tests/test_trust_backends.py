@@ -10,6 +10,9 @@ import logging
 import os
 import shutil
 import stat
+import sys
+import threading
+from dataclasses import replace
 from pathlib import Path
 from types import SimpleNamespace
 
@@ -20,7 +23,7 @@ from liverlesion.backends import host
 from liverlesion.backends import openvino_cache as cache
 from liverlesion.backends.openvino import ACCEPTED_EXECUTION, execution_problem
 from liverlesion.bench.report import executed_cell, format_table, to_markdown
-from liverlesion.errors import BackendError
+from liverlesion.errors import BackendError, ChecksumError
 from liverlesion.package import load_package
 
 HAVE_OPENVINO = importlib.util.find_spec("openvino") is not None
@@ -230,6 +233,85 @@ def test_a_folder_writable_by_others_turns_the_cache_off(tmp_path, caplog, level
     assert any("writable by others" in r.getMessage() for r in caplog.records)
 
 
+@needs_posix
+def test_concurrent_first_loads_all_get_the_cache(tmp_path, caplog):
+    """Many processes loading at once on a fresh machine: each creates the folders or finds them made."""
+    results: list[Path | None] = []
+    for trial in range(20):
+        root = tmp_path / f"cache{trial}"  # missing, as on a first load: every level is created here
+        folder = root / "openvino" / "2026.4.1" / ("ab" * 32)
+        barrier = threading.Barrier(32)
+
+        def first_load(root=root, folder=folder, barrier=barrier):
+            barrier.wait()
+            results.append(cache.prepare_folder(root, folder))
+
+        threads = [threading.Thread(target=first_load) for _ in range(32)]
+        for thread in threads:
+            thread.start()
+        for thread in threads:
+            thread.join()
+    with caplog.at_level(logging.WARNING, logger="liverlesion.backends.openvino"):
+        assert results.count(None) == 0, [r.getMessage() for r in caplog.records][:3]
+    assert len(results) == 20 * 32
+    for level in (tmp_path / "cache0", tmp_path / "cache0" / "openvino", folder):
+        assert stat.S_IMODE(level.stat().st_mode) & 0o077 == 0
+
+
+def test_a_level_that_is_a_file_turns_the_cache_off_with_a_warning(tmp_path, caplog):
+    (tmp_path / "openvino").write_bytes(b"not a folder")
+    with caplog.at_level(logging.WARNING, logger="liverlesion.backends.openvino"):
+        assert cache.prepare_folder(tmp_path, tmp_path / "openvino" / "v" / "sha") is None
+    assert any("not usable" in r.getMessage() for r in caplog.records)
+
+
+# -- INT8 calibration caches (TensorRT 8.x), device-built: checked against their record before reuse ----------
+def test_read_cache_checks_the_records_sha256(tmp_path):
+    from liverlesion.engines.calibration import read_cache, write_cache
+
+    path = write_cache(tmp_path / "engines" / "x.calib", b"TRT-8502-EntropyCalibration2\nhu: 3c010a14\n")
+    recorded = hashlib.sha256(path.read_bytes()).hexdigest()
+    assert read_cache(path, recorded) == path.read_bytes()
+    path.write_bytes(b"TRT-8502-EntropyCalibration2\nhu: 7f7fffff\n")  # another scale, the same size
+    with pytest.raises(ChecksumError, match="does not match the sha256 of its manifest record"):
+        read_cache(path, recorded)
+
+
+def test_a_tampered_calibration_cache_is_recalibrated_not_reused(tmp_path, monkeypatch):
+    from engine_fixtures import HostOnlyMemory, make_engine_package
+    from liverlesion.backends import cuda_memory
+    from liverlesion.engines import build as build_module
+    from liverlesion.engines.gpu import GpuInfo
+    from liverlesion.engines.plan import BuildOptions, plan_build
+    from test_engine_plan import FakeBuilderTrt  # a tensorrt module that calibrates unless given a cache
+
+    fake = FakeBuilderTrt("8.5.2.2")
+    monkeypatch.setitem(sys.modules, "tensorrt", fake.module)
+    monkeypatch.setattr(build_module, "detect_gpu", lambda index=0: GpuInfo(0, "Xavier", (7, 2), 2**34, True))
+    monkeypatch.setattr(cuda_memory, "open_cuda_memory", lambda prefer=None, device=0: HostOnlyMemory())
+    root = make_engine_package(tmp_path / "pkg", slices=10)
+    options = BuildOptions("int8", (7, 2), calibration_batch=4)
+
+    def build(**changes):
+        messages: list[str] = []
+        the_plan = plan_build("8.5.2.2", replace(options, **changes), load_package(root).manifest)
+        before = fake.calls.count(("calibration batch",))
+        build_module.build_engine(root, the_plan, log=messages.append)
+        return the_plan, fake.calls.count(("calibration batch",)) - before, messages
+
+    assert build()[1] == 3  # the first build calibrates (10 slices, batches of 4) and records the cache
+    record = load_package(root).manifest.find(role="calibration-cache")
+    again, batches, _ = build()
+    assert (again.calibrator.reuse_cache, again.calibrator.cache_sha256, batches) == (True, record.sha256, 0)
+    (root / record.path).write_bytes(b"TRT-8502-EntropyCalibration2\nhu: 7f7fffff\n")  # other scales
+    tampered, batches, messages = build()
+    assert tampered.calibrator.reuse_cache and batches == 3  # recalibrated: TensorRT never read it
+    assert any("does not match the sha256" in m and "calibrating anew" in m for m in messages)
+    assert build()[1] == 0  # the rewritten cache and its new record are reused again
+    pinned, batches, _ = build(reuse_calibration_cache=False)  # what a pinned build_engine asks for
+    assert pinned.calibrator.reuse_cache is False and pinned.calibrator.cache_sha256 is None and batches == 3
+
+
 # -- the OpenVINO backend on a real package: tampered caches give a fresh compile's labels --------------------
 @pytest.fixture(scope="module")
 def joint(export_world):
@@ -402,6 +484,62 @@ def test_the_issues_path_liverlesion_cache_env_and_a_planted_blob_in_an_open_fol
         folder.chmod(0o777)
         with OpenVinoBackend(joint, "fp32", threads=1) as third:
             assert third.cache is None and third.loaded_from_cache == {"LATENCY": False}
+
+
+def _forge(folder: Path, donor: Path) -> None:
+    """Put the donor's blob in ``folder`` behind a record rewritten to match it: a forgery every check passes."""
+    blob, donor_blob = _only(folder, ".blob"), _only(donor, ".blob")
+    data = donor_blob.read_bytes()
+    said = json.loads(donor_blob.with_suffix(".json").read_text())
+    blob.write_bytes(data)
+    _edit_record(blob.with_suffix(".json"), lambda r: r.update(
+        blob={**r["blob"], "size": len(data), "sha256": hashlib.sha256(data).hexdigest()},
+        executed_precision=said["executed_precision"], runtime_precisions=said["runtime_precisions"]))
+
+
+@needs_openvino
+def test_a_pinned_load_compiles_afresh_so_a_consistent_forgery_never_runs(joint, slices, fresh, sdk_world, tmp_path,
+                                                                          monkeypatch):
+    from liverlesion import LesionAnalyzer
+    from liverlesion.backends.openvino import OpenVinoBackend
+
+    monkeypatch.setenv("LIVERLESION_CACHE", str(tmp_path / "cache"))
+    with OpenVinoBackend(joint, "fp32", threads=1) as first:
+        folder = first.cache
+    with load_package(sdk_world.package) as other, \
+            OpenVinoBackend(other, "fp32", threads=1, cache_dir=tmp_path / "donor") as donor:
+        donor_labels, donor_folder = _labels(donor, slices), donor.cache
+    assert not np.array_equal(donor_labels, fresh["fp32"][0])  # another network: the forgery would show
+    _forge(folder, donor_folder)
+    with OpenVinoBackend(joint, "fp32", threads=1) as unpinned:  # documented: without a pin, the user's files
+        assert unpinned.loaded_from_cache == {"LATENCY": True}    # are trusted, and this one runs
+        np.testing.assert_array_equal(_labels(unpinned, slices), donor_labels)
+    load = {"backend": "openvino", "precision": "fp32", "threads": 1, "warmup": False, "expect_digest": joint.digest}
+    with LesionAnalyzer.load(joint.root, **load) as pinned:
+        assert pinned._backend.cache is None and pinned._backend.loaded_from_cache == {"LATENCY": False}
+        assert "without the compiled-model cache (pinned package)" in pinned.selection.summary()
+        np.testing.assert_array_equal(_labels(pinned._backend, slices), fresh["fp32"][0])
+    assert len(list(folder.iterdir())) == 2  # nothing added or rewritten: the trusted load below imports it
+    with LesionAnalyzer.load(joint.root, **load, trust_device_builds=True) as trusted:
+        assert trusted._backend.loaded_from_cache == {"LATENCY": True}  # trusted: as without a pin
+
+
+@needs_openvino
+def test_predict_trust_device_builds(sdk_world, tmp_path, monkeypatch, capsys):
+    from liverlesion.cli import main
+
+    monkeypatch.setenv("LIVERLESION_CACHE", str(tmp_path / "cache"))
+    array = tmp_path / "slice.npy"
+    hu = np.full((64, 64), 100, np.int16)
+    hu[:8] = -1000
+    np.save(array, hu, allow_pickle=False)
+    digest = load_package(sdk_world.package).digest
+    common = ["predict", str(sdk_world.package), str(array), "--backend", "openvino", "--precision", "fp32",
+              "--no-warmup", "--threads", "1", "--expect-digest", digest]
+    assert main(common) == 0
+    assert "without the compiled-model cache (pinned package)" in capsys.readouterr().out
+    assert main([*common, "--trust-device-builds"]) == 0
+    assert "without the compiled-model cache" not in capsys.readouterr().out
 
 
 @needs_openvino

@@ -4,9 +4,12 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import shutil
+import struct
 import subprocess
 import sys
+import types
 import zipfile
 from pathlib import Path
 
@@ -16,11 +19,13 @@ import pytest
 from liverlesion import LesionAnalyzer
 from liverlesion.cli import main
 from liverlesion.errors import ChecksumError, InputError, PackageError
-from liverlesion.grid import ModelGrid
+from liverlesion.grid import ModelGrid, check_spacing
 from liverlesion.package import BINDING_KEY, PackageLimits, load_package, write_manifest
 from liverlesion.package.binding import read_safetensors_metadata
+from liverlesion.package.jsonsafe import json_depth, loads_bounded
 from liverlesion.package.protobuf import ProtobufError, parse_onnx_header, read_onnx_header
 from liverlesion.package.store import file_record, read_manifest, write_archive
+from liverlesion.sdk.selection import Machine, select
 from sdk_fixtures import THRESHOLD_GRID, make_threshold_package, threshold_binding, threshold_graph
 
 
@@ -83,6 +88,7 @@ MANIFEST_EDITS = [
     ("grid size", lambda m: m["input"]["grid"].update(size=[40, 40]), "'input.grid'"),
     ("HU windows", lambda m: m["preprocessing"]["windows"][0].__setitem__(1, 300.0), "'preprocessing'"),
     ("input name", lambda m: m["input"].update(name="ct"), "'input.name'"),
+    ("default spacing", lambda m: m["input"].update(default_spacing_mm=[0.7, 0.7]), "'input.default_spacing_mm'"),
 ]
 
 
@@ -93,6 +99,88 @@ def test_a_manifest_edit_that_would_change_results_is_refused_naming_the_field(r
     edit(real, change)
     with pytest.raises(PackageError, match=field):
         load_package(real)
+
+
+def _record(manifest: dict, path: str) -> dict:
+    return next(f for f in manifest["files"] if f["path"] == path)
+
+
+def _swap_fields(a: str, b: str, *keys: str):
+    """A manifest edit swapping ``keys`` between the records of files ``a`` and ``b``."""
+    def change(m):
+        x, y = _record(m, a), _record(m, b)
+        for key in keys:
+            x[key], y[key] = y.get(key), x.get(key)
+    return change
+
+
+FP32, FP16, S8S8, U8S8 = "model_fp32.onnx", "model_fp16.onnx", "model_int8_qdq_s8s8.onnx", "model_int8_qdq_u8s8.onnx"
+RECORD_SWAPS = [  # onnxruntime would report the first precision while it runs the other file
+    ("fp32 and u8s8: precision and form", FP32, U8S8, ("precision", "form"), FP32),
+    ("the two INT8 forms", S8S8, U8S8, ("form",), S8S8),
+    ("the two INT8 accuracy records", S8S8, U8S8, ("accuracy",), S8S8),
+    ("fp32 and fp16: precision", FP32, FP16, ("precision",), FP32),
+    ("fp32 and u8s8: everything but the path", FP32, U8S8, ("precision", "form", "accuracy", "runtimes"), FP32),
+]
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("what, a, b, keys, named", RECORD_SWAPS, ids=[e[0] for e in RECORD_SWAPS])
+def test_swapped_file_records_are_refused_naming_the_file(real, what, a, b, keys, named):
+    edit(real, _swap_fields(a, b, *keys))
+    with pytest.raises(PackageError, match=rf"record of '{re.escape(named)}' says .* exported as .*swapped"):
+        load_package(real)
+
+
+@pytest.mark.slow
+def test_swapped_files_behind_swapped_checksums_are_refused(real):
+    """The files renamed into each other's place and the sha256 and size swapped to match: still refused."""
+    (real / FP32).rename(real / "tmp.onnx")
+    (real / U8S8).rename(real / FP32)
+    (real / "tmp.onnx").rename(real / U8S8)
+    edit(real, _swap_fields(FP32, U8S8, "sha256", "size"))
+    with pytest.raises(PackageError, match="swapped"):
+        load_package(real)
+
+
+@pytest.mark.slow
+def test_every_exported_file_records_its_own_identity(exported):
+    """Each model file's binding names the record it belongs to: role, precision, form, format, accuracy."""
+    manifest = read_manifest(exported)
+    stamped = {}
+    for record in manifest.files:
+        if record.path.endswith(".onnx"):
+            stamped[record.path] = json.loads(read_onnx_header(exported / record.path).metadata[BINDING_KEY][0])
+        elif record.path.endswith(".safetensors"):
+            stamped[record.path] = json.loads(read_safetensors_metadata(exported / record.path)[BINDING_KEY])
+    assert set(stamped) == {FP32, FP16, S8S8, U8S8, "model_bare_fp32.onnx", "model.safetensors"}
+    for path, binding in stamped.items():
+        record = manifest.find(role=binding["file"]["role"], precision=binding["file"]["precision"],
+                               **{k: v for k, v in binding["file"].items() if k not in ("role", "precision")
+                                  and v is not None})
+        assert record is not None and record.path == path, (path, binding["file"])
+        assert binding["default_spacing_mm"] is None  # exported without one
+    assert stamped[U8S8]["file"] == {"role": "onnx", "precision": "int8", "form": "qdq-u8s8", "format": None,
+                                     "accuracy": "int8-u8s8"}
+
+
+def test_the_default_spacing_is_bound(threshold):
+    edit(threshold, lambda m: m["input"].update(default_spacing_mm=[0.7, 0.7]))  # arrays without spacing
+    with pytest.raises(PackageError, match=r"'input.default_spacing_mm' is \[0.7, 0.7\] but model_fp32.onnx "
+                                           "was exported with null"):
+        load_package(threshold)
+    threshold_graph(threshold / FP32, binding=threshold_binding(default_spacing_mm=(0.7, 0.7)))
+    rerecord(threshold, FP32)
+    with LesionAnalyzer.load(threshold, "onnxruntime", warmup=False) as analyzer:  # exported with it: fine
+        assert analyzer.default_spacing == (0.7, 0.7)
+
+
+def test_a_binding_of_the_previous_version_asks_for_a_re_export(threshold):
+    old = {k: v for k, v in threshold_binding().items() if k != "default_spacing_mm"}
+    threshold_graph(threshold / FP32, binding={**old, "version": 1})
+    rerecord(threshold, FP32)
+    with pytest.raises(PackageError, match="binding version 1 is not 2; upgrade liverlesion or re-export"):
+        load_package(threshold)
 
 
 def test_the_threshold_package_is_bound_too_and_inspect_refuses_a_swap(threshold, capsys):
@@ -271,27 +359,91 @@ def test_the_digest_ignores_formatting_but_not_content(threshold):
         assert unpacked.digest == folder.digest
 
 
-def _add_engine(root: Path, built_from: str) -> None:
+def _add_engine(root: Path, built_from: str, name: str = "e") -> None:
+    """A well-formed fp32 engine record for an Orin (sm87, TensorRT 10.3), its plan built from ``built_from``."""
     (root / "engines").mkdir(exist_ok=True)
-    (root / "engines" / "e.engine").write_bytes(b"plan" * 64)
-    record = file_record(root, "engines/e.engine", "engine", "fp16")
+    (root / "engines" / f"{name}.engine").write_bytes(b"plan" * 64)
+    record = file_record(root, f"engines/{name}.engine", "engine", "fp32")
 
     def change(m):
         m["files"].append(record.to_dict())
-        m["engines"] = [{"file": "engines/e.engine", "precision": "fp16", "plan": {"onnx_sha256": built_from}}]
+        m.setdefault("engines", []).append({
+            "file": record.path, "sha256": record.sha256, "size": record.size, "precision": "fp32",
+            "tensorrt": "10.3.0", "gpu": {"name": "Orin", "compute_capability": "8.7"},
+            "profile": {"min": [1, 1, 128, 128], "opt": [1, 1, 128, 128], "max": [8, 1, 128, 128]},
+            "plan": {"onnx_sha256": built_from}})
     edit(root, change)
 
 
-def test_an_engine_built_on_the_device_keeps_the_pin_if_built_from_the_pinned_onnx(threshold, tmp_path):
+ORIN = Machine(gpu_name="Orin", compute_capability=(8, 7), tensorrt_version="10.3.0",
+               tensorrt_backend=(True, "TensorRT 10.3.0"), onnxruntime_version="1.32.0",
+               ort_providers=("TensorrtExecutionProvider", "CUDAExecutionProvider", "CPUExecutionProvider"))
+
+
+def _tensorrt(manifest, **pin):
+    """The TensorRT choices (engine files) selection makes for ``manifest`` on an Orin, and its reason."""
+    selection = select(manifest, ORIN, "auto", "fp32", **pin)
+    return [c.options.get("engine") for c in selection.candidates if c.backend == "tensorrt"], \
+        selection.backends["tensorrt"]
+
+
+def test_engines_are_outside_the_digest_and_unused_under_a_pin_unless_trusted(threshold):
     digest = load_package(threshold).digest
-    onnx_sha = read_manifest(threshold).find(role="onnx").sha256
-    other = Path(shutil.copytree(threshold, tmp_path / "other"))
-    _add_engine(threshold, onnx_sha)
-    assert load_package(threshold).digest == digest
-    load_package(threshold, expect_digest=digest).close()
-    _add_engine(other, "f" * 64)
-    with pytest.raises(PackageError, match="not built from an ONNX file of the pinned package"):
-        load_package(other, expect_digest=digest)
+    _add_engine(threshold, read_manifest(threshold).find(role="onnx").sha256)
+    assert load_package(threshold).digest == digest  # building an engine on the device keeps the pin
+    with load_package(threshold, expect_digest=digest) as package:
+        assert _tensorrt(package.manifest)[0] == ["engines/e.engine"]  # without a pin: as before
+        engines, why = _tensorrt(package.manifest, pinned=True)
+        assert engines == [] and "engines/e.engine: built on a device after export" in why
+        assert "trust_device_builds=True" in why
+        assert _tensorrt(package.manifest, pinned=True, trust_device_builds=True)[0] == ["engines/e.engine"]
+        # a pinned build_engine builds from the pinned ONNX, calibrating anew (caches are device-built too)
+        built = select(package.manifest, ORIN, "tensorrt", "fp32", build_engine=True, pinned=True)
+        assert built.candidates[0].options == {"build": True, "reuse_calibration_cache": False}
+
+
+def test_a_pinned_load_never_takes_an_engine_built_from_another_onnx_and_still_loads(threshold):
+    digest = load_package(threshold).digest
+    _add_engine(threshold, "f" * 64, name="foreign")
+    _add_engine(threshold, read_manifest(threshold).find(role="onnx").sha256, name="ours")
+    with load_package(threshold, expect_digest=digest) as package:  # a stale record does not block the pin
+        engines, why = _tensorrt(package.manifest, pinned=True, trust_device_builds=True)
+        assert engines == ["engines/ours.engine"]
+        assert _tensorrt(package.manifest)[0] == ["engines/foreign.engine"]  # without a pin: as before
+    only_foreign = json.loads((threshold / "manifest.json").read_text())
+    only_foreign["engines"] = [e for e in only_foreign["engines"] if "foreign" in e["file"]]
+    (threshold / "manifest.json").write_text(json.dumps(only_foreign))
+    with load_package(threshold, expect_digest=digest) as package:
+        engines, why = _tensorrt(package.manifest, pinned=True, trust_device_builds=True)
+        assert engines == [] and "the pinned package does not hold" in why
+    with LesionAnalyzer.load(threshold, "onnxruntime", warmup=False, expect_digest=digest) as analyzer:
+        assert analyzer.selection.requested["pinned"] is True
+
+
+def test_under_a_pin_the_runtimes_own_caches_are_off_unless_trusted(threshold):
+    from liverlesion.backends.onnxruntime import OnnxRuntimeBackend
+
+    manifest = read_manifest(threshold)
+    vino = Machine(openvino_version="2026.4.1", openvino_capabilities=("FP32", "INT8"))
+    for machine, backend, provider, option in ((ORIN, "onnxruntime", "tensorrt", "engine_cache"),
+                                               (vino, "openvino", None, "cache_dir")):
+        plain = select(manifest, machine, backend, "fp32", provider=provider).candidates[0]
+        pinned = select(manifest, machine, backend, "fp32", provider=provider, pinned=True).candidates[0]
+        trusted = select(manifest, machine, backend, "fp32", provider=provider, pinned=True,
+                         trust_device_builds=True).candidates[0]
+        assert option not in plain.options and option not in trusted.options
+        assert pinned.options[option] is False and "pinned package" in pinned.reason
+    cpu = select(manifest, ORIN, "onnxruntime", "fp32", provider="cpu", pinned=True).candidates[0]
+    assert "engine_cache" not in cpu.options  # the CPU provider caches nothing
+    # what the TensorRT provider is then given (its options, without needing a GPU here)
+    fake = types.SimpleNamespace(engine_cache=False, device_id=0, precision="fp16")
+    assert OnnxRuntimeBackend._provider_options(fake, "tensorrt")["trt_engine_cache_enable"] is False
+
+
+@pytest.mark.parametrize("bad", [1, "yes", None])
+def test_trust_device_builds_must_be_a_bool(threshold, bad):
+    with pytest.raises(InputError, match="trust_device_builds"):
+        LesionAnalyzer.load(threshold, "onnxruntime", warmup=False, trust_device_builds=bad)
 
 
 @pytest.mark.parametrize("given", ["xyz", "0" * 63, "g" * 64, 123, b"0" * 64, ["0" * 64]])
@@ -372,8 +524,8 @@ def test_the_total_and_the_manifest_entry_are_bounded(threshold, tmp_path, temp_
     with pytest.raises(PackageError, match="manifest.json is .* bytes; a manifest of at most 100 bytes"):
         load_package(archive, limits=PackageLimits(manifest_bytes=100))
     assert opened_entries == ["manifest.json"] and not any(temp_dir.iterdir())
-    big = [("manifest.json", b" " * (17 << 20) + b"{}")]  # above the 16 MiB default
-    with pytest.raises(PackageError, match="a manifest of at most 16777216 bytes"):
+    big = [("manifest.json", b" " * (2 << 20) + b"{}")]  # above the 1 MiB default
+    with pytest.raises(PackageError, match="a manifest of at most 1048576 bytes"):
         load_package(pack(tmp_path / "big.zip", big))
     assert opened_entries == ["manifest.json"]  # only the first, readable archive's
 
@@ -442,6 +594,80 @@ def test_a_damaged_or_unsupported_entry_is_a_package_error_naming_it(threshold, 
     assert not any(temp_dir.iterdir())
 
 
+def empty_entries_zip(path: Path, count: int, *, says: int | None = None, zip64: bool = False) -> Path:
+    """An archive of ``count`` empty stored entries, its end record saying ``says`` entries (default: the
+    truth; ``zip64``: in a zip64 end record, the 16-bit fields 0xFFFF). Written byte by byte: zipfile would
+    take seconds for 300,000 entries."""
+    local, central, offset = [], [], 0
+    for k in range(count):
+        name = f"{k:06d}".encode()
+        header = struct.pack("<4s5H3L2H", b"PK\x03\x04", 20, 0, 0, 0, 0, 0, 0, 0, len(name), 0) + name
+        central.append(struct.pack("<4s6H3L5H2L", b"PK\x01\x02", 20, 20, 0, 0, 0, 0, 0, 0, 0, len(name), 0, 0, 0,
+                                   0, 0, offset) + name)
+        local.append(header)
+        offset += len(header)
+    directory = b"".join(central)
+    entries = count if says is None else says
+    tail = b""
+    if zip64:
+        tail = struct.pack("<4sQ2H2L4Q", b"PK\x06\x06", 44, 45, 45, 0, 0, entries, entries, len(directory), offset)
+        tail += struct.pack("<4sLQL", b"PK\x06\x07", 0, offset + len(directory), 1)
+    short = 0xFFFF if zip64 else min(entries, 0xFFFF)
+    tail += struct.pack("<4s4H2LH", b"PK\x05\x06", 0, 0, short, short, len(directory), offset, 0)
+    path.write_bytes(b"".join(local) + directory + tail)
+    return path
+
+
+@pytest.fixture
+def zipfile_opened(monkeypatch) -> list[Path]:
+    """Archives handed to zipfile.ZipFile (to see that a refusal came before it parsed anything)."""
+    opened: list[Path] = []
+    real = zipfile.ZipFile
+
+    def spy(file, *args, **kwargs):
+        opened.append(Path(file))
+        return real(file, *args, **kwargs)
+
+    monkeypatch.setattr(zipfile, "ZipFile", spy)
+    return opened
+
+
+def test_the_hand_made_archives_are_ones_zipfile_reads(tmp_path):
+    for zip64 in (False, True):
+        with zipfile.ZipFile(empty_entries_zip(tmp_path / f"{zip64}.zip", 3, zip64=zip64)) as zf:
+            assert zf.namelist() == ["000000", "000001", "000002"]
+
+
+MANY_ENTRIES = [
+    ("300,000 entries (zip64, as zipfile writes them)", {"zip64": True}, "300000 entries; at most 4096 accepted"),
+    ("300,000 in a plain end record (65535, its most)", {}, "65535 entries; at most 4096 accepted"),
+    ("300,000 claiming 3", {"says": 3}, "more than 4096 entries .its end record says 3."),
+    ("300,000 claiming 3 in zip64", {"says": 3, "zip64": True}, "more than 4096 entries"),
+]
+
+
+@pytest.mark.parametrize("what, form, message", MANY_ENTRIES, ids=[e[0] for e in MANY_ENTRIES])
+def test_an_archive_of_too_many_entries_is_refused_from_its_tail_before_zipfile_parses_it(
+        tmp_path, temp_dir, zipfile_opened, what, form, message):
+    archive = empty_entries_zip(tmp_path / "many.zip", 300_000, **form)
+    with pytest.raises(PackageError, match=message):
+        load_package(archive)
+    assert zipfile_opened == [] and not any(temp_dir.iterdir())
+
+
+def test_the_central_directory_bound_and_a_missing_end_record(threshold, tmp_path, zipfile_opened):
+    archive = pack(tmp_path / "p.zip", package_entries(threshold))
+    zipfile_opened.clear()  # pack's own writing
+    with pytest.raises(PackageError, match="a central directory of .* bytes; at most 64 accepted"):
+        load_package(archive, limits=PackageLimits(central_directory_bytes=64))
+    assert zipfile_opened == []
+    load_package(archive).close()  # the default bound takes it
+    cut = tmp_path / "cut.zip"
+    cut.write_bytes(archive.read_bytes()[:-22])  # the end record gone
+    with pytest.raises(PackageError, match="no end-of-central-directory record"):
+        load_package(cut)
+
+
 def test_an_archive_lacking_a_listed_file_is_refused_before_unpacking(threshold, tmp_path, temp_dir, opened_entries):
     entries = [e for e in package_entries(threshold) if e[0] != "model_fp32.onnx"]
     with pytest.raises(PackageError, match="lists 'model_fp32.onnx', which the archive lacks"):
@@ -488,7 +714,7 @@ def _text_edit(root: Path, old: str, new: str) -> None:
 
 DEEP = "[" * 100_000 + "]" * 100_000
 TEXT_EDITS = [
-    ("nested 100,000 deep", '"engines": []', f'"engines": [], "deep": {DEEP}', "nested too deeply"),
+    ("nested 100,000 deep", '"engines": []', f'"engines": [], "deep": {DEEP}', "nested 100001 levels deep"),
     ("nested 100 deep", '"engines": []', '"engines": [], "deep": ' + "[" * 100 + "]" * 100, "nested 10"),
     ("5,000-digit number", '"version": "0"', '"version": "0", "n": ' + "7" * 5000, "5000 digits"),
     ("NaN", '"engines": []', '"engines": [], "x": NaN', "NaN is not a JSON number"),
@@ -504,6 +730,76 @@ def test_json_that_python_would_choke_on_or_read_ambiguously_is_refused(threshol
     _text_edit(threshold, old, new)
     with pytest.raises(PackageError, match=message):
         load_package(threshold)
+
+
+SURROGATES = [
+    ("lone high", '"version": "0"', '"version": "0", "created": "\\ud800"'),
+    ("lone low", '"version": "0"', '"version": "0", "created": "x\\udfffy"'),
+    ("in a key", '"engines": []', '"engines": [], "\\ud83d": 1'),
+    ("reversed pair", '"engines": []', '"engines": [], "note": "\\ude00\\ud83d"'),
+]
+
+
+@pytest.mark.parametrize("what, old, new", SURROGATES, ids=[e[0] for e in SURROGATES])
+def test_a_lone_surrogate_is_a_package_error_not_a_unicode_error(threshold, what, old, new):
+    path = threshold / "manifest.json"
+    path.write_text(json.dumps(json.loads(path.read_text())))
+    _text_edit(threshold, old, new)
+    with pytest.raises(PackageError, match="lone UTF-16 surrogate"):
+        load_package(threshold)
+    assert main(["inspect", str(threshold)]) == 2  # inspect too: a typed error, no traceback
+
+
+def test_an_escaped_surrogate_pair_is_text_and_keeps_its_digest(threshold):
+    path = threshold / "manifest.json"
+    path.write_text(json.dumps(json.loads(path.read_text())))
+    _text_edit(threshold, '"engines": []', '"engines": [], "note": "\\ud83d\\ude00"')
+    with load_package(threshold) as package:
+        assert package.manifest.raw["note"] == "\U0001F600" and len(package.digest) == 64
+
+
+@pytest.mark.parametrize("data, depth", [
+    (b"[]", 1), (b"{}", 1), (b"7", 0), (b'{"a": [1, {"b": []}]}', 4), (b'"[[[[{{{{"', 0),
+    (b'{"a": "]]]]", "b": [[[]]]}', 4), (b'{"a": "\\"[[[", "b": []}', 2), (b'["\\\\", ["x"]]', 2),
+    (b"[" * 70 + b"]" * 70, 70), (b"[[],[],[]]", 2),
+], ids=str)
+def test_json_depth_is_counted_on_the_bytes_outside_strings(data, depth):
+    assert json_depth(data) == depth
+    assert max_depth_of(json.loads(data)) == depth  # what Python's parser builds
+
+
+def max_depth_of(value) -> int:
+    if isinstance(value, dict):
+        return 1 + max((max_depth_of(v) for v in value.values()), default=0)
+    if isinstance(value, list):
+        return 1 + max((max_depth_of(v) for v in value), default=0)
+    return 0
+
+
+def test_too_deep_json_is_refused_before_it_is_parsed(threshold, monkeypatch):
+    parsed = []
+    real_loads = json.loads
+    monkeypatch.setattr(json, "loads", lambda *a, **k: parsed.append(1) or real_loads(*a, **k))
+    deep = b'{"x": ' + b"[" * 65 + b"]" * 65 + b"}"
+    with pytest.raises(PackageError, match="nested 66 levels deep"):
+        loads_bounded(deep, "test")
+    assert parsed == []
+    # brackets inside strings are text: a manifest quoting 10,000 of them is not deep
+    path = threshold / "manifest.json"
+    path.write_text(json.dumps(json.loads(path.read_text())))
+    _text_edit(threshold, '"engines": []', '"engines": [], "note": "' + "[{" * 10_000 + '"')
+    load_package(threshold).close()
+
+
+def test_a_large_manifest_of_empty_lists_is_refused_before_it_is_read(threshold, monkeypatch):
+    (threshold / "manifest.json").write_bytes(b"[" + b"[]," * (3 << 20) + b"[]]")  # 9 MiB of [[],[],...]
+    read = []
+    real_open = open
+    monkeypatch.setattr("builtins.open", lambda file, mode="r", *a, **k: (
+        read.append(file) if str(file).endswith("manifest.json") else None) or real_open(file, mode, *a, **k))
+    with pytest.raises(PackageError, match="a manifest of at most 1048576 bytes"):
+        load_package(threshold)
+    assert read == []
 
 
 LONG = "a" * 5000 + ".onnx"
@@ -575,7 +871,7 @@ def test_inspect_and_predict_see_the_same_manifest(threshold, capsys, change):
 def test_a_manifest_file_above_the_limit_is_refused_before_it_is_read(threshold, monkeypatch):
     path = threshold / "manifest.json"
     with open(path, "a") as handle:
-        handle.write(" " * (17 << 20))
+        handle.write(" " * (2 << 20))
     read = []
     real_open = open
 
@@ -585,11 +881,11 @@ def test_a_manifest_file_above_the_limit_is_refused_before_it_is_read(threshold,
         return real_open(file, mode, *args, **kwargs)
 
     monkeypatch.setattr("builtins.open", spy)
-    with pytest.raises(PackageError, match="a manifest of at most 16777216 bytes"):
+    with pytest.raises(PackageError, match="a manifest of at most 1048576 bytes"):
         load_package(threshold)
     assert not read
     monkeypatch.undo()
-    load_package(threshold, limits=PackageLimits(manifest_bytes=18 << 20)).close()  # the limit is configurable
+    load_package(threshold, limits=PackageLimits(manifest_bytes=3 << 20)).close()  # the limit is configurable
 
 
 @pytest.mark.parametrize("kind", ["directory", "not utf-8", "fifo"])
@@ -613,6 +909,35 @@ def test_the_grid_bound_is_configurable(threshold):
     # a wider bound lets the manifest through, and then the graph (128 x 128) disagrees with it
     with pytest.raises(PackageError, match="'input.grid'"):
         load_package(threshold, limits=PackageLimits(grid_side=(8, 8192)))
+
+
+# -- one spacing rule for slices and grids -------------------------------------------------------------------------
+def test_one_spacing_range_for_slices_grids_and_the_default_spacing(threshold):
+    import liverlesion.grid as grid_module
+
+    assert grid_module.SPACING_RANGE_MM == (0.05, 25.0) and not hasattr(grid_module, "GRID_SPACING_RANGE_MM")
+    assert PackageLimits().grid_spacing_mm == grid_module.SPACING_RANGE_MM
+    assert check_spacing((12.0, 25.0)) == (12.0, 25.0)
+    for bad in ((25.5, 1.0), (0.01, 1.0)):
+        with pytest.raises(InputError, match="between 0.05 and 25.0 mm"):
+            check_spacing(bad)
+    edit(threshold, lambda m: m["input"].update(default_spacing_mm=[30.0, 1.0]))
+    with pytest.raises(PackageError, match=r"input.default_spacing_mm\[0\]' is 30.0; accepted: a number from "
+                                           "0.05 to 25.0"):
+        load_package(threshold)
+
+
+def test_a_package_on_a_12_mm_grid_loads_in_the_analyzer_as_in_the_loader(threshold):
+    coarse = ModelGrid((32, 32), (12.0, 12.0))  # the tests' exported packages run at 12 mm
+    threshold_graph(threshold / FP32, grid=coarse)
+    rerecord(threshold, FP32)
+    edit(threshold, lambda m: m["input"].update(grid=coarse.to_dict(), shape=["N", 1, 32, 32]))
+    load_package(threshold).close()
+    with LesionAnalyzer.load(threshold, "onnxruntime") as analyzer:  # warmed up on its own grid
+        assert analyzer.default_spacing == (12.0, 12.0)
+        hu = np.full((40, 40), 100, np.int16)
+        hu[:4] = -1000
+        assert analyzer.predict(hu).spacing_mm == (12.0, 12.0)
 
 
 # -- 6. LesionAnalyzer.load arguments -----------------------------------------------------------------------------

@@ -20,12 +20,12 @@ from .errors import InputError
 
 #: HU used for pixels outside the input slice (air).
 AIR_HU = -1024.0
-#: Pixel spacings outside this range (mm) are refused as absurd.
-SPACING_RANGE_MM = (0.05, 10.0)
+#: Pixel spacings (mm) accepted, of slices and of model grids alike (one rule: a package's grid and its
+#: default spacing must be spacings a slice may have); outside it a spacing is refused as absurd. 25 mm
+#: leaves room for coarse grids (the tiny test models run at 12 mm); CT pixels are 0.3 to 1 mm.
+SPACING_RANGE_MM = (0.05, 25.0)
 #: Sides (pixels) of a model grid that a package may declare: outside this range it is refused as absurd.
 GRID_SIDE_RANGE = (8, 2048)
-#: Model-grid spacings (mm) a package may declare; coarser than input pixels may be (tiny test models run at 12 mm).
-GRID_SPACING_RANGE_MM = (SPACING_RANGE_MM[0], 25.0)
 
 
 @dataclass(frozen=True)
@@ -40,7 +40,7 @@ class ModelGrid:
 
     @classmethod
     def from_dict(cls, data: Any, *, side_range: tuple[int, int] = GRID_SIDE_RANGE,
-                  spacing_range: tuple[float, float] = GRID_SPACING_RANGE_MM) -> ModelGrid:
+                  spacing_range: tuple[float, float] = SPACING_RANGE_MM) -> ModelGrid:
         """``{"size": [rows, cols], "spacing_mm": [row_mm, col_mm]}``, each within its range, or InputError."""
         if not isinstance(data, dict):
             raise InputError(f"grid must be an object with 'size' and 'spacing_mm', got {type(data).__name__}")

@@ -49,8 +49,9 @@ class OnnxRuntimeBackend(Backend):
     extra: ClassVar[str] = "onnxruntime"
 
     def __init__(self, package: ModelPackage, precision: str = "fp32", *, provider: str = "cpu",
-                 threads: int | None = None, device_id: int = 0) -> None:
-        """``threads``: intra-op threads (default, and at most: every CPU this process may use)."""
+                 threads: int | None = None, device_id: int = 0, engine_cache: bool = True) -> None:
+        """``threads``: intra-op threads (default, and at most: every CPU this process may use);
+        ``engine_cache``: let the TensorRT provider reuse the engines it cached (False: build in memory)."""
         super().__init__(package, precision)
         ort = require("onnxruntime", "onnxruntime", "the onnxruntime backend")
         if provider not in PROVIDERS:
@@ -65,6 +66,7 @@ class OnnxRuntimeBackend(Backend):
         self.threads = threads
         self.provider = provider
         self.device_id = device_id
+        self.engine_cache = bool(engine_cache)
         self.record = select_onnx_file(package, precision, provider)
         options = ort.SessionOptions()
         options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
@@ -95,8 +97,9 @@ class OnnxRuntimeBackend(Backend):
 
     def _provider_options(self, provider: str) -> dict[str, Any]:
         if provider == "tensorrt":
-            return {"device_id": self.device_id, "trt_engine_cache_enable": True,
-                    "trt_engine_cache_path": str(self._trt_cache()),
+            cache = {"trt_engine_cache_enable": True, "trt_engine_cache_path": str(self._trt_cache())} \
+                if self.engine_cache else {"trt_engine_cache_enable": False}
+            return {"device_id": self.device_id, **cache,
                     "trt_fp16_enable": self.precision == "fp16", "trt_int8_enable": self.precision == "int8"}
         if provider == "cuda":
             return {"device_id": self.device_id}

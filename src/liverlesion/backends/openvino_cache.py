@@ -90,13 +90,17 @@ def untrusted(info: os.stat_result, what: str) -> str | None:
 
 
 def prepare_folder(root: Path, folder: Path) -> Path | None:
-    """Create ``folder`` (each missing level 0700) and check the levels below ``root``; None when unusable."""
+    """Create ``folder`` (each missing level 0700) and check the levels below ``root``; None when unusable.
+
+    Safe when many processes load at once: each level is made with ``exist_ok`` and then
+    checked, never tested for and then made (the loser of that race would see "File exists").
+    """
     try:
-        missing = [p for p in (folder, *folder.parents) if not p.exists()]
-        for level in reversed(missing):
-            level.mkdir(mode=0o700)
         relative = folder.relative_to(root)
         levels = [root.joinpath(*relative.parts[:i + 1]) for i in range(len(relative.parts))]
+        root.mkdir(mode=0o700, parents=True, exist_ok=True)
+        for level in levels:
+            level.mkdir(mode=0o700, exist_ok=True)  # an existing level keeps its mode, checked below
         for level in levels:
             info = level.stat()
             if not stat.S_ISDIR(info.st_mode):
@@ -210,8 +214,9 @@ def write_entry(folder: Path, key: CacheKey, blob: bytes, executed: str, runtime
               "executed_precision": executed, "runtime_precisions": dict(runtime)}
     try:
         # blob first: a reader between the two sees the old record, whose sha256 the new blob fails
-        atomic_write_bytes(folder / f"{key.stem}.blob", blob)
-        atomic_write_bytes(folder / f"{key.stem}.json", (json.dumps(record, indent=1) + "\n").encode())
+        atomic_write_bytes(folder / f"{key.stem}.blob", blob, private=True)
+        atomic_write_bytes(folder / f"{key.stem}.json", (json.dumps(record, indent=1) + "\n").encode(),
+                           private=True)
     except OSError as exc:
         log.warning("liverlesion: cannot write the compiled model of %s to the cache %s (%s); the next load "
                     "compiles again", key.source_path, folder, exc)

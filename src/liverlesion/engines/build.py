@@ -173,7 +173,7 @@ def build_engine(root: str | Path, plan: BuildPlan, *, log: Callable[[str], None
             # Keep a Python reference for the whole build: the config holds only TensorRT's pointer to it.
             calibrator = make_entropy_calibrator(
                 trt, batches, cache_file, cuda, input_name=plan.profile.input, reuse_cache=calib.reuse_cache,
-                log=log, kind=calib.kind)
+                cache_sha256=calib.cache_sha256, log=log, kind=calib.kind)
             config.int8_calibrator = calibrator
             calib_profile = builder.create_optimization_profile()
             shape = trt.Dims(list(calib.profile))  # calibration runs at this one shape

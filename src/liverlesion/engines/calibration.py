@@ -8,6 +8,7 @@ wraps it in TensorRT's ``IInt8EntropyCalibrator2`` (8.x only: removed in 11.0).
 
 from __future__ import annotations
 
+import hashlib
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -15,7 +16,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from ..atomic import atomic_write_bytes
-from ..errors import EngineError
+from ..errors import ChecksumError, EngineError
 
 if TYPE_CHECKING:
     from ..backends.cuda_memory import CudaMemory
@@ -94,12 +95,19 @@ class CalibrationBatches:
             yield self.batch(index)
 
 
-def read_cache(path: str | Path) -> bytes | None:
-    """A calibration cache's bytes, or None when there is none (missing or empty)."""
+def read_cache(path: str | Path, sha256: str | None = None) -> bytes | None:
+    """A calibration cache's bytes, or None when there is none (missing or empty).
+
+    ``sha256``: the cache's manifest record; bytes that do not match it raise ChecksumError
+    (the cache is device-built, outside the package digest, and TensorRT trusts its scales).
+    """
     path = Path(path)
     if not path.is_file():
         return None
     data = path.read_bytes()
+    if data and sha256 is not None and hashlib.sha256(data).hexdigest() != sha256:
+        raise ChecksumError(f"calibration cache {path} does not match the sha256 of its manifest record; it "
+                            "was modified after it was written")
     return data or None
 
 
@@ -112,13 +120,14 @@ def write_cache(path: str | Path, data: bytes) -> Path:
 
 
 def make_entropy_calibrator(trt: Any, batches: CalibrationBatches, cache_path: str | Path, memory: CudaMemory,
-                            *, input_name: str, reuse_cache: bool = True,
+                            *, input_name: str, reuse_cache: bool = True, cache_sha256: str | None = None,
                             log: Callable[[str], None] | None = None, kind: str = "entropy2") -> Any:
     """An ``IInt8EntropyCalibrator2`` feeding ``batches`` through one device buffer (TensorRT 8.x).
 
     The class is defined here, at call time, because its base class lives in the
     tensorrt module. ``memory`` must be active (its CUDA context current) while TensorRT
-    calibrates. Set the calibration profile's shape to ``batches.batch_shape``.
+    calibrates. Set the calibration profile's shape to ``batches.batch_shape``. ``cache_sha256``:
+    the cache's manifest record, checked before it is reused (a cache that fails it is recalibrated).
     """
     # Both bases exist from TensorRT 8.5 to 10.x; 11 removed calibrators (the plan never asks there).
     base = trt.IInt8EntropyCalibrator2 if kind == "entropy2" else trt.IInt8MinMaxCalibrator
@@ -153,7 +162,11 @@ def make_entropy_calibrator(trt: Any, batches: CalibrationBatches, cache_path: s
             return [self._device]
 
         def read_calibration_cache(self) -> bytes | None:
-            data = read_cache(cache_path) if reuse_cache else None
+            try:
+                data = read_cache(cache_path, cache_sha256) if reuse_cache else None
+            except ChecksumError as exc:  # never raise into TensorRT's callback: calibrate anew instead
+                say(f"{exc}; not used, calibrating anew")
+                return None
             if data:
                 say(f"using calibration cache {cache_path}")
             return data

@@ -51,6 +51,9 @@ class BuildOptions:
     timing_cache: str | None = None
     version_compatible: bool = False
     calibration_batch: int = DEFAULT_CALIBRATION_BATCH
+    #: Reuse a calibration cache recorded for this TensorRT, GPU and slice set (False: calibrate anew; a
+    #: pinned load does so, since caches are device-built and outside the package digest).
+    reuse_calibration_cache: bool = True
 
 
 @dataclass(frozen=True)
@@ -80,6 +83,8 @@ class CalibratorPlan:
     reuse_cache: bool
     profile: tuple[int, ...]
     kind: str = "entropy2"
+    #: The reused cache's manifest record: its bytes are checked against it before TensorRT reads them.
+    cache_sha256: str | None = None
 
 
 @dataclass(frozen=True)
@@ -162,13 +167,15 @@ def _calibrator(manifest: Manifest, version: TrtVersion, cc: tuple[int, int], op
     cache = f"{ENGINES_DIR}/{arch}_{sm_tag(cc)}_trt{version.short()}.calib"
     recorded = next((f for f in manifest.files if f.path == cache and f.role == "calibration-cache"), None)
     # A cache is only valid for the TensorRT and GPU that wrote it (TensorRT#3612) and for these slices.
-    reuse = bool(recorded and recorded.extra.get("tensorrt") == version.short()
+    reuse = bool(options.reuse_calibration_cache and recorded
+                 and recorded.extra.get("tensorrt") == version.short()
                  and recorded.extra.get("compute_capability") == format_compute_capability(cc)
                  and recorded.extra.get("slices_sha256") == slices.sha256)
     method = (manifest.raw.get("calibration") or {}).get("method", "minmax")
     return CalibratorPlan(batch_size=batch, slices=slices.path, slices_sha256=slices.sha256, cache=cache,
                           reuse_cache=reuse, profile=(batch, *shape),
-                          kind="entropy2" if method == "entropy" else "minmax")
+                          kind="entropy2" if method == "entropy" else "minmax",
+                          cache_sha256=recorded.sha256 if reuse and recorded is not None else None)
 
 
 def engine_file_name(arch: str, precision: str, cc: tuple[int, int], version: TrtVersion,

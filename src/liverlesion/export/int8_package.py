@@ -22,8 +22,7 @@ import numpy as np
 import onnx
 
 from ..errors import ExportError
-from ..package import binding_of, load_package, write_manifest
-from ..package.binding import bind_onnx_file
+from ..package import load_package, package_binding, write_manifest
 from ..package.store import file_record
 from .accuracy import (
     EvalSet,
@@ -35,6 +34,7 @@ from .accuracy import (
     target_loss,
     target_misses,
 )
+from .binding import bound_onnx_record
 from .calibration import CALIBRATION_FILE, save_slices, select_calibration_slices
 from .graph_checks import require_tensorrt_form
 from .package_writer import (
@@ -249,18 +249,19 @@ def quantize_package(package_dir: str | Path, calib: str | Path, eval_data: str 
         if cpu_on_openvino is not None:
             accuracy[CPU_FORM_OPENVINO_KEY] = cpu_on_openvino
         annotate(accuracy, fp32_scores)
-        # the quantizer may or may not carry the FP32 graph's metadata over: record the binding explicitly
-        binding = binding_of(manifest)
-        for written in (int8, cpu_int8) if not cpu_misses else (int8,):
-            bind_onnx_file(written, binding)
+        # the quantizer may or may not carry the FP32 graph's metadata over: each INT8 file is stamped with
+        # the package's binding and its own identity (form, accuracy record), from the fields of its record
+        binding = package_binding(manifest)
         raw = manifest.to_dict()
         files = [f for f in raw["files"] if f["path"] not in (INT8_FILE, INT8_CPU_FILE, CALIBRATION_FILE)]
         opset = graph["opset"]
-        files.append(file_record(tmp, INT8_FILE, "onnx", "int8", opset=opset, form=FORMS["s8s8"]["form"],
-                                 runtimes=FORMS["s8s8"]["runtimes"], accuracy="int8").to_dict())
+        files.append(bound_onnx_record(tmp, INT8_FILE, binding, "onnx", "int8", opset=opset,
+                                       form=FORMS["s8s8"]["form"], runtimes=FORMS["s8s8"]["runtimes"],
+                                       accuracy="int8").to_dict())
         if not cpu_misses:
-            files.append(file_record(tmp, INT8_CPU_FILE, "onnx", "int8", opset=opset, form=FORMS["u8s8"]["form"],
-                                     runtimes=FORMS["u8s8"]["runtimes"], accuracy=CPU_FORM_KEY).to_dict())
+            files.append(bound_onnx_record(tmp, INT8_CPU_FILE, binding, "onnx", "int8", opset=opset,
+                                           form=FORMS["u8s8"]["form"], runtimes=FORMS["u8s8"]["runtimes"],
+                                           accuracy=CPU_FORM_KEY).to_dict())
         files.append(file_record(tmp, CALIBRATION_FILE, "calibration", None, dtype="float32",
                                  shape=list(calibration.slices.shape), units="HU").to_dict())
         raw["files"] = files

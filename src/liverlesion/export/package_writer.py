@@ -22,7 +22,7 @@ from .. import __version__
 from ..errors import ExportError, InputError
 from ..grid import AIR_HU, check_spacing
 from ..package import SCHEMA_NAME, SCHEMA_VERSION, load_package, write_manifest
-from ..package.binding import BINDING_KEY, binding_text, make_binding
+from ..package.binding import BINDING_KEY, binding_text, file_identity, for_file, make_binding
 from ..package.manifest import MANIFEST_NAME, FileRecord
 from ..package.store import file_record, write_archive
 from .fused import CLASS_PROBABILITIES, INPUT_NAME, LABELS, PROBABILITIES
@@ -34,6 +34,8 @@ INT8_FILE = "model_int8_qdq_s8s8.onnx"
 INT8_CPU_FILE = "model_int8_qdq_u8s8.onnx"
 WEIGHTS_FILE = "model.safetensors"
 CONFIG_FILE = "model_config.json"
+#: The identity fields of the weights' record, which its safetensors metadata records as well.
+WEIGHTS_RECORD = {"role": "weights", "precision": "fp32", "format": "safetensors"}
 #: Training metadata not copied into the manifest (long, and in the checkpoint anyway).
 _TRAINING_DROP = ("history", "config")
 
@@ -79,15 +81,17 @@ def io_spec(grid_size: tuple[int, int], n_labels: int, arch: str, max_batch: int
 
 
 def write_weights(root: Path, checkpoint: Any, binding: dict[str, Any]) -> None:
-    """``model.safetensors`` (config and ``binding`` in its metadata) and ``model_config.json``, for torch."""
+    """``model.safetensors`` (config, and ``binding`` with the weights' identity, in its metadata) and
+    ``model_config.json``, for torch."""
     from safetensors.torch import save_file
 
     description = {"format": "liverlesion-weights", "version": 1, "model": checkpoint.config.to_dict(),
                    "preprocessing": checkpoint.preprocessing.to_dict(), "grid": checkpoint.grid.to_dict(),
                    "labels": list(checkpoint.labels), "classes": list(checkpoint.classes)}
     state = {k: v.detach().cpu().contiguous().clone() for k, v in checkpoint.model.state_dict().items()}
+    bound = for_file(binding, file_identity(**WEIGHTS_RECORD))
     save_file(state, str(root / WEIGHTS_FILE),
-              metadata={"liverlesion": json.dumps(description), BINDING_KEY: binding_text(binding)})
+              metadata={"liverlesion": json.dumps(description), BINDING_KEY: binding_text(bound)})
     (root / CONFIG_FILE).write_text(json.dumps(description, indent=2) + "\n")
 
 
@@ -143,6 +147,7 @@ def export_package(checkpoint_path: str | Path, out: str | Path, *, eval_data: s
     from ..atomic import folder_swap
     from ..training.checkpoint import load_checkpoint
     from .accuracy import annotate, load_eval_set, measure, measure_on_openvino
+    from .binding import bound_onnx_record
     from .fp16 import write_fp16
     from .fused import fuse
     from .onnx_export import export_bare, export_fused, opset_of
@@ -166,13 +171,15 @@ def export_package(checkpoint_path: str | Path, out: str | Path, *, eval_data: s
     parity_inputs[f"phantom slices, batch {len(phantoms)}"] = phantoms
 
     out = Path(out)
-    # What the manifest written below must agree with, recorded in every model file (package.binding)
+    # What the manifest written below must agree with, recorded in every model file with the file's own
+    # identity (package.binding; bound_onnx_record stamps it from the same fields the record is made of)
     binding = make_binding(input_name=INPUT_NAME, grid=grid, labels=checkpoint.labels,
-                           lesion_classes=checkpoint.classes, preprocessing=checkpoint.preprocessing)
+                           lesion_classes=checkpoint.classes, preprocessing=checkpoint.preprocessing,
+                           default_spacing_mm=default_spacing)
     with folder_swap(out, is_package, "a model package") as tmp:
         metadata = {"liverlesion.arch": config.arch, "liverlesion.labels": ",".join(checkpoint.labels)}
         t = time.perf_counter()
-        export_fused(fused, tmp / FP32_FILE, grid, metadata, binding)
+        export_fused(fused, tmp / FP32_FILE, grid, metadata)
         timings["export_fp32_s"] = time.perf_counter() - t
         say(f"wrote {FP32_FILE}; checking parity with PyTorch on onnxruntime CPU")
         t = time.perf_counter()
@@ -186,16 +193,17 @@ def export_package(checkpoint_path: str | Path, out: str | Path, *, eval_data: s
 
         opset = opset_of(onnx.load(str(tmp / FP32_FILE), load_external_data=False))
         runtimes = ["onnxruntime", "tensorrt"]
-        files = [file_record(tmp, FP32_FILE, "onnx", "fp32", opset=opset, form="float", runtimes=runtimes),
-                 file_record(tmp, FP16_FILE, "onnx", "fp16", opset=opset, form="float", io_dtype="float32",
-                             runtimes=runtimes)]
+        files = [bound_onnx_record(tmp, FP32_FILE, binding, "onnx", "fp32", opset=opset, form="float",
+                                   runtimes=runtimes),
+                 bound_onnx_record(tmp, FP16_FILE, binding, "onnx", "fp16", opset=opset, form="float",
+                                   io_dtype="float32", runtimes=runtimes)]
         if bare:
             export_bare(checkpoint.model, tmp / BARE_FILE, grid, arch=config.arch,
-                        in_channels=config.in_channels, metadata=metadata, binding=binding)
-            files.append(file_record(tmp, BARE_FILE, "onnx-bare", "fp32", opset=opset, form="float",
-                                     input="preprocessed channels in [-1, 1]", outputs="logits"))
+                        in_channels=config.in_channels, metadata=metadata)
+            files.append(bound_onnx_record(tmp, BARE_FILE, binding, "onnx-bare", "fp32", opset=opset, form="float",
+                                           input="preprocessed channels in [-1, 1]", outputs="logits"))
         write_weights(tmp, checkpoint, binding)
-        files += [file_record(tmp, WEIGHTS_FILE, "weights", "fp32", format="safetensors", config=CONFIG_FILE),
+        files += [file_record(tmp, WEIGHTS_FILE, **WEIGHTS_RECORD, config=CONFIG_FILE),
                   file_record(tmp, CONFIG_FILE, "weights", None, format="json")]
 
         accuracy: dict[str, dict[str, Any]] = {}

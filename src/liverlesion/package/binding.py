@@ -1,12 +1,18 @@
-"""The binding: what the model files were exported with, which the manifest must agree with.
+"""The binding: what each model file was exported as and for, which the manifest must agree with.
 
 The manifest is not covered by any checksum of its own, yet its labels, lesion classes,
-grid and preprocessing decide what a result means. At export each ONNX file (metadata
-key ``liverlesion.binding``) and the safetensors weights (header metadata, same key) record
-:func:`make_binding` of what they were built for; :func:`check_bindings` refuses a
-manifest that disagrees with any of them, and an ONNX graph whose input shape is not the
-manifest's grid. One definition, used by export, quantize and the loader; the loader
-reads both formats without ``onnx`` or ``safetensors`` (see :mod:`.protobuf`).
+grid, default spacing and preprocessing decide what a result means, and its file records
+(role, precision, form) decide which file a runtime runs. At export each ONNX file
+(metadata key ``liverlesion.binding``) and the safetensors weights (header metadata, same
+key) record :func:`make_binding` of what they were built for plus their own identity
+(:func:`file_identity`); :func:`check_bindings` refuses a manifest that disagrees with any
+of them (a swapped ``precision`` or ``form`` between two records included), and an ONNX
+graph whose input shape is not the manifest's grid. One definition, used by export,
+quantize (``liverlesion.export.binding`` writes it) and the loader; the loader reads both
+formats without ``onnx`` or ``safetensors`` (see :mod:`.protobuf`).
+
+Not bound: what is measured after the files are written (the ``accuracy`` records and their
+verdicts, ``parity``, ``quantization.study``). Only the package digest pins those.
 """
 
 from __future__ import annotations
@@ -29,25 +35,53 @@ if TYPE_CHECKING:
 
 #: Metadata key of the binding, in ONNX ``metadata_props`` and in safetensors ``__metadata__``.
 BINDING_KEY = "liverlesion.binding"
-BINDING_VERSION = 1
-#: The binding's fields and the manifest field each stands for (named in refusals).
-FIELDS = {"input": "input.name", "grid": "input.grid", "labels": "labels", "lesion_classes": "lesion_classes",
-          "preprocessing": "preprocessing"}
+#: 2: each file's own identity and ``input.default_spacing_mm`` joined the binding.
+BINDING_VERSION = 2
+#: The binding's package-wide fields and the manifest field each stands for (named in refusals).
+FIELDS = {"input": "input.name", "grid": "input.grid", "default_spacing_mm": "input.default_spacing_mm",
+          "labels": "labels", "lesion_classes": "lesion_classes", "preprocessing": "preprocessing"}
+#: The fields of a file record that runtimes select a file by (``form``: which INT8 graph; ``format``:
+#: which weights file; ``accuracy``: which accuracy record vouches for it): a file records its own.
+IDENTITY_FIELDS = ("role", "precision", "form", "format", "accuracy")
 _REEXPORT = "re-export the package with this liverlesion (liverlesion export, then quantize)"
 
 
 def make_binding(*, input_name: str, grid: ModelGrid, labels: Sequence[str], lesion_classes: Sequence[str],
-                 preprocessing: Preprocessing) -> dict[str, Any]:
-    """The binding of a model exported for this input, grid, labels and preprocessing."""
+                 preprocessing: Preprocessing,
+                 default_spacing_mm: Sequence[float] | None = None) -> dict[str, Any]:
+    """The package-wide binding of a model exported for this input, grid, labels and preprocessing."""
+    spacing = None if default_spacing_mm is None else [float(v) for v in default_spacing_mm]
     return {"version": BINDING_VERSION, "input": str(input_name), "grid": grid.to_dict(),
-            "labels": [str(v) for v in labels], "lesion_classes": [str(v) for v in lesion_classes],
-            "preprocessing": preprocessing.to_dict()}
+            "default_spacing_mm": spacing, "labels": [str(v) for v in labels],
+            "lesion_classes": [str(v) for v in lesion_classes], "preprocessing": preprocessing.to_dict()}
 
 
-def binding_of(manifest: Manifest) -> dict[str, Any]:
-    """The binding the files of a package with this manifest must carry."""
+def file_identity(role: str, precision: str | None = None, **extra: Any) -> dict[str, Any]:
+    """A file's identity, from the fields of its manifest record (None where the record has none)."""
+    fields = {"role": role, "precision": precision, **extra}
+    return {key: fields.get(key) for key in IDENTITY_FIELDS}
+
+
+def identity_of(record: FileRecord) -> dict[str, Any]:
+    """The identity a manifest record claims for its file."""
+    return file_identity(record.role, record.precision, **record.extra)
+
+
+def for_file(binding: dict[str, Any], identity: dict[str, Any]) -> dict[str, Any]:
+    """The binding one file records: the package-wide fields and the file's own identity."""
+    return {**binding, "file": dict(identity)}
+
+
+def package_binding(manifest: Manifest) -> dict[str, Any]:
+    """The package-wide binding the files of a package with this manifest must carry."""
     return make_binding(input_name=manifest.input_name, grid=manifest.grid, labels=manifest.labels,
-                        lesion_classes=manifest.lesion_classes, preprocessing=manifest.preprocessing)
+                        lesion_classes=manifest.lesion_classes, preprocessing=manifest.preprocessing,
+                        default_spacing_mm=manifest.raw["input"].get("default_spacing_mm"))
+
+
+def binding_of(manifest: Manifest, record: FileRecord) -> dict[str, Any]:
+    """The binding the file of ``record`` in a package with this manifest must carry."""
+    return for_file(package_binding(manifest), identity_of(record))
 
 
 def binding_text(binding: dict[str, Any]) -> str:
@@ -99,13 +133,23 @@ def _recorded(text: str | None, where: str, limits: PackageLimits) -> dict[str, 
     return found
 
 
+def _compact(value: Any) -> str:
+    return json.dumps(value, separators=(", ", ": "))
+
+
 def _compare(expected: dict[str, Any], found: dict[str, Any], where: str) -> None:
     for key, field in FIELDS.items():
         if found.get(key) != expected[key]:
             raise PackageError(
-                f"manifest field '{field}' is {json.dumps(expected[key]):.200} but {where} was exported with "
-                f"{json.dumps(found.get(key)):.200}; the manifest was edited or belongs to another model: "
+                f"manifest field '{field}' is {_compact(expected[key]):.200} but {where} was exported with "
+                f"{_compact(found.get(key)):.200}; the manifest was edited or belongs to another model: "
                 "restore it or re-export the package")
+    claimed, stamped = expected["file"], found.get("file")
+    if stamped != claimed:
+        raise PackageError(
+            f"the manifest's record of '{where}' says {_compact(claimed):.200} but the file was exported as "
+            f"{_compact(stamped):.200}; the manifest's file records were edited (two swapped?): restore the "
+            "manifest or re-export the package")
 
 
 def _dims(info: TensorInfo) -> str:
@@ -148,7 +192,7 @@ def check_file_binding(root: Path, manifest: Manifest, record: FileRecord,
                        limits: PackageLimits = DEFAULT_LIMITS) -> None:
     """Refuse (PackageError) a manifest that disagrees with what one model file was exported for."""
     path = root / record.path
-    expected = binding_of(manifest)
+    expected = binding_of(manifest, record)
     if record.role in ("onnx", "onnx-bare"):
         try:
             header = read_onnx_header(path)
@@ -174,12 +218,3 @@ def check_bindings(root: Path, manifest: Manifest, limits: PackageLimits = DEFAU
     for record in manifest.files:
         check_file_binding(root, manifest, record, limits)
 
-
-def bind_onnx_file(path: str | Path, binding: dict[str, Any]) -> Path:
-    """Record ``binding`` in the ONNX file at ``path`` (rewritten in place, as one file); needs ``onnx``."""
-    from ..errors import require
-
-    onnx = require("onnx", "onnxruntime", "recording the binding in an ONNX file")
-    model = onnx.load(str(path))
-    onnx.save_model(set_onnx_binding(model, binding), str(path), save_as_external_data=False)
-    return Path(path)

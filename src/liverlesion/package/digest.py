@@ -6,8 +6,9 @@ devices add after export (the ``engines`` records and the files of
 ensure_ascii=False)`` as UTF-8. The manifest lists every exported file's sha256 and size,
 and the loader checks each file against it, so a pinned digest pins every exported file.
 Whitespace and key order of ``manifest.json`` do not change it; building an engine on a
-device does not either (see docs/model-package.md: engines are checked against their own
-records, and a pinned load refuses an engine record not built from a pinned ONNX file).
+device does not either. So a pin does not cover what devices build (TensorRT engines,
+calibration caches, compiled-model caches): ``LesionAnalyzer.load`` does not use them under
+a pin unless told to trust them (``trust_device_builds``, docs/model-package.md).
 """
 
 from __future__ import annotations
@@ -17,7 +18,7 @@ import json
 import re
 from typing import Any
 
-from ..errors import ChecksumError, InputError, PackageError
+from ..errors import ChecksumError, InputError
 from .manifest import DEVICE_BUILT_ROLES, Manifest
 
 _HEX = re.compile(r"[0-9a-f]{64}")
@@ -50,16 +51,13 @@ def normalize_digest(value: Any) -> str:
 
 
 def check_digest(manifest: Manifest, expected: str, source: str) -> None:
-    """Refuse a package whose digest is not ``expected``, or whose engines were not built from its ONNX."""
+    """Refuse (ChecksumError) a package whose digest is not ``expected``."""
     actual = package_digest(manifest)
     if actual != expected:
         raise ChecksumError(f"package {source} has digest {actual}, not the expected {expected}: it is another "
                             "package, or its manifest or files were changed")
-    pinned = {f.sha256 for f in manifest.files if f.role == "onnx"}
-    for engine in manifest.engines:
-        plan = engine.get("plan")
-        built_from = plan.get("onnx_sha256") if isinstance(plan, dict) else None
-        if built_from not in pinned:
-            raise PackageError(f"package {source}: engine {engine.get('file')!r:.80} was not built from an ONNX "
-                               "file of the pinned package (its plan's onnx_sha256 is none of them); remove "
-                               "the engine record and rebuild it with liverlesion build-engine")
+
+
+def pinned_onnx(manifest: Manifest) -> set[str]:
+    """The sha256 of every ONNX graph a pin covers: an engine built from none of them is another model's."""
+    return {f.sha256 for f in manifest.files if f.role == "onnx"}

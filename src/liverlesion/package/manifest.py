@@ -16,7 +16,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from ..errors import InputError, PackageError
-from ..grid import ModelGrid
+from ..grid import SPACING_RANGE_MM, ModelGrid
 from ..preprocessing import Preprocessing
 from .jsonsafe import loads_bounded
 from .limits import DEFAULT_LIMITS, PackageLimits
@@ -30,10 +30,6 @@ FILE_ROLES = ("onnx", "onnx-bare", "weights", "engine", "calibration", "calibrat
 #: File roles written on target devices after export: verified on use, and outside the package digest.
 DEVICE_BUILT_ROLES = ("engine", "calibration-cache")
 PRECISIONS = ("fp32", "fp16", "int8", "bf16")
-#: Most HU windows (input channels) a preprocessing may declare.
-MAX_WINDOWS = 16
-#: Characters of a name (model, label, input) in the manifest.
-MAX_NAME_CHARS = 255
 _SAFE_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]*(/[A-Za-z0-9][A-Za-z0-9._-]*)*$")
 #: Accuracy fields that ``inspect`` and ``precision="auto"`` read as numbers.
 _SCORES = ("lesion_dice", "liver_dice", "accuracy", "agreement_with_fp32")
@@ -78,13 +74,13 @@ def _number(value: Any, where: str, *, low: float = -math.inf, high: float = mat
     return float(value)
 
 
-def _names(value: Any, where: str, *, distinct: bool = True) -> tuple[str, ...]:
+def _names(value: Any, where: str, limits: PackageLimits, *, distinct: bool = True) -> tuple[str, ...]:
     """A list of short non-empty strings (distinct unless told otherwise)."""
     items = _typed(value, list, where)
     for k, item in enumerate(items):
-        if not _is(item, str) or not 0 < len(item) <= MAX_NAME_CHARS:
+        if not _is(item, str) or not 0 < len(item) <= limits.name_chars:
             raise PackageError(f"manifest: '{where}[{k}]' must be a non-empty string of at most "
-                               f"{MAX_NAME_CHARS} characters, got {item!r:.60}")
+                               f"{limits.name_chars} characters, got {item!r:.60}")
     if distinct and len(set(items)) != len(items):
         raise PackageError(f"manifest: '{where}' lists a name twice: {items!r:.200}")
     return tuple(items)
@@ -166,10 +162,10 @@ def _check_model(data: Mapping[str, Any]) -> None:
     _optional(model, "training", dict, "model")
 
 
-def _check_input(spec: Mapping[str, Any]) -> None:
+def _check_input(spec: Mapping[str, Any], limits: PackageLimits) -> None:
     name = _need(spec, "name", str, "input")
-    if not 0 < len(name) <= MAX_NAME_CHARS:
-        raise PackageError(f"manifest: 'input.name' must be 1 to {MAX_NAME_CHARS} characters")
+    if not 0 < len(name) <= limits.name_chars:
+        raise PackageError(f"manifest: 'input.name' must be 1 to {limits.name_chars} characters")
     if spec.get("units") != "HU":
         raise PackageError("manifest: input.units must be 'HU'")
     max_batch = _optional(spec, "max_batch", int, "input")
@@ -179,24 +175,25 @@ def _check_input(spec: Mapping[str, Any]) -> None:
     if default is not None:
         if len(default) != 2:
             raise PackageError("manifest: 'input.default_spacing_mm' must be [row_mm, col_mm]")
+        low, high = SPACING_RANGE_MM  # the spacing of a slice given without one: a slice's range
         for k, value in enumerate(default):
-            _number(value, f"input.default_spacing_mm[{k}]", low=0)
+            _number(value, f"input.default_spacing_mm[{k}]", low=low, high=high)
     _optional(spec, "resample", dict, "input")
     _optional(spec, "shape", list, "input")
     _optional(spec, "dtype", str, "input")
 
 
-def _check_preprocessing(data: Mapping[str, Any]) -> Preprocessing:
+def _check_preprocessing(data: Mapping[str, Any], limits: PackageLimits) -> Preprocessing:
     spec = _need(data, "preprocessing", dict, "manifest")
     windows = _need(spec, "windows", list, "preprocessing")
-    if not 0 < len(windows) <= MAX_WINDOWS:
+    if not 0 < len(windows) <= limits.windows:
         raise PackageError(f"manifest: 'preprocessing.windows' has {len(windows)} windows; accepted: 1 to "
-                           f"{MAX_WINDOWS} [low_hu, high_hu] pairs")
+                           f"{limits.windows} [low_hu, high_hu] pairs")
     for k, window in enumerate(windows):
         if not _is(window, list) or len(window) != 2:
             raise PackageError(f"manifest: 'preprocessing.windows[{k}]' must be [low_hu, high_hu]")
         for value in window:
-            _number(value, f"preprocessing.windows[{k}]", low=-1e5, high=1e5)
+            _number(value, f"preprocessing.windows[{k}]", low=-limits.window_hu, high=limits.window_hu)
     try:
         return Preprocessing.from_dict(spec)
     except (KeyError, TypeError, ValueError) as exc:
@@ -222,7 +219,7 @@ def _check_accuracy(data: Mapping[str, Any]) -> None:
             _number(limit, f"{where}.target_max_loss.{metric}")
 
 
-def _check_sections(data: Mapping[str, Any]) -> None:
+def _check_sections(data: Mapping[str, Any], limits: PackageLimits) -> None:
     """Optional sections read by the runtime or ``inspect``: each of the type they are read as."""
     outputs = _optional(data, "outputs", dict, "manifest") or {}
     for name, spec in outputs.items():
@@ -234,7 +231,7 @@ def _check_sections(data: Mapping[str, Any]) -> None:
     _optional(data, "calibration", dict, "manifest")
     quantization = _optional(data, "quantization", dict, "manifest") or {}
     blocks = _optional(quantization, "extra_excluded_blocks", list, "quantization") or []
-    _names(blocks, "quantization.extra_excluded_blocks", distinct=False)
+    _names(blocks, "quantization.extra_excluded_blocks", limits, distinct=False)
     versions = _optional(data, "versions", dict, "manifest") or {}
     for name, version in versions.items():
         _typed(version, str, f"versions.{name}")
@@ -291,17 +288,17 @@ class Manifest:
         _check_schema(data)
         _check_model(data)
         spec = _need(data, "input", dict, "manifest")
-        _check_input(spec)
+        _check_input(spec, limits)
         try:
             grid = ModelGrid.from_dict(_need(spec, "grid", dict, "input"), side_range=limits.grid_side,
                                        spacing_range=limits.grid_spacing_mm)
         except InputError as exc:
             raise PackageError(f"manifest: input.{exc}") from None
-        preprocessing = _check_preprocessing(data)
-        labels = _names(_need(data, "labels", list, "manifest"), "labels")
+        preprocessing = _check_preprocessing(data, limits)
+        labels = _names(_need(data, "labels", list, "manifest"), "labels", limits)
         if not labels:
             raise PackageError("manifest: 'labels' is empty; it must name every label of the label map")
-        classes = _names(_need(data, "lesion_classes", list, "manifest"), "lesion_classes")
+        classes = _names(_need(data, "lesion_classes", list, "manifest"), "lesion_classes", limits)
         listed = _need(data, "files", list, "manifest")
         if len(listed) > limits.files:
             raise PackageError(f"manifest: 'files' lists {len(listed)} files; at most {limits.files} accepted")
@@ -312,7 +309,7 @@ class Manifest:
             raise PackageError(f"manifest: a file is listed twice: {', '.join(twice)}")
         if not any(f.role == "onnx" for f in files):
             raise PackageError("manifest: the package lists no ONNX model file (role 'onnx')")
-        _check_sections(data)
+        _check_sections(data, limits)
         return cls(data, files, grid, preprocessing, labels, classes)
 
     def to_dict(self) -> dict[str, Any]:

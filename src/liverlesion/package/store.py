@@ -16,20 +16,19 @@ from ..errors import ChecksumError, PackageError
 from .archive import extract_archive
 from .binding import check_bindings
 from .digest import check_digest, normalize_digest, package_digest
-from .limits import DEFAULT_LIMITS, PackageLimits
+from .limits import CHUNK_BYTES, DEFAULT_LIMITS, PackageLimits
 from .manifest import DEVICE_BUILT_ROLES, MANIFEST_NAME, FileRecord, Manifest, parse_manifest
 
 __all__ = ["DEVICE_BUILT_ROLES", "ModelPackage", "file_record", "load_package", "parse_manifest",
            "read_manifest", "sha256_file", "write_archive", "write_manifest"]
 
-_CHUNK = 1 << 20
 
 
 def sha256_file(path: str | Path) -> str:
     """Hex sha256 of a file, read in chunks."""
     digest = hashlib.sha256()
     with open(path, "rb") as handle:
-        for chunk in iter(lambda: handle.read(_CHUNK), b""):
+        for chunk in iter(lambda: handle.read(CHUNK_BYTES), b""):
             digest.update(chunk)
     return digest.hexdigest()
 

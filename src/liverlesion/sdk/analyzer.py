@@ -73,7 +73,8 @@ class LesionAnalyzer:
     def load(cls, package: str | os.PathLike[str] | ModelPackage, backend: str = "auto",
              precision: str = "auto", *, warmup: bool = True, threads: int | None = None,
              provider: str | None = None, build_engine: bool = False, verify: bool = True,
-             expect_digest: str | None = None, limits: PackageLimits | None = None) -> LesionAnalyzer:
+             expect_digest: str | None = None, trust_device_builds: bool = False,
+             limits: PackageLimits | None = None) -> LesionAnalyzer:
         """Open a package (folder or .zip; checksums verified) and load it on a backend.
 
         ``backend``: "auto", "tensorrt", "onnxruntime" or "torch"; ``precision``: "auto",
@@ -83,9 +84,16 @@ class LesionAnalyzer:
         build a TensorRT engine for this GPU when the package has none (minutes; the
         package folder gains the engine). ``warmup``: run the model before returning.
         ``expect_digest``: the package digest ``liverlesion inspect`` prints; any other
-        package is refused (ChecksumError). ``limits``: package bounds (``package.limits``).
+        package is refused (ChecksumError), and what this device built after export, which
+        the digest does not cover (TensorRT engines, INT8 calibration caches, compiled-model
+        caches), is not used: engines are left out (the selection says so) and OpenVINO
+        compiles afresh, unless ``trust_device_builds=True``. ``limits``: package bounds
+        (``package.limits``).
         """
         _check_load_arguments(package, verify, expect_digest)
+        if not isinstance(trust_device_builds, bool):
+            raise InputError(f"LesionAnalyzer.load: trust_device_builds must be True or False, got "
+                             f"{trust_device_builds!r:.40}")
         if isinstance(package, ModelPackage):
             opened, owns, archive = package, False, False
             if expect_digest is not None:
@@ -97,7 +105,8 @@ class LesionAnalyzer:
         try:
             wanted = BACKEND_NAMES if backend == "auto" else (backend,)
             selection = select(opened.manifest, probe_machine(wanted), backend, precision, provider=provider,
-                               build_engine=build_engine)
+                               build_engine=build_engine, pinned=expect_digest is not None,
+                               trust_device_builds=trust_device_builds)
             opened, loaded, selection = _load_backend(opened, selection, threads=threads,
                                                       explicit=backend != "auto", archive=archive)
         except BaseException:
@@ -322,7 +331,8 @@ def _backend_options(choice: Choice, threads: int | None) -> dict[str, Any]:
     return options
 
 
-def _build_engine(package: ModelPackage, precision: str, archive: bool) -> tuple[ModelPackage, str]:
+def _build_engine(package: ModelPackage, precision: str, archive: bool,
+                  reuse_calibration_cache: bool = True) -> tuple[ModelPackage, str]:
     """Build a TensorRT engine of ``precision`` for this GPU into the package folder; reopen the package."""
     from ..engines.build import build_engine
     from ..engines.gpu import detect_gpu
@@ -336,7 +346,8 @@ def _build_engine(package: ModelPackage, precision: str, archive: bool) -> tuple
     if archive:  # unpacked into a temporary folder: the engine would vanish with it
         raise BackendError("build_engine=True needs the package folder (the engine is recorded inside it); "
                            "unpack the archive, or run liverlesion build-engine")
-    options = BuildOptions(precision=precision, compute_capability=gpu.compute_capability)
+    options = BuildOptions(precision=precision, compute_capability=gpu.compute_capability,
+                           reuse_calibration_cache=reuse_calibration_cache)
     plan = plan_build(str(trt.__version__), options, package.manifest)
     record = build_engine(package.root, plan, log=lambda line: log.info("build-engine: %s", line))
     root = Path(package.root)
@@ -354,7 +365,8 @@ def _load_backend(package: ModelPackage, selection: Selection, *, threads: int |
     for choice in selection.candidates:
         try:
             if choice.options.get("build"):
-                package, engine = _build_engine(package, choice.precision, archive)
+                package, engine = _build_engine(package, choice.precision, archive,
+                                                choice.options.get("reuse_calibration_cache", True))
                 choice = Choice(choice.backend, choice.precision, {"engine": engine}, choice.device,
                                 f"engine {engine} built here (build_engine=True)")
             options = _backend_options(choice, threads)

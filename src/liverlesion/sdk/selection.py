@@ -15,6 +15,12 @@ records the accuracy of the very file (and execution precision) that would run, 
 that record meets the export's target (FP16 within 0.1 Dice point of FP32; INT8 and
 bf16 within 1 Dice and 1 accuracy point); FP32 always qualifies. Among those, each
 backend takes its measured order (``*_PRECISION_ORDER``, docs/benchmarks.md).
+Under a pin (``pinned``: the load gave ``expect_digest``), what devices built and the digest
+does not cover is not used unless ``trust_device_builds``: TensorRT engines are left out
+(``build_engine`` still builds one from the pinned ONNX, calibrating anew), OpenVINO compiles
+without its compiled-model cache and onnxruntime's TensorRT provider without its engine
+cache. Trusted or not, a pinned load never takes an engine built from an ONNX file the pin
+does not cover.
 """
 
 from __future__ import annotations
@@ -28,6 +34,7 @@ from ..backends.openvino import CPU_INT8_FORM, INFERENCE_PRECISION
 from ..backends.openvino import FILE_PRECISION as OPENVINO_FILE_PRECISION
 from ..errors import BackendError, EngineError, MissingDependencyError
 from ..package import Manifest
+from ..package.digest import pinned_onnx
 
 BACKEND_NAMES = ("tensorrt", "onnxruntime", "openvino", "torch")
 PRECISIONS = ("fp32", "fp16", "int8", "bf16")
@@ -48,6 +55,9 @@ OPENVINO_PRECISION_ORDER = ("int8", "bf16", "fp32")
 ORT_PROVIDERS = {"cpu": "CPUExecutionProvider", "cuda": "CUDAExecutionProvider",
                  "tensorrt": "TensorrtExecutionProvider"}
 EXTRAS = {"tensorrt": "tensorrt", "onnxruntime": "onnxruntime", "openvino": "openvino", "torch": "train"}
+#: Why a pinned load leaves a device-built engine or cache out.
+PIN_REFUSAL = ("built on a device after export, outside the pinned digest: not used under expect_digest "
+               "(trust_device_builds=True uses it)")
 
 
 @dataclass(frozen=True)
@@ -289,19 +299,36 @@ def _merge_notes(notes: dict[str, str], backend: str, mine: dict[str, str]) -> N
 
 
 # -- backends -----------------------------------------------------------------------------------
+def _engines(manifest: Manifest, pinned: bool, trusted: bool) -> tuple[list[Any], list[tuple[Any, str]]]:
+    """The engine records a load may use, and those it may not with why (the pin rule of the module doc)."""
+    from ..engines.records import engine_records
+
+    records = engine_records(manifest)
+    if not pinned:
+        return records, []
+    if not trusted:
+        return [], [(r, PIN_REFUSAL) for r in records]
+    covered = pinned_onnx(manifest)
+    foreign = [(r, "built from an ONNX file the pinned package does not hold (its plan's onnx_sha256)")
+               for r in records if r.plan.get("onnx_sha256") not in covered]
+    return [r for r in records if r.plan.get("onnx_sha256") in covered], foreign
+
+
 def _tensorrt(manifest: Manifest, machine: Machine, precisions: list[str] | None, build: bool,
-              notes: dict[str, str]) -> tuple[list[Choice], str]:
+              notes: dict[str, str], pinned: bool = False, trusted: bool = False) -> tuple[list[Choice], str]:
     ok, why = machine.tensorrt_backend
     if not ok:
         return [], why
-    from ..engines.records import engine_records, select_engine
+    from ..engines.records import select_engine
 
     device = f"GPU {machine.gpu_name}"
     mine: dict[str, str] = {}
     wanted = precisions if precisions is not None else _auto_precisions(
         manifest, GPU_PRECISION_ORDER, precision_files(manifest), mine, "qdq-s8s8")
     _merge_notes(notes, "tensorrt", mine)
-    records = engine_records(manifest)
+    records, left_out = _engines(manifest, pinned, trusted)
+    # a pinned build calibrates anew: calibration caches are device-built like engines
+    build_options = {"build": True} if not pinned or trusted else {"build": True, "reuse_calibration_cache": False}
     choices, refused = [], []
     for precision in wanted:
         record, rejected = select_engine(records, precision, machine.tensorrt_version,
@@ -310,9 +337,10 @@ def _tensorrt(manifest: Manifest, machine: Machine, precisions: list[str] | None
             why = f"engine {record.file} was built for this GPU and TensorRT {record.tensorrt}"
             choices.append(Choice("tensorrt", precision, {"engine": record.file}, device, why))
         elif build and precision in precision_files(manifest):
-            why = f"no {precision} engine fits this GPU, so one is built (build_engine=True)"
-            choices.append(Choice("tensorrt", precision, {"build": True}, device, why))
+            why = f"no usable {precision} engine for this GPU, so one is built (build_engine=True)"
+            choices.append(Choice("tensorrt", precision, dict(build_options), device, why))
         else:
+            rejected = [*((r, w) for r, w in left_out if r.precision == precision), *rejected]
             reasons = "; ".join(f"{r.file}: {w}" for r, w in rejected)
             refused.append(f"{precision}: {reasons or f'the package has no {precision} engine'}")
     if choices:
@@ -343,7 +371,7 @@ def _ort_provider(machine: Machine, provider: str | None) -> tuple[str | None, s
 
 
 def _onnxruntime(manifest: Manifest, machine: Machine, precisions: list[str] | None, provider: str | None,
-                 notes: dict[str, str]) -> tuple[list[Choice], str]:
+                 notes: dict[str, str], untrusted: bool = False) -> tuple[list[Choice], str]:
     if machine.onnxruntime_version is None:
         return [], "onnxruntime is not installed: pip install 'liverlesion[onnxruntime]'"
     chosen, why = _ort_provider(machine, provider)
@@ -368,13 +396,17 @@ def _onnxruntime(manifest: Manifest, machine: Machine, precisions: list[str] | N
         return [], f"no ONNX model of a usable precision in the package for onnxruntime (it has {have_text})"
     device = "CPU" if chosen == "cpu" else f"GPU {machine.gpu_name}"
     runtime = f"onnxruntime {machine.onnxruntime_version}, {why}"
-    choices = [Choice("onnxruntime", p, {"provider": chosen}, device,
+    options: dict[str, Any] = {"provider": chosen}
+    if untrusted and chosen == "tensorrt":  # the provider's engine cache is device-built and never verified
+        options["engine_cache"] = False
+        runtime += "; without the TensorRT provider's engine cache (pinned package)"
+    choices = [Choice("onnxruntime", p, dict(options), device,
                       f"{runtime}; {mine.get(p, 'precision asked for')}") for p in wanted]
     return choices, choices[0].reason
 
 
 def _openvino(manifest: Manifest, machine: Machine, precisions: list[str] | None,
-              notes: dict[str, str]) -> tuple[list[Choice], str]:
+              notes: dict[str, str], untrusted: bool = False) -> tuple[list[Choice], str]:
     if machine.openvino_error is not None:
         return [], f"OpenVINO is installed but its CPU plugin did not start: {machine.openvino_error}"
     if machine.openvino_version is None:
@@ -399,7 +431,11 @@ def _openvino(manifest: Manifest, machine: Machine, precisions: list[str] | None
     if not usable:
         return [], "no precision runs on OpenVINO here: " + ("; ".join(refused) or "none qualifies")
     runtime = f"OpenVINO {machine.openvino_version} on CPU"
-    choices = [Choice("openvino", p, {}, "CPU", f"{runtime}; {mine.get(p, 'precision asked for')}")
+    options: dict[str, Any] = {}
+    if untrusted:  # a compiled-model cache is device-built: compile from the pinned file instead
+        options["cache_dir"] = False
+        runtime += ", compiled without the compiled-model cache (pinned package)"
+    choices = [Choice("openvino", p, dict(options), "CPU", f"{runtime}; {mine.get(p, 'precision asked for')}")
                for p in usable]
     return choices, choices[0].reason
 
@@ -416,8 +452,13 @@ def _torch(manifest: Manifest, machine: Machine, precisions: list[str] | None) -
 
 
 def select(manifest: Manifest, machine: Machine, backend: str = "auto", precision: str = "auto", *,
-           provider: str | None = None, build_engine: bool = False) -> Selection:
-    """The choices to try, in order, for a request; raises when an explicit request cannot be met."""
+           provider: str | None = None, build_engine: bool = False, pinned: bool = False,
+           trust_device_builds: bool = False) -> Selection:
+    """The choices to try, in order, for a request; raises when an explicit request cannot be met.
+
+    ``pinned``: the package was loaded against an expected digest; then what devices built is
+    used only with ``trust_device_builds`` (see the module docstring).
+    """
     if backend != "auto" and backend not in BACKEND_NAMES:
         raise BackendError(f"unknown backend {backend!r}; accepted: auto, {', '.join(BACKEND_NAMES)}")
     if precision != "auto" and precision not in PRECISIONS:
@@ -443,19 +484,20 @@ def select(manifest: Manifest, machine: Machine, backend: str = "auto", precisio
         names = ("onnxruntime",)
     elif backend == "auto" and _ort_provider(machine, None)[0] == "cpu":
         names = ("tensorrt", "openvino", "onnxruntime", "torch")  # no GPU runtime: the fastest CPU one first
+    untrusted = pinned and not trust_device_builds
     for name in names:
         if name == "tensorrt":
-            found, why = _tensorrt(manifest, machine, fixed, build_engine, notes)
+            found, why = _tensorrt(manifest, machine, fixed, build_engine, notes, pinned, trust_device_builds)
         elif name == "onnxruntime":
-            found, why = _onnxruntime(manifest, machine, fixed, provider, notes)
+            found, why = _onnxruntime(manifest, machine, fixed, provider, notes, untrusted)
         elif name == "openvino":
-            found, why = _openvino(manifest, machine, fixed, notes)
+            found, why = _openvino(manifest, machine, fixed, notes, untrusted)
         else:
             found, why = _torch(manifest, machine, fixed)
         reasons[name] = ("usable: " if found else "not used: ") + why
         candidates += found
     requested = {"backend": backend, "precision": precision, "provider": provider,
-                 "build_engine": build_engine}
+                 "build_engine": build_engine, "pinned": pinned, "trust_device_builds": trust_device_builds}
     if not candidates:
         raise _refusal(backend, names, reasons)
     return Selection(requested, tuple(candidates), reasons, notes, machine)
