@@ -131,6 +131,39 @@ def test_npy_inputs_are_checked_from_their_header_and_take_allow_non_hu(sdk_worl
     args = ["predict", str(sdk_world.package), str(raw), str(huge), "--no-warmup", "--spacing", "8", "8"]
     assert main(args) == 1
     err = capsys.readouterr().err
-    assert "raw.npy: error:" in err and "no air or fat" in err
+    assert "raw.npy: error:" in err and "too little air or fat" in err
     assert "huge.npy: error:" in err
     assert main([*args[:3], *args[4:], "--allow-non-hu"]) == 0  # raw.npy alone, accepted knowingly
+
+
+def test_a_fifo_given_as_an_npy_input_is_refused_without_opening_it(sdk_world, tmp_path, capsys, monkeypatch):
+    """np.load on a FIFO waits for a writer forever: the input is checked to be a regular file first."""
+    import os
+    import stat
+    from pathlib import Path
+
+    if not hasattr(os, "mkfifo"):
+        pytest.skip("no FIFOs here")
+    fifo = tmp_path / "pipe.npy"
+    os.mkfifo(fifo)
+    real_load = np.load
+
+    def load(file, *args, **kwargs):
+        if stat.S_ISFIFO(os.stat(file).st_mode):
+            raise AssertionError(f"np.load opened the FIFO {file}; it would wait for a writer")
+        return real_load(file, *args, **kwargs)
+
+    monkeypatch.setattr(np, "load", load)
+    good = tmp_path / "good.npy"
+    hu = np.full((40, 50), 40, np.int16)
+    hu[:, :5] = -1000
+    np.save(good, hu, allow_pickle=False)
+    report = tmp_path / "r.json"
+    code = main(["predict", str(sdk_world.package), str(fifo), str(good), "--spacing", "0.8", "0.8",
+                 "--json", str(report), "--no-warmup"])
+    err = capsys.readouterr().err
+    assert code == 1 and "Traceback" not in err
+    results = json.loads(report.read_text())
+    assert results[0]["error_type"] == "InputError" and "is a FIFO (named pipe), not a regular file" in \
+        results[0]["error"]
+    assert "lesions" in results[1] and Path(results[1]["input"]).name == "good.npy"

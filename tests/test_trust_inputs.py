@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import copy
-import gc
 import gzip
 import importlib
 import os
@@ -68,8 +67,13 @@ NOT_HU = {
     "empty modality LUT": (_empty_lut, "Modality LUT Sequence is empty"),
     "slope 0": (_set(RescaleSlope=0), "positive slope"),
     "slope -1": (_set(RescaleSlope=-1), "positive slope"),
-    "slope 1e30": (_set(RescaleSlope=1e30), "not CT Hounsfield units"),
-    "intercept 1e6": (_set(RescaleIntercept=1e6), "not CT Hounsfield units"),
+    "slope 1e30": (_set(RescaleSlope=1e30), "not those of a CT"),
+    "intercept 1e6": (_set(RescaleIntercept=1e6), "not those of a CT"),
+    "slope 1e-30 (a constant slice)": (_set(RescaleSlope=1e-30), "not those of a CT"),
+    "slope 0.001": (_set(RescaleSlope=0.001), r"slope within \[0.01, 100\]"),
+    "slope 101": (_set(RescaleSlope=101), "not those of a CT"),
+    "intercept -30000": (_set(RescaleIntercept=-30000), r"intercept within \+-8192"),
+    "intercept 8193": (_set(RescaleIntercept=8193), "not those of a CT"),
     "bits stored 8 on 16-bit data": (_set(BitsStored=8, HighBit=7), "do not fit Bits Stored 8"),
     "bits allocated 8": (_set(BitsAllocated=8), "Bits Allocated is 8"),
     "high bit": (_set(HighBit=11), "High Bit 11"),
@@ -84,6 +88,21 @@ def test_a_ct_whose_stored_values_do_not_give_hu_is_refused(case):
     with pytest.raises(DicomError, match=message) as info:
         load_slice(ds)
     assert "accepted" in str(info.value)
+
+
+@pytest.mark.parametrize("slope, intercept", [(0.01, -8192), (100, 8192), (0.5, -1024), (1, 0)])
+def test_a_ct_rescale_within_the_bounds_is_applied(slope, intercept):
+    ds = ct()
+    stored = ds.pixel_array.astype(np.float64)
+    ds.RescaleSlope, ds.RescaleIntercept = slope, intercept
+    hu = load_slice(ds, allow_non_hu=True).hu  # the bounds hold; whether the values are HU is another check
+    np.testing.assert_allclose(hu, stored * slope + intercept, rtol=1e-6)
+
+
+def test_a_rescale_outside_the_bounds_is_taken_when_allowed():
+    ds = ct()
+    ds.RescaleSlope = 0.001
+    assert load_slice(ds, allow_non_hu=True).hu.max() < 3  # used as asked, not silently corrected
 
 
 @pytest.mark.parametrize("name", ["693_UNCR.dcm", "693_J2KR.dcm"])  # Bits Stored 14 (native) and 16 (JPEG 2000)
@@ -111,7 +130,7 @@ def test_enhanced_ct_takes_its_rescale_from_the_functional_groups_and_needs_it()
 def test_raw_stored_values_given_as_hu_are_refused_unless_allowed():
     ds = ct()
     raw = (load_slice(ds).hu + 1024).astype(np.uint16)  # what ds.pixel_array of a scanner's file holds
-    with pytest.raises(InputError, match=r"lowest value is 128.*no air or fat.*allow_non_hu=True"):
+    with pytest.raises(InputError, match=r"only 0.00% of its pixels are air or fat.*from 128 to.*allow_non_hu=True"):
         load_slice(raw, spacing=(0.7, 0.7))
     accepted = load_slice(raw, spacing=(0.7, 0.7), allow_non_hu=True)
     np.testing.assert_array_equal(accepted.hu, raw)
@@ -156,7 +175,7 @@ def _nifti(tmp_path, data, name="vol.nii", affine=None, pixdim=None, codes=None)
 
 def test_a_nifti_of_raw_stored_values_is_refused_unless_allowed(tmp_path):
     path = _nifti(tmp_path, (body((6, 7)) + 1024).astype(np.int16)[:, :, None].repeat(3, axis=2))
-    with pytest.raises(DataFormatError, match="no air or fat"):
+    with pytest.raises(DataFormatError, match="too little air or fat"):
         load_slice(path, index=1)
     assert load_slice(path, index=1, allow_non_hu=True).hu.min() >= 0
 
@@ -342,22 +361,27 @@ def test_a_nifti_header_claiming_a_huge_slice_is_refused_before_reading(tmp_path
         load_slice(path, index=0, max_side=30000)
 
 
-def test_the_geometry_caches_are_bounded_by_bytes():
+@pytest.mark.parametrize("cache, budget, shape", [
+    ("_SOURCE_INDEX", 4 * 2**20, (300, 300)),  # 352 KiB int32 maps, 24 of them: 8.3 MiB if all were kept
+    ("_SEPARABLE_INDEX", 64 * 2**10, (300, 300)),  # about 5 KiB each: 120 KiB if all were kept
+])
+def test_the_geometry_caches_are_bounded_by_bytes(monkeypatch, cache, budget, shape):
+    """What each cache holds stays within its budget while the maps asked for add up to more."""
+    held = getattr(post, cache)
+    monkeypatch.setattr(post, "GEOMETRY_CACHE_BYTES", budget)
     post.clear_geometry_caches()
-    tracemalloc.start()
-    try:
-        before = tracemalloc.get_traced_memory()[0]
-        for k in range(24):  # 24 geometries of 4 MB maps: 96 MB if all were kept
-            shape = (1000 + k, 1000)
-            post.source_index(GRID, shape, (0.4, 0.4), Orientation())
-            post.separable_index(GRID, shape, (0.4, 0.4), Orientation())
-        gc.collect()
-        held = tracemalloc.get_traced_memory()[0] - before
-    finally:
-        tracemalloc.stop()
-    assert held <= post.GEOMETRY_CACHE_BYTES * 2 + (1 << 20)  # each of the two caches within its budget
-    repeat = post.source_index(GRID, (1023, 1000), (0.4, 0.4), Orientation())
-    assert post.source_index(GRID, (1023, 1000), (0.4, 0.4), Orientation()) is repeat  # the latest stay cached
+    made = 0
+    for k in range(24):
+        geometry = (GRID, (shape[0] + k, shape[1]), (0.4, 0.4), Orientation())
+        value = post.source_index(*geometry) if cache == "_SOURCE_INDEX" else post.separable_index(*geometry)
+        made += post._nbytes(value)
+        assert held.nbytes <= budget, f"{cache} holds {held.nbytes} bytes after {k + 1} maps"
+    assert made > 1.5 * budget  # the bound was needed
+    assert held.nbytes == sum(size for _, size in held._items.values())  # its count of bytes is true
+    assert 0 < len(held) < 24
+    last = (GRID, (shape[0] + 23, shape[1]), (0.4, 0.4), Orientation())
+    get = post.source_index if cache == "_SOURCE_INDEX" else post.separable_index
+    assert get(*last) is get(*last)  # the latest stay cached
 
 
 def test_a_geometry_too_large_for_the_cache_is_not_kept(monkeypatch):
@@ -487,7 +511,7 @@ def threshold(tmp_path_factory):
 def test_predict_refuses_raw_stored_values_and_takes_them_when_allowed(threshold):
     ds = ct()
     raw = ds.pixel_array.astype(np.uint16)  # CT_small stores HU + 1024
-    with pytest.raises(InputError, match="no air or fat"):
+    with pytest.raises(InputError, match="too little air or fat"):
         threshold.predict(raw, spacing=(0.66, 0.66))
     assert threshold.predict(raw, spacing=(0.66, 0.66), allow_non_hu=True).label_map.shape == raw.shape
     assert threshold.predict(ds).label_map.shape == raw.shape
@@ -498,3 +522,284 @@ def test_predict_refuses_bad_geometry_arguments(threshold):
         threshold.predict(ct(), max_tilt_deg=float("nan"))
     with pytest.raises(InputError, match="spacing"):
         threshold.predict(body(), spacing="11")
+
+
+# -- review of issue 11: plausible HU as a share of air or fat -------------------------------------------------
+def _circle_padding(raw: np.ndarray, value: int = -2000) -> np.ndarray:
+    """``raw`` with ``value`` outside the inscribed circle, as scanners pad outside the reconstruction."""
+    rows, cols = raw.shape
+    yy, xx = np.mgrid[:rows, :cols]
+    out = raw.copy()
+    out[(yy - (rows - 1) / 2) ** 2 + (xx - (cols - 1) / 2) ** 2 > (min(rows, cols) / 2) ** 2] = value
+    return out
+
+
+def _raw_values(shape=(128, 128)) -> np.ndarray:
+    """Raw int16 stored values (HU + 1024) of a plausible slice: its air is +24, nothing near -1000."""
+    return (body(shape) + 1024).astype(np.int16)
+
+
+NOT_AIR_OR_FAT = {
+    "raw values with -2000 padding": _circle_padding(_raw_values()),
+    "raw values with -3024 padding": _circle_padding(_raw_values(), -3024),
+    "raw values with one pixel of -1024": _raw_values().copy(),
+    "soft tissue with padding": _circle_padding(np.full((128, 128), 40, np.int16)),
+    "0.5 % fat": np.where(np.arange(128 * 128).reshape(128, 128) % 200 == 0, -100, 40).astype(np.float32),
+}
+NOT_AIR_OR_FAT["raw values with one pixel of -1024"][64, 64] = -1024
+
+
+@pytest.mark.parametrize("case", NOT_AIR_OR_FAT)
+def test_a_slice_with_almost_no_air_or_fat_is_refused(case):
+    hu = NOT_AIR_OR_FAT[case]
+    assert hu.min() <= -100  # the old rule (some value at most -100 HU) let each of these through
+    with pytest.raises(InputError, match=r"too little air or fat.*\[-1100, -100\] HU.*allow_non_hu=True"):
+        load_slice(hu, spacing=(0.7, 0.7))
+    assert load_slice(hu, spacing=(0.7, 0.7), allow_non_hu=True).shape == hu.shape
+
+
+def test_an_all_air_slice_is_accepted_and_a_constant_dicom_slice_is_caught_by_its_rescale():
+    air = np.full((64, 64), -1000, np.int16)  # no body on this slice: accepted (the model then finds no liver)
+    np.testing.assert_array_equal(load_slice(air, spacing=(0.7, 0.7)).hu, air)
+    ds = ct()
+    ds.RescaleSlope = 1e-30  # every pixel becomes -1024: plenty of "air", so the rescale bound must catch it
+    with pytest.raises(DicomError, match="not those of a CT"):
+        load_slice(ds)
+
+
+def test_the_share_is_sampled_across_every_column():
+    """512 x 512 sampled every 64th pixel would see 8 columns only: a band of air between them would be missed."""
+    hu = np.full((512, 512), 40.0, np.float32)
+    hu[:, 10:50] = -1000.0  # 8 % of the pixels, in columns that a stride of 64 never visits
+    assert load_slice(hu, spacing=(0.7, 0.7)).shape == (512, 512)
+
+
+def _with_hu_rescale_type(ds: pydicom.Dataset) -> pydicom.Dataset:
+    """eCT_Supplemental says Rescale Type 'US' although its values are HU: say HU, so the HU checks run."""
+    ds.SharedFunctionalGroupsSequence[0].PixelValueTransformationSequence[0].RescaleType = "HU"
+    return ds
+
+
+@pytest.mark.parametrize("name, frame", [("CT_small.dcm", None), ("693_UNCR.dcm", None), ("693_J2KR.dcm", None),
+                                         ("693_J2KI.dcm", None), ("693_UNCI.dcm", None),
+                                         ("explicit_VR-UN.dcm", None), ("eCT_Supplemental.dcm", 0),
+                                         ("eCT_Supplemental.dcm", 1)])
+def test_real_ct_slices_hold_enough_air_or_fat(name, frame):
+    ds = ct(name)
+    if frame is not None:
+        ds = _with_hu_rescale_type(ds)
+    hu = load_slice(ds, frame=frame).hu  # no allow_non_hu: every check runs
+    share = np.count_nonzero((hu >= -1100) & (hu <= -100)) / hu.size
+    assert share >= 0.25  # far above the 1 % asked: the threshold has room
+
+
+def test_phantom_slices_hold_enough_air_or_fat():
+    from liverlesion.data.phantom import lesion_slice_phantoms, lits_phantom
+    from sdk_fixtures import drawn_slice
+
+    volume = lits_phantom(0, 0, slices=8, size=128)
+    slices = [*(volume[0] if isinstance(volume, tuple) else volume.hu), drawn_slice(1.0)]
+    slices += [np.asarray(x.hu) for x in lesion_slice_phantoms(1, 12, size=128)]
+    for hu in slices:
+        load_slice(np.asarray(hu), spacing=(0.8, 0.8))
+
+
+def test_predict_refuses_raw_values_with_padding_that_once_gave_a_confident_diagnosis(threshold):
+    from sdk_fixtures import drawn_slice
+
+    raw = _circle_padding(drawn_slice(1.0).astype(np.int32) + 1024).astype(np.int16)
+    with pytest.raises(InputError, match="too little air or fat"):
+        threshold.predict(raw, spacing=(1.0, 1.0))
+    assert threshold.predict(drawn_slice(1.0), spacing=(1.0, 1.0)).liver_area_mm2 > 0
+
+
+# -- review of issue 11: a NIfTI slice scattered through its file is read in bounded blocks ---------------------
+def _layouts(tmp_path, volume: np.ndarray, name: str, *, slope: float = 1.0, inter: float = 0.0):
+    """``volume`` (x, y, z) written with z stored as axis 2 (contiguous slices), 1 and 0, z flipped in one."""
+    nib = pytest.importorskip("nibabel")
+    zooms = np.diag([0.7, 0.8, 2.5, 1.0])
+    paths = {}
+    for layout, order in (("z last", (0, 1, 2)), ("z middle", (0, 2, 1)), ("z first", (2, 0, 1))):
+        affine = np.eye(4)
+        affine[:3, :3] = zooms[:3, :3][:, list(order)]
+        data = volume.transpose((*order, *range(3, volume.ndim)))
+        if layout == "z first":  # also stored feet <- head: the reader must count from the feet anyway
+            data = data[::-1]
+            affine[:3, 3] = -affine[:3, 0] * (data.shape[0] - 1)
+            affine[:3, 0] = -affine[:3, 0]
+        image = nib.Nifti1Image(data, affine)
+        if slope != 1.0 or inter != 0.0:
+            image.header.set_slope_inter(slope, inter)
+        path = tmp_path / f"{layout.replace(' ', '_')}_{name}"
+        nib.save(image, path)
+        paths[layout] = path
+    return paths
+
+
+@pytest.mark.parametrize("budget", [1 << 10, 40 << 10, None], ids=["rows of a plane", "whole planes", "default"])
+@pytest.mark.parametrize("name", ["v.nii", "v.nii.gz"])
+def test_every_layout_of_a_nifti_gives_the_same_slices(tmp_path, monkeypatch, budget, name):
+    from liverlesion import input_limits
+
+    if budget is not None:
+        monkeypatch.setattr(input_limits, "NIFTI_READ_BYTES", budget)
+    rng = np.random.default_rng(3)
+    volume = np.where(rng.random((30, 26, 7)) < 0.3, -1000, rng.integers(-200, 300, (30, 26, 7))).astype(np.int16)
+    paths = _layouts(tmp_path, volume, name)
+    for index in range(volume.shape[2]):
+        expected = load_slice(paths["z last"], index=index).hu
+        np.testing.assert_array_equal(expected, volume[::-1, ::-1, index].T)  # radiological view of RAS
+        for layout in ("z middle", "z first"):
+            np.testing.assert_array_equal(load_slice(paths[layout], index=index).hu, expected, err_msg=layout)
+
+
+def test_a_scaled_4d_nifti_in_any_layout_gives_the_same_slice(tmp_path, monkeypatch):
+    from liverlesion import input_limits
+
+    monkeypatch.setattr(input_limits, "NIFTI_READ_BYTES", 2 << 10)
+    volume = np.where(np.indices((20, 18, 5)).sum(axis=0) % 3 == 0, -1000, 60).astype(np.int16)
+    paths = _layouts(tmp_path, volume[..., None], "s.nii.gz", slope=0.5, inter=-10.0)
+    expected = volume[::-1, ::-1, 2].T * 0.5 - 10.0
+    for layout, path in paths.items():
+        np.testing.assert_array_equal(load_slice(path, index=2).hu, expected, err_msg=layout)
+
+
+def test_one_slice_of_a_nifti_whose_slices_are_scattered_costs_a_bounded_read(tmp_path, monkeypatch):
+    """Feet-head as the first stored axis: each slice's voxels span the whole file. Peak memory stays near the
+    block budget, not the volume (6 MiB here; a 2.3 MB .nii.gz of 64 x 2048 x 2048 once took 612 MB)."""
+    from liverlesion import input_limits
+
+    nib = pytest.importorskip("nibabel")
+    budget = 256 << 10
+    monkeypatch.setattr(input_limits, "NIFTI_READ_BYTES", budget)
+    data = np.full((48, 256, 256), -1000, np.int16)  # stored (z, x, y): z runs fastest in the file
+    data[:, 60:200, 60:200] = 40
+    affine = np.array([[0, 0.8, 0, 0], [0, 0, 0.8, 0], [2.5, 0, 0, 0], [0, 0, 0, 1]], float)
+    path = tmp_path / "zfirst.nii.gz"
+    nib.save(nib.Nifti1Image(data, affine), path)
+    load_slice(path, index=0)  # imports and first-use allocations outside the measurement
+    tracemalloc.start()
+    try:
+        hu = load_slice(path, index=20).hu
+        peak = tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+    np.testing.assert_array_equal(hu, data[20, ::-1, ::-1].T)
+    assert peak < 4 * budget + 4 * hu.nbytes, f"peak {peak} bytes for a {data.nbytes}-byte volume"
+
+
+def test_a_nifti_claiming_more_slices_than_the_limit_is_refused(tmp_path, monkeypatch):
+    from liverlesion import input_limits
+
+    path = _nifti(tmp_path, body((6, 7), dtype=np.int16)[:, :, None].repeat(5, axis=2))
+    monkeypatch.setattr(input_limits, "MAX_FRAMES", 4)
+    with pytest.raises(DataFormatError, match="claims 5 axial slices; accepted: at most 4"):
+        load_slice(path, index=0)
+
+
+def test_a_nifti_of_complex_voxels_is_refused_before_reading(tmp_path):
+    path = _nifti(tmp_path, np.zeros((6, 7, 3), np.complex64))
+    with pytest.raises(DataFormatError, match="complex64, which is not HU"):
+        load_slice(path, index=0)
+
+
+# -- review of issue 11: a deflated DICOM object is inflated as a stream, with a cap ---------------------------
+def _deflated(path: Path, ds: pydicom.Dataset, extra_frames: int = 0) -> Path:
+    """``ds`` written as Deflated Explicit VR Little Endian; ``extra_frames`` frames of zeros appended to its
+    pixel data and Number of Frames (a bomb: zeros deflate about 1000 to 1)."""
+    import zlib
+
+    from pydicom.filebase import DicomBytesIO
+    from pydicom.filewriter import write_dataset, write_file_meta_info
+    from pydicom.uid import DeflatedExplicitVRLittleEndian
+
+    ds = copy.deepcopy(ds)
+    ds.file_meta.TransferSyntaxUID = DeflatedExplicitVRLittleEndian
+    pixels = ds.PixelData
+    del ds.PixelData
+    frame_bytes = len(pixels)
+    if extra_frames:
+        ds.NumberOfFrames = 1 + extra_frames
+    body_ = DicomBytesIO()
+    body_.is_little_endian, body_.is_implicit_VR = True, False
+    write_dataset(body_, ds)
+    total = frame_bytes * (1 + extra_frames)
+    header = struct.pack("<HH2sHI", 0x7FE0, 0x0010, b"OW", 0, total)
+    deflate = zlib.compressobj(9, zlib.DEFLATED, -15)
+    chunks = [deflate.compress(body_.getvalue() + header + pixels)]
+    zeros = bytes(1 << 20)
+    left = total - frame_bytes
+    while left > 0:
+        chunks.append(deflate.compress(zeros[:min(left, len(zeros))]))
+        left -= len(zeros)
+    chunks.append(deflate.flush())
+    meta = DicomBytesIO()
+    meta.is_little_endian, meta.is_implicit_VR = True, False
+    write_file_meta_info(meta, ds.file_meta, enforce_standard=True)
+    path.write_bytes(b"\0" * 128 + b"DICM" + meta.getvalue() + b"".join(chunks))
+    return path
+
+
+def test_a_deflated_ct_reads_as_the_same_slice(tmp_path):
+    path = _deflated(tmp_path / "deflated.dcm", ct())
+    s = load_slice(path)
+    np.testing.assert_array_equal(s.hu, load_slice(ct()).hu)
+    assert s.source["transfer_syntax"] == "Deflated Explicit VR Little Endian"
+
+
+def test_a_deflated_bomb_is_refused_before_it_is_inflated_whole(tmp_path, monkeypatch):
+    import zlib
+
+    from liverlesion import input_limits
+
+    def whole(*args, **kwargs):
+        raise AssertionError("the deflated data set was inflated whole (pydicom's reader)")
+
+    path = _deflated(tmp_path / "bomb.dcm", ct(), extra_frames=600)  # 19.7 MB inflated from a few KB
+    assert path.stat().st_size < 100_000
+    monkeypatch.setattr(zlib, "decompress", whole)
+    monkeypatch.setattr(input_limits, "DEFLATE_HEADER_BYTES", 1 << 20)
+    with pytest.raises(DicomError, match=r"inflates to more than 1081344 bytes.*dcmconv \+te"):
+        load_slice(path, max_side=128)  # cap: 128^2 x 2 bytes + 1 MiB
+
+
+def test_a_deflated_bomb_costs_at_most_its_cap(tmp_path):
+    """512^2 x 128 frames (64 MiB) from a 66 KB file: refused at the default cap, with the memory that cap allows."""
+    ds = ct()
+    ds.Rows = ds.Columns = 512
+    ds.PixelData = bytes(512 * 512 * 2)
+    path = _deflated(tmp_path / "bomb.dcm", ds, extra_frames=127)
+    from liverlesion.input_limits import deflate_limit
+
+    tracemalloc.start()
+    try:
+        with pytest.raises(DicomError, match="inflates to more than"):
+            load_slice(path)
+        peak = tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+    assert peak < deflate_limit() + (8 << 20) < 512 * 512 * 2 * 128
+
+
+def test_a_corrupt_deflated_object_is_a_dicom_error(tmp_path):
+    path = _deflated(tmp_path / "deflated.dcm", ct())
+    data = bytearray(path.read_bytes())
+    data[400:420] = b"\xff" * 20
+    path.write_bytes(bytes(data))
+    with pytest.raises(DicomError, match="cannot be inflated|could not be parsed"):
+        load_slice(path)
+
+
+# -- review of issue 11: one reading of Number of Frames ------------------------------------------------------
+@pytest.mark.parametrize("vr", ["UN", "IS"])
+def test_frame_count_refuses_a_malformed_number_of_frames(vr):
+    from liverlesion.sdk import frame_count
+
+    ds = ct()
+    _raw(ds, "NumberOfFrames", vr, b"\x01" if vr == "UN" else b"two ")
+    with pytest.raises(DicomError, match="NumberOfFrames"):
+        frame_count(ds)
+    ds.NumberOfFrames = 0
+    with pytest.raises(DicomError, match="Number of Frames is 0"):
+        frame_count(ds)
+    assert frame_count(ct()) == 1

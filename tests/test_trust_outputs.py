@@ -3,9 +3,11 @@ a CLI that reports each bad input and goes on, typed errors from the DICOM outpu
 
 from __future__ import annotations
 
+import importlib.util
 import json
 import os
 import shutil
+import stat
 import subprocess
 import tempfile
 import warnings
@@ -477,3 +479,224 @@ def test_a_source_without_slice_thickness_needs_one_for_its_seg(sdk_world, tmp_p
                  str(tmp_path / "cli"), "--no-warmup"])
     err = capsys.readouterr().err
     assert code == 1 and "--slice-thickness" in err and "Traceback" not in err
+
+
+# -- review of issue 11: paths that cannot be looked at, targets that are not regular files --------------------
+def _as_nobody(call) -> list[str]:
+    """[exception type, message] of ``call()`` run in a forked child as uid/gid 65534 (["ok", ""] if none)."""
+    if not hasattr(os, "fork") or os.geteuid() != 0:
+        pytest.skip("needs root (to become another user) and fork")
+    read, write = os.pipe()
+    pid = os.fork()
+    if pid == 0:  # the child: no pytest machinery, only the call and one write
+        try:
+            os.close(read)
+            os.setgroups([])
+            os.setgid(65534)
+            os.setuid(65534)
+            try:
+                call()
+                result = ["ok", ""]
+            except BaseException as exc:  # noqa: BLE001 - reported to the parent, whatever it is
+                result = [f"{type(exc).__module__}.{type(exc).__name__}", str(exc)]
+            os.write(write, json.dumps(result).encode())
+        finally:
+            os._exit(0)
+    os.close(write)
+    chunks = []
+    while chunk := os.read(read, 65536):
+        chunks.append(chunk)
+    os.close(read)
+    os.waitpid(pid, 0)
+    return json.loads(b"".join(chunks))
+
+
+@pytest.mark.parametrize("kind", ["json file", "json file, folder must exist", "seg folder", "make folder"])
+def test_a_target_below_a_folder_this_user_may_not_search_is_a_typed_error(tmp_path, kind):
+    from liverlesion.sdk.output_targets import check_file, check_folder, make_folder
+
+    locked = tmp_path / "locked"  # root's, 0700: another user may not even look inside
+    (locked / "inner").mkdir(parents=True)
+    locked.chmod(0o700)
+    calls = {
+        "json file": lambda: check_file(locked / "inner" / "r.json", "--json", create_parents=True),
+        "json file, folder must exist": lambda: check_file(locked / "inner" / "r.json", "--json"),
+        "seg folder": lambda: check_folder(locked / "inner" / "seg", "--dicom-seg", probe=True),
+        "make folder": lambda: make_folder(locked / "inner" / "seg", "--dicom-seg"),
+    }
+    kind_of_error, message = _as_nobody(calls[kind])
+    assert kind_of_error == "liverlesion.errors.InputError", (kind_of_error, message)
+    assert message.startswith(("--json: ", "--dicom-seg: ")) and "Permission denied" in message
+
+
+def _special_targets(tmp_path: Path) -> dict[str, Path]:
+    """A symbolic link to a file, a dangling one, a FIFO and (as root) a character device like /dev/null."""
+    target = tmp_path / "target.txt"
+    target.write_text("keep me")
+    targets = {"link to a file": tmp_path / "link.json", "dangling link": tmp_path / "dangling.json",
+               "fifo": tmp_path / "fifo.json"}
+    targets["link to a file"].symlink_to(target)
+    targets["dangling link"].symlink_to(tmp_path / "nowhere.json")
+    os.mkfifo(targets["fifo"])
+    if os.geteuid() == 0:
+        device = tmp_path / "null.json"
+        os.mknod(device, stat.S_IFCHR | 0o666, os.makedev(1, 3))  # what /dev/null (or /dev/stdout's tty) is
+        targets["character device"] = device
+    return targets
+
+
+SPECIAL = ["link to a file", "dangling link", "fifo", "character device"]
+
+
+@pytest.mark.parametrize("kind", SPECIAL)
+def test_cli_refuses_an_existing_target_that_is_not_a_regular_file(tmp_path, capsys, monkeypatch, kind):
+    from liverlesion.sdk import LesionAnalyzer
+
+    targets = _special_targets(tmp_path)
+    if kind not in targets:
+        pytest.skip("a character device needs root to make")
+    monkeypatch.setattr(LesionAnalyzer, "load", lambda *a, **k: pytest.fail("the targets were not checked first"))
+    before = {name: os.lstat(path) for name, path in targets.items()}
+    for option in ("--json", "--overlay"):
+        path = targets[kind]
+        if option == "--overlay":
+            path = path.rename(path.with_suffix(".png"))
+        code = main(["predict", str(tmp_path / "package"), real("CT_small.dcm"), option, str(path)])
+        err = capsys.readouterr().err.strip()
+        assert code == 2 and err.startswith(f"liverlesion predict: error: {option}: ") and "Traceback" not in err
+        assert "not a regular file; refusing to replace it" in err
+        assert ("--json -" in err) == (option == "--json")
+        assert os.lstat(path).st_mode == before[kind].st_mode  # still a link / FIFO / device
+    assert (tmp_path / "target.txt").read_text() == "keep me"
+
+
+@pytest.mark.parametrize("kind", SPECIAL[:3])
+def test_the_sdk_writers_refuse_an_existing_target_that_is_not_a_regular_file(ct, tmp_path, kind):
+    _, prediction = ct
+    path = _special_targets(tmp_path)[kind]
+    with pytest.raises(InputError, match="save_dicom: .* is a (symbolic link|FIFO).*not a regular file"):
+        save_dicom(prediction.to_dicom_seg(), path)
+    if kind != "fifo":
+        assert path.is_symlink()
+    assert (tmp_path / "target.txt").read_text() == "keep me"
+    matplotlib = pytest.importorskip("matplotlib")
+    assert matplotlib
+    with pytest.raises(InputError, match="overlay: .*not a regular file"):
+        write_overlay(load_slice(real("CT_small.dcm")).hu, prediction, path)
+
+
+def test_an_existing_regular_file_is_replaced(ct, tmp_path):
+    _, prediction = ct
+    path = tmp_path / "seg.dcm"
+    path.write_bytes(b"old")
+    save_dicom(prediction.to_dicom_seg(), path)
+    assert pydicom.dcmread(path).Modality == "SEG"
+
+
+# -- review of issue 11: output modes follow the umask ---------------------------------------------------------
+@pytest.fixture
+def umask():
+    """Sets the process umask for one test, and restores it."""
+    old = os.umask(0o022)
+    os.umask(old)
+    yield lambda value: os.umask(value)
+    os.umask(old)
+
+
+@pytest.mark.parametrize("mask, mode", [(0o022, 0o644), (0o002, 0o664), (0o077, 0o600), (0o000, 0o666)])
+def test_outputs_get_the_mode_the_umask_gives_not_mkstemps_0600(ct, tmp_path, umask, mask, mode):
+    from liverlesion.atomic import atomic_write_bytes
+
+    _, prediction = ct
+    umask(mask)
+    (tmp_path / "old.bin").write_bytes(b"old")
+    (tmp_path / "old.bin").chmod(0o600)
+    written = [tmp_path / "new.bin", tmp_path / "old.bin"]
+    for path in written:
+        atomic_write_bytes(path, b"new")
+    written.append(save_dicom(prediction.to_dicom_seg(), tmp_path / "seg.dcm"))
+    if importlib.util.find_spec("matplotlib") is not None:
+        written.append(write_overlay(load_slice(real("CT_small.dcm")).hu, prediction, tmp_path / "o.png"))
+    for path in written:
+        assert stat.S_IMODE(path.stat().st_mode) == mode, path.name
+
+
+def test_the_umask_is_read_without_proc_too(monkeypatch, umask):
+    from liverlesion import atomic
+
+    def no_proc(*args, **kwargs):
+        raise OSError("no /proc here")
+
+    umask(0o027)
+    assert atomic.current_umask() == 0o027
+    monkeypatch.setattr(atomic, "open", no_proc, raising=False)  # module global before the builtin
+    assert atomic.current_umask() == 0o027
+    assert os.umask(0o027) == 0o027  # and it was left as it was
+
+
+def test_the_cli_json_gets_the_umask_mode(sdk_world, tmp_path, capsys, umask):
+    umask(0o022)
+    report = tmp_path / "r.json"
+    assert main(["predict", str(sdk_world.package), real("CT_small.dcm"), "--json", str(report),
+                 "--no-warmup"]) == 0
+    assert stat.S_IMODE(report.stat().st_mode) == 0o644
+
+
+# -- review of issue 11: overlay styles of numpy scalars ---------------------------------------------------------
+@pytest.mark.parametrize("style", [{"alpha": np.float32(0.5)}, {"alpha": np.float64(1.0)}, {"dpi": np.int64(100)},
+                                   {"dpi": np.int32(72)}, {"window": (np.float32(-160), np.int16(240))},
+                                   {"window": np.array([-100.0, 200.0])}], ids=repr)
+def test_numpy_scalars_are_overlay_styles_too(ct, tmp_path, style):
+    pytest.importorskip("matplotlib")
+    _, prediction = ct
+    path = write_overlay(load_slice(real("CT_small.dcm")).hu, prediction, tmp_path / "o.png", **style)
+    assert path.read_bytes().startswith(b"\x89PNG")
+
+
+@pytest.mark.parametrize(("option", "value"), [("alpha", np.bool_(True)), ("alpha", float("nan")),
+                                               ("dpi", np.bool_(True)), ("dpi", np.float64(100)),
+                                               ("window", "12"), ("alpha", "0.5")], ids=repr)
+def test_overlay_styles_that_are_not_numbers_are_refused(ct, tmp_path, option, value):
+    pytest.importorskip("matplotlib")
+    _, prediction = ct
+    with pytest.raises(InputError, match=option):
+        write_overlay(load_slice(real("CT_small.dcm")).hu, prediction, tmp_path / "o.png", **{option: value})
+
+
+# -- review of issue 11: only the CLI pre-check probes a folder ---------------------------------------------------
+def test_the_sdk_writers_create_no_probe_file(ct, tmp_path, monkeypatch):
+    """A probe file would show up in a watched folder (a PACS import folder): atomic_write_bytes proves as much."""
+    from liverlesion.sdk import output_targets
+
+    def probe(folder, what):
+        raise AssertionError(f"{what} probed {folder}")
+
+    _, prediction = ct
+    monkeypatch.setattr(output_targets, "_probe", probe)
+    save_dicom(prediction.to_dicom_seg(), tmp_path / "seg.dcm")
+    if importlib.util.find_spec("matplotlib") is not None:
+        write_overlay(load_slice(real("CT_small.dcm")).hu, prediction, tmp_path / "o.png")
+    assert not [p for p in tmp_path.iterdir() if p.name.startswith(".")]
+
+
+def test_the_cli_probes_each_target_before_the_model_is_loaded(tmp_path, capsys, monkeypatch):
+    from liverlesion.sdk import LesionAnalyzer, output_targets
+
+    probed = []
+    real_probe = output_targets._probe
+    monkeypatch.setattr(output_targets, "_probe", lambda folder, what: (probed.append(what), real_probe(folder, what)))
+    monkeypatch.setattr(LesionAnalyzer, "load", lambda *a, **k: (_ for _ in ()).throw(errors.PackageError("stop")))
+    code = main(["predict", str(tmp_path / "package"), real("CT_small.dcm"), "--json", str(tmp_path / "r.json"),
+                 "--dicom-seg", str(tmp_path / "seg"), "--dicom-sr", str(tmp_path / "sr"), "--overlay",
+                 str(tmp_path / "o.png")])
+    assert code == 2 and "stop" in capsys.readouterr().err
+    assert probed == ["--json", "--dicom-seg", "--dicom-sr", "--overlay"]
+
+
+# -- review of issue 11: one reading of Number of Frames for outputs too ------------------------------------------
+def test_a_source_with_a_malformed_number_of_frames_gets_no_seg(ct):
+    source, prediction = ct
+    tag = pydicom.datadict.tag_for_keyword("NumberOfFrames")
+    source._dict[tag] = pydicom.dataelem.RawDataElement(pydicom.tag.Tag(tag), "UN", 1, b"\x01", 0, False, True)
+    with pytest.raises(errors.DicomError, match="NumberOfFrames"):
+        prediction.to_dicom_seg(source)

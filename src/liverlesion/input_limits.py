@@ -2,9 +2,11 @@
 
 An array's shape, a DICOM object's Rows / Columns / Number of Frames and a NIfTI
 header's dims are checked against these limits first, so a small file that claims
-30000 x 30000 pixels is refused before it can allocate gigabytes. Each default is a
-module constant (read at call time, so setting it changes the default for the
-process); the readers also take ``max_side=`` for one call.
+30000 x 30000 pixels is refused before it can allocate gigabytes. What a read may
+cost where the format itself amplifies (a deflated DICOM object, a NIfTI slice
+scattered through its file) is bounded too. Each default is a module constant (read
+at call time, so setting it changes the default for the process); the readers also
+take ``max_side=`` for one call.
 """
 
 from __future__ import annotations
@@ -20,8 +22,15 @@ from .errors import InputError, LiverLesionError
 
 #: Largest side (rows or columns, pixels) of an input slice; CT is 512 (at most 2048 on some scanners).
 MAX_SIDE = 4096
-#: Most frames a multi-frame DICOM object may declare (an enhanced CT series holds a few thousand).
+#: Most frames a multi-frame DICOM object, or axial slices a NIfTI volume, may declare (an enhanced CT
+#: series holds a few thousand).
 MAX_FRAMES = 16384
+#: Most bytes one read of a NIfTI volume may span. A slice whose feet-head axis is not the file's slowest
+#: axis is scattered through the whole file; it is gathered block by block, each at most this.
+NIFTI_READ_BYTES = 32 * 2**20
+#: Bytes a deflated DICOM object may inflate to beyond the pixels of one frame at the side limit
+#: (``MAX_SIDE``^2 x 2 bytes): room for its header (an enhanced CT's functional groups).
+DEFLATE_HEADER_BYTES = 16 * 2**20
 
 
 def side_limit(max_side: Any = None) -> int:
@@ -30,6 +39,11 @@ def side_limit(max_side: Any = None) -> int:
     if isinstance(limit, bool) or not isinstance(limit, (int, np.integer)) or limit < 1:
         raise InputError(f"max_side={limit!r} is not accepted: give a positive integer (pixels)")
     return int(limit)
+
+
+def deflate_limit(max_side: Any = None) -> int:
+    """Most bytes a deflated DICOM object may inflate to: one 16-bit frame at the side limit plus its header."""
+    return side_limit(max_side) ** 2 * 2 + DEFLATE_HEADER_BYTES
 
 
 def check_side(shape: tuple[int, ...], what: str, error: type[LiverLesionError] = InputError, *,
@@ -57,7 +71,12 @@ def regular_file(path: str | os.PathLike[str], accepted: str) -> Path:
         raise InputError(f"{path} cannot be accessed ({exc.strerror or exc}); give {accepted}") from None
     if stat.S_ISREG(mode):
         return path
-    kind = ("a directory" if stat.S_ISDIR(mode) else "a FIFO (named pipe)" if stat.S_ISFIFO(mode)
+    raise InputError(f"{path} is {file_kind(mode)}, not a regular file; only regular files are read: give {accepted}")
+
+
+def file_kind(mode: int) -> str:
+    """What a ``st_mode`` names, in words ("a directory", "a FIFO (named pipe)", ...)."""
+    return ("a regular file" if stat.S_ISREG(mode) else "a directory" if stat.S_ISDIR(mode)
+            else "a symbolic link" if stat.S_ISLNK(mode) else "a FIFO (named pipe)" if stat.S_ISFIFO(mode)
             else "a character device" if stat.S_ISCHR(mode) else "a block device" if stat.S_ISBLK(mode)
             else "a socket" if stat.S_ISSOCK(mode) else "a special file")
-    raise InputError(f"{path} is {kind}, not a regular file; only regular files are read: give {accepted}")

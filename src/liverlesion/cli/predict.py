@@ -53,16 +53,20 @@ def register(subparsers: Any) -> None:
         help="slice thickness written in the DICOM SEG of a source that records none (else it is refused)")
     add("--no-warmup", action="store_true", help="skip the warm-up run on load")
     add("--expect-digest", metavar="HEX", help="refuse any package whose digest (liverlesion inspect) is not HEX")
+    add("--trust-device-builds", action="store_true",
+        help="with --expect-digest: also use the engines and caches built on this device, outside the digest")
 
 
 def _load_input(analyzer: Any, path: Path, args: argparse.Namespace) -> Any:
     """A SliceInput for one command-line input."""
     from ..errors import DataFormatError
+    from ..input_limits import regular_file
     from ..sdk import load_slice
 
     if path.suffix.lower() == ".npy":
         import numpy as np
 
+        regular_file(path, "a .npy array of HU")  # np.load would wait forever on a FIFO
         try:  # memory-mapped: the SDK checks the header's shape before anything is read or copied
             array = np.load(path, mmap_mode="r", allow_pickle=False)
         except (OSError, ValueError) as exc:
@@ -73,19 +77,22 @@ def _load_input(analyzer: Any, path: Path, args: argparse.Namespace) -> Any:
 
 
 def _check_targets(args: argparse.Namespace) -> None:
-    """Refuse output targets that cannot be written, before the model is loaded (a typed error: exit 2)."""
+    """Refuse output targets that cannot be written, before the model is loaded (a typed error: exit 2).
+
+    The one place that probes each folder by creating a file in it; the writers do not.
+    """
     from ..sdk.output_targets import check_file, check_folder
 
     if args.json is not None and str(args.json) != "-":
-        check_file(args.json, "--json", create_parents=True)
+        check_file(args.json, "--json", create_parents=True, probe=True)
     for option, folder in (("--dicom-seg", args.dicom_seg), ("--dicom-sr", args.dicom_sr)):
         if folder is not None:
-            check_folder(folder, option)
+            check_folder(folder, option, probe=True)
     if args.overlay is not None:
         if args.overlay.suffix.lower() == ".png":
-            check_file(args.overlay, "--overlay", create_parents=True)
+            check_file(args.overlay, "--overlay", create_parents=True, probe=True)
         else:
-            check_folder(args.overlay, "--overlay")
+            check_folder(args.overlay, "--overlay", probe=True)
 
 
 def _stem(slice_: Any) -> str:
@@ -173,7 +180,8 @@ def run(args: argparse.Namespace) -> int:
     _check_targets(args)
     with LesionAnalyzer.load(args.package, args.backend, args.precision, provider=args.provider,
                              threads=args.threads, warmup=not args.no_warmup,
-                             expect_digest=args.expect_digest) as analyzer:
+                             expect_digest=args.expect_digest,
+                             trust_device_builds=args.trust_device_builds) as analyzer:
         say(f"{args.package}: {analyzer.selection.summary()}")
         stems: dict[str, Path] = {}  # SEG/SR stems written so far, and by which input
         for number, path in enumerate(args.inputs, start=1):

@@ -11,8 +11,16 @@ installed the error names the packages that would decode it.
 Everything that bounds or defines the pixels is checked from the header before the
 decode: Rows / Columns (:data:`liverlesion.input_limits.MAX_SIDE`), Bits Allocated 16,
 Bits Stored / High Bit / Pixel Representation, Number of Frames, and a rescale to HU
-(Rescale Intercept and Slope are Type 1 in the CT Image module). The decoded values
-must fit Bits Stored, and the HU must be plausible (``slice_input.check_hu_array``).
+(Rescale Intercept and Slope are Type 1 in the CT Image module; a CT's lie within
+:data:`RESCALE_SLOPE_RANGE` and :data:`MAX_RESCALE_INTERCEPT`). The decoded values must
+fit Bits Stored, and the HU must be plausible (``slice_input.check_hu_array``).
+
+A file is read by pydicom whole, as stored (its compressed bytes are the file's own
+size; they are decoded only after the checks). Deflated Explicit VR Little Endian is
+the exception, since pydicom inflates all of it before any attribute can be read: its
+file meta is read first and the rest inflated as a stream, refused beyond
+``input_limits.deflate_limit`` (one 16-bit frame at the side limit plus
+``DEFLATE_HEADER_BYTES``), so a 1 MB file cannot claim gigabytes.
 
 MONOCHROME1 and MONOCHROME2 give the same HU: the modality LUT (rescale) defines HU,
 and MONOCHROME1's inversion applies only to display, after the VOI LUT (PS3.3 C.7.6.3.1.2).
@@ -22,14 +30,16 @@ from __future__ import annotations
 
 import math
 import os
+import zlib
 from pathlib import Path
-from typing import Any
+from typing import Any, BinaryIO, cast
 
 import numpy as np
 
+from .. import input_limits
 from ..errors import DicomError, InputError
 from ..grid import check_spacing
-from ..input_limits import MAX_FRAMES, check_side, regular_file
+from ..input_limits import check_side, deflate_limit, regular_file
 from .slice_input import MAX_TILT_DEG, SliceInput, check_hu_array, orientation_from_directions
 
 _MONOCHROME = ("MONOCHROME1", "MONOCHROME2")
@@ -44,14 +54,21 @@ CT_STORAGE_CLASSES = {
 #: Those whose geometry and rescale live in functional groups.
 _ENHANCED = ("1.2.840.10008.5.1.4.1.1.2.1", "1.2.840.10008.5.1.4.1.1.2.2")
 _ACCEPTED_FILES = "a DICOM file, a NIfTI volume (.nii, .nii.gz), a pydicom Dataset or an array"
+#: Rescale Slope of a CT: stored values are HU (slope 1) or finer / coarser steps of them. A slope outside
+#: this range (1e-30 makes every pixel the intercept) does not give HU.
+RESCALE_SLOPE_RANGE = (0.01, 100.0)
+#: Largest |Rescale Intercept| of a CT (HU): -1024 and 0 are usual, -8192 on extended-scale data.
+MAX_RESCALE_INTERCEPT = 8192.0
 
 
-def frame_count(ds: Any) -> int:
-    """Number of frames of a DICOM image (1 for a single-frame object, or where the value is unreadable)."""
-    try:
-        return max(1, int(ds.get("NumberOfFrames", 1) or 1))
-    except Exception:  # noqa: BLE001 - a malformed value; read_dicom refuses it, naming it
-        return 1
+def frame_count(ds: Any, what: str = "DICOM dataset") -> int:
+    """Number of Frames of a DICOM image (1 where absent), checked: 1..``input_limits.MAX_FRAMES``."""
+    frames = _integer(ds, "NumberOfFrames", what, default=1)
+    limit = input_limits.MAX_FRAMES
+    if not 1 <= frames <= limit:
+        raise DicomError(f"{what}: Number of Frames is {frames}; accepted: 1..{limit} "
+                         "(liverlesion.input_limits.MAX_FRAMES)")
+    return frames
 
 
 def _get(ds: Any, keyword: str, what: str) -> Any:
@@ -63,7 +80,7 @@ def _get(ds: Any, keyword: str, what: str) -> Any:
                          f"a {keyword} of the VR and length PS3.6 gives") from None
 
 
-def _functional_item(ds: Any, frame: int, sequence: str, what: str = "DICOM dataset") -> Any:
+def functional_item(ds: Any, frame: int, sequence: str, what: str = "DICOM dataset") -> Any:
     """The item of functional-group ``sequence`` for ``frame`` (per-frame first, then shared), or None."""
     for groups, position in (("PerFrameFunctionalGroupsSequence", frame), ("SharedFunctionalGroupsSequence", 0)):
         items = _get(ds, groups, what)
@@ -78,23 +95,72 @@ def _attribute(ds: Any, frame: int | None, sequence: str, keyword: str, what: st
     """A top-level attribute, or for an enhanced object the one in its functional groups."""
     if keyword in ds:
         return _get(ds, keyword, what)
-    item = _functional_item(ds, frame or 0, sequence, what)
+    item = functional_item(ds, frame or 0, sequence, what)
     return None if item is None else _get(item, keyword, what)
 
 
-def _read_file(path: Path) -> Any:
+def _read_file(path: Path, max_side: Any = None) -> Any:
+    """The Part 10 file at ``path``; its file meta is read first, so a deflated one is inflated with a cap."""
     import pydicom
     from pydicom.errors import InvalidDicomError
+    from pydicom.filereader import read_file_meta_info
+    from pydicom.uid import DeflatedExplicitVRLittleEndian
 
     regular_file(path, _ACCEPTED_FILES)
     try:
+        meta = read_file_meta_info(path)
+        if meta.get("TransferSyntaxUID") == DeflatedExplicitVRLittleEndian:
+            return _read_deflated(path, meta, max_side)
         return pydicom.dcmread(path)
     except InvalidDicomError:
         raise DicomError(f"{path} is not a DICOM file (no 'DICM' marker after the 128-byte preamble); accepted: "
                          "DICOM CT images (Part 10 files) or NIfTI volumes (.nii, .nii.gz)") from None
+    except DicomError:
+        raise
     except Exception as exc:  # noqa: BLE001 - truncated or corrupt files fail in many ways inside the parser
         raise DicomError(f"{path}: the DICOM file could not be parsed, it may be truncated or corrupt "
                          f"({type(exc).__name__}: {exc})") from None
+
+
+def _read_deflated(path: Path, meta: Any, max_side: Any) -> Any:
+    """A Deflated Explicit VR Little Endian file, inflated as a stream up to ``input_limits.deflate_limit``."""
+    from pydicom.dataset import FileDataset
+    from pydicom.filebase import DicomBytesIO
+    from pydicom.filereader import read_dataset
+
+    length = meta.get("FileMetaInformationGroupLength")
+    if not isinstance(length, int):
+        raise DicomError(f"{path}: its file meta has no File Meta Information Group Length, so where its deflated "
+                         "data set starts is unknown; accepted: Part 10 files (the group length is Type 1)")
+    with open(path, "rb") as handle:
+        preamble = handle.read(128)
+        handle.seek(128 + 4 + 12 + length)  # preamble, 'DICM', the group length element, the rest of group 2
+        deflated = handle.read()
+    cap = deflate_limit(max_side)
+    inflater = zlib.decompressobj(-zlib.MAX_WBITS)  # raw deflate, PS3.5 A.5
+    pieces, size, pending = [], 0, deflated
+    try:
+        while pending and size <= cap:  # 1 MiB at a time, whatever the ratio: a bomb stops at the cap
+            pieces.append(inflater.decompress(pending, 1 << 20))
+            size += len(pieces[-1])
+            pending = inflater.unconsumed_tail
+        if size <= cap:
+            pieces.append(inflater.flush())
+            size += len(pieces[-1])
+    except zlib.error as exc:
+        raise DicomError(f"{path}: its deflated data set cannot be inflated ({exc}); the file may be truncated "
+                         "or corrupt") from None
+    if size > cap:
+        raise DicomError(f"{path}: its deflated data set inflates to more than {cap} bytes (one 16-bit frame at "
+                         f"the side limit plus {input_limits.DEFLATE_HEADER_BYTES} bytes of header); accepted: "
+                         "deflated objects up to that size (re-encode larger ones without deflate, e.g. dcmtk's "
+                         "'dcmconv +te', or raise liverlesion.input_limits.DEFLATE_HEADER_BYTES)")
+    buffer = DicomBytesIO(b"".join(pieces))
+    pieces.clear()  # the joined copy is all that is kept
+    buffer.is_little_endian, buffer.is_implicit_VR = True, False
+    dataset = read_dataset(cast(BinaryIO, buffer), is_implicit_VR=False, is_little_endian=True)
+    return FileDataset(str(path), dataset, preamble=preamble, file_meta=meta, is_implicit_VR=False,
+                       is_little_endian=True)
 
 
 def _decoder_check(ds: Any, what: str) -> str:
@@ -134,15 +200,21 @@ def _integer(ds: Any, keyword: str, what: str, default: int | None = None) -> in
                      f"(a value of VR UN or of the wrong length?); accepted: one integer")
 
 
-def _numbers(value: Any, count: int, what: str, keyword: str) -> list[float]:
-    """``count`` finite numbers (a DS multi-value), or DicomError naming the attribute."""
+def numbers(value: Any, count: int, what: str, keyword: str, *, positive: bool = False,
+            note: str = "") -> list[float]:
+    """``count`` finite (and, if asked, positive) numbers (a DS multi-value), or DicomError naming the attribute.
+
+    ``note`` says why they are needed (e.g. "the SEG copies it").
+    """
     try:
-        numbers = [float(v) for v in value]
+        values = [] if value is None or isinstance(value, (str, bytes)) else [float(v) for v in value]
     except (TypeError, ValueError, OverflowError):
-        numbers = []
-    if len(numbers) != count or not all(math.isfinite(v) for v in numbers):
-        raise DicomError(f"{what}: {keyword} is {value!r:.80}; accepted: {count} finite numbers")
-    return numbers
+        values = []
+    if (len(values) != count or not all(math.isfinite(v) for v in values)
+            or (positive and not all(v > 0 for v in values))):
+        kind = "positive finite numbers" if positive else "finite numbers"
+        raise DicomError(f"{what}: {keyword} is {value!r:.80}{note}; accepted: {count} {kind}")
+    return values
 
 
 def _check_pixel_module(ds: Any, what: str, max_side: Any) -> tuple[int, int, int, int]:
@@ -184,7 +256,7 @@ def _rescale(ds: Any, frame: int | None, what: str, allow_non_hu: bool) -> tuple
         return ds
     source, where = ds, ""
     if str(_get(ds, "SOPClassUID", what)) in _ENHANCED:
-        item = _functional_item(ds, frame or 0, "PixelValueTransformationSequence", what)
+        item = functional_item(ds, frame or 0, "PixelValueTransformationSequence", what)
         if item is not None:
             source, where = item, " in its Pixel Value Transformation functional group"
     values = {k: _get(source, k, what) for k in ("RescaleIntercept", "RescaleSlope")}
@@ -201,6 +273,11 @@ def _rescale(ds: Any, frame: int | None, what: str, allow_non_hu: bool) -> tuple
         raise DicomError(f"{what}: Rescale Slope {values['RescaleSlope']!r:.40} and Rescale Intercept "
                          f"{values['RescaleIntercept']!r:.40}{where} do not map stored values to HU; accepted: one "
                          "finite intercept and one finite, positive slope")
+    low, high = RESCALE_SLOPE_RANGE
+    if not allow_non_hu and not (low <= slope <= high and abs(intercept) <= MAX_RESCALE_INTERCEPT):
+        raise DicomError(f"{what}: Rescale Slope {slope:g} and Rescale Intercept {intercept:g}{where} are not those "
+                         f"of a CT; accepted: a slope within [{low:g}, {high:g}] and an intercept within "
+                         f"+-{MAX_RESCALE_INTERCEPT:g} HU (pass allow_non_hu=True to use the values as HU anyway)")
     rescale_type = str(_get(source, "RescaleType", what) or "").strip().upper()
     _check_rescale_type(ds, rescale_type, what, allow_non_hu, "Rescale Type")
     return slope, intercept
@@ -276,7 +353,7 @@ def read_dicom(source: Any, *, frame: int | None = None, spacing: Any = None,
         what = f"DICOM file {filename}" if isinstance(filename, str) and filename else "DICOM dataset"
     else:
         path = Path(os.fspath(source))
-        ds = _read_file(path)
+        ds = _read_file(path, max_side)
         what = f"DICOM file {path}"
 
     modality = _get(ds, "Modality", what)
@@ -299,10 +376,7 @@ def read_dicom(source: Any, *, frame: int | None = None, spacing: Any = None,
                          f"is not a grayscale CT image; accepted: {' or '.join(_MONOCHROME)}")
     rows, cols, stored, representation = _check_pixel_module(ds, what, max_side)
 
-    frames = _integer(ds, "NumberOfFrames", what, default=1)
-    if not 1 <= frames <= MAX_FRAMES:
-        raise DicomError(f"{what}: Number of Frames is {frames}; accepted: 1..{MAX_FRAMES} "
-                         "(liverlesion.input_limits.MAX_FRAMES)")
+    frames = frame_count(ds, what)
     if frames > 1 and frame is None:
         raise DicomError(f"{what} is a multi-frame object with {frames} frames; pass frame=<0..{frames - 1}> "
                          "to pick the slice to analyse")
@@ -315,12 +389,12 @@ def read_dicom(source: Any, *, frame: int | None = None, spacing: Any = None,
     if orient is None:
         raise DicomError(f"{what} has no usable Image Orientation (Patient), so it cannot be checked to be "
                          "axial; accepted: CT images with ImageOrientationPatient")
-    orient = _numbers(orient, 6, what, "Image Orientation (Patient)")
+    orient = numbers(orient, 6, what, "Image Orientation (Patient)")
     orientation = orientation_from_directions(orient[:3], orient[3:], max_tilt_deg=max_tilt_deg, what=what,
                                               error=DicomError)
     position = _attribute(ds, frame, "PlanePositionSequence", "ImagePositionPatient", what)
     if position is not None:
-        position = _numbers(position, 3, what, "Image Position (Patient)")
+        position = numbers(position, 3, what, "Image Position (Patient)")
     recorded = _attribute(ds, frame, "PixelMeasuresSequence", "PixelSpacing", what)
     if recorded is None and spacing is None:
         raise DicomError(f"{what} records no Pixel Spacing; pass spacing=(row_mm, col_mm)")

@@ -22,6 +22,13 @@ group for the liver (its area, and the slice-level class as a qualitative evalua
 named SCT 278201002 Classification); when no liver was found, an image-level group
 (TID 1501) records a liver area of 0 mm2.
 
+Why TID 1411 (Volumetric ROI) for the area of a region on one slice, not TID 1410
+(Planar ROI): the region *is* a segment of the SEG, and TID 1411 references a segment
+as such, while TID 1410 references a SEG frame (or a graphic region). dcmqi, the
+reference TID 1500 writer, uses TID 1411 for every segmentation-based measurement, one
+or many frames alike, and the series report of a later issue needs the same shape: a
+lesion segment running through several slices, measured once.
+
 Every object written passes David Clunie's ``dciodvfy`` without an error and dcmtk's
 ``dsrdump`` without a warning (tests/test_trust_outputs.py runs both). What the SEG
 and SR copy from the source is checked first (``_check_source``), so a source that
@@ -43,6 +50,7 @@ from .. import __version__
 from ..atomic import atomic_write_bytes
 from ..errors import DicomError, InputError, require
 from ..labels import LESION_CLASSES
+from .dicom_input import frame_count, functional_item, numbers
 from .output_targets import check_file
 from .overlay import LABEL_COLOURS
 from .prediction import Prediction
@@ -103,31 +111,9 @@ def _model(prediction: Prediction) -> tuple[str, str]:
     return prediction.model.get("name") or "liverlesion", prediction.model.get("version") or __version__
 
 
-def _numbers(value: Any, count: int, what: str, positive: bool = False) -> None:
-    """Refuse a geometry attribute that is not ``count`` finite (and, if asked, positive) numbers."""
-    try:
-        numbers = [float(v) for v in value] if value is not None and not isinstance(value, str) else None
-    except (TypeError, ValueError):
-        numbers = None
-    if (numbers is None or len(numbers) != count or not all(math.isfinite(v) for v in numbers)
-            or (positive and not all(v > 0 for v in numbers))):
-        kind = "positive finite numbers" if positive else "finite numbers"
-        raise DicomError(f"the source image's {what} is {value!r}; the SEG copies it, accepted: {count} {kind}")
-
-
-def _frame_item(source: Any, frame: int, sequence: str) -> Any:
-    """Functional-group ``sequence``'s item for ``frame`` (per-frame first, then shared), or None."""
-    for groups, position in (("PerFrameFunctionalGroupsSequence", frame), ("SharedFunctionalGroupsSequence", 0)):
-        items = source.get(groups)
-        if items is not None and len(items) > position:
-            inner = items[position].get(sequence)
-            if inner:
-                return inner[0]
-    return None
-
-
 def _check_geometry(source: Any, frames: int) -> None:
     """Position, orientation and spacing of every source frame, as the SEG's plane groups copy them."""
+    what = "the source image"
     checks = (("PlanePositionSequence", "ImagePositionPatient", 3, False),
               ("PlaneOrientationSequence", "ImageOrientationPatient", 6, False),
               ("PixelMeasuresSequence", "PixelSpacing", 2, True))
@@ -136,10 +122,10 @@ def _check_geometry(source: Any, frames: int) -> None:
             if frames == 1 and keyword in source:
                 value = source.get(keyword)
             else:
-                item = _frame_item(source, frame, sequence)
+                item = functional_item(source, frame, sequence, what)
                 value = None if item is None else item.get(keyword)
             where = keyword if frames == 1 else f"{keyword} of frame {frame}"
-            _numbers(value, count, where, positive)
+            numbers(value, count, what, where, positive=positive, note=" (the SEG copies it)")
 
 
 def _slice_thickness(source: Any, frames: int, override: Any) -> float | None:
@@ -173,8 +159,6 @@ def _check_source(prediction: Any, source: Any) -> int | None:
     """Refuse a source the prediction was not made on, or that lacks what SEG/SR copy; its frame if multi-frame."""
     import pydicom
 
-    from .dicom_input import frame_count
-
     if not isinstance(prediction, Prediction):
         raise InputError("DICOM output needs a Prediction (from LesionAnalyzer.predict), "
                          f"got {type(prediction).__name__}")
@@ -205,7 +189,7 @@ def _check_source(prediction: Any, source: Any) -> int | None:
             check_uid(source.get(keyword), f"the source image's {keyword}")
         except InputError as exc:
             raise DicomError(str(exc)) from None
-    frames = frame_count(source)
+    frames = frame_count(source, "the source image")
     _check_geometry(source, frames)
     if frames > 1:
         frame = prediction.source.get("frame")
@@ -254,10 +238,9 @@ def to_dicom_seg(prediction: Prediction, source_dataset: Any, *, series_number: 
     from pydicom.sr.codedict import codes
     from pydicom.valuerep import DS
 
-    from .dicom_input import frame_count
-
     frame = _check_source(prediction, source_dataset)
-    thickness = _slice_thickness(source_dataset, frame_count(source_dataset), slice_thickness_mm)
+    frames = frame_count(source_dataset, "the source image")
+    thickness = _slice_thickness(source_dataset, frames, slice_thickness_mm)
     series_number = _number(series_number, "series_number")
     instance_number = _number(instance_number, "instance_number")
     code = _codes()
@@ -281,7 +264,7 @@ def to_dicom_seg(prediction: Prediction, source_dataset: Any, *, series_number: 
         ))
     stack = np.stack([mask for _, mask in segments], axis=-1)[None]
     if frame is not None:  # one source frame of a multi-frame image: the others stay empty and are omitted
-        full = np.zeros((int(source_dataset.NumberOfFrames), *stack.shape[1:]), dtype=bool)
+        full = np.zeros((frames, *stack.shape[1:]), dtype=bool)
         full[frame] = stack[0]
         stack = full
     try:

@@ -1,16 +1,22 @@
 """Where outputs may go: targets checked before anything is computed, names that cannot leave their folder.
 
-Writability is probed by creating (and removing) a file, not with ``os.access``, which says
-yes to root on a read-only mount.
+A target file must be new or an existing regular file: a symbolic link, a device or a FIFO
+is refused rather than replaced (``--json /dev/stdout`` would replace /dev/stdout; use
+``--json -``). A path that cannot be looked at (a folder under another user's private
+folder) is an InputError naming the option. Only the CLI's pre-check probes writability,
+by creating (and removing) a file, not with ``os.access``, which says yes to root on a
+read-only mount; the SDK's writers let the atomic write itself fail, with a typed error.
 """
 
 from __future__ import annotations
 
 import os
+import stat
 import tempfile
 from pathlib import Path
 
 from ..errors import InputError
+from ..input_limits import file_kind
 
 
 def _as_path(path: str | os.PathLike[str], what: str) -> Path:
@@ -20,6 +26,21 @@ def _as_path(path: str | os.PathLike[str], what: str) -> Path:
     if not isinstance(text, str) or not text or "\0" in text:
         raise InputError(f"{what}: {text!r} is not a usable path (empty, bytes or with a NUL character)")
     return Path(text)
+
+
+def _mode(path: Path, what: str, *, follow: bool = True) -> int | None:
+    """``st_mode`` of ``path`` (of a link itself unless ``follow``); None where nothing is there.
+
+    Path.exists() and is_dir() raise PermissionError on a path below a folder this process
+    may not search: that is an InputError naming the option.
+    """
+    try:
+        return (path.stat() if follow else path.lstat()).st_mode
+    except (FileNotFoundError, NotADirectoryError):
+        return None
+    except OSError as exc:
+        raise InputError(f"{what}: {path} cannot be looked at ({exc.strerror or exc}); accepted: a path in "
+                         "folders this process may search") from None
 
 
 def _probe(folder: Path, what: str) -> None:
@@ -36,19 +57,24 @@ def _probe(folder: Path, what: str) -> None:
 def _nearest_existing(folder: Path, what: str) -> Path:
     """The deepest existing ancestor of ``folder`` (itself if it exists); it must be a directory."""
     current = folder.absolute()
-    while not current.exists():
-        if current.is_symlink():  # a dangling link: mkdir would fail with a bare FileExistsError
+    while (mode := _mode(current, what)) is None:
+        if _mode(current, what, follow=False) is not None:  # a dangling link: mkdir would fail with a bare error
             raise InputError(f"{what}: {current} is a broken symbolic link, where a folder is needed")
         current = current.parent
-    if not current.is_dir():
+    if not stat.S_ISDIR(mode):
         raise InputError(f"{what}: {current} is a file, where a folder is needed")
     return current
 
 
-def check_folder(folder: str | os.PathLike[str], what: str) -> Path:
-    """An output folder that exists (or can be created, by its nearest existing ancestor) and is writable."""
+def check_folder(folder: str | os.PathLike[str], what: str, *, probe: bool = False) -> Path:
+    """An output folder that exists or can be created (its nearest existing ancestor is a folder).
+
+    ``probe``: also create (and remove) a file there, as the CLI does before it loads a model.
+    """
     folder = _as_path(folder, what)
-    _probe(_nearest_existing(folder, what), what)
+    existing = _nearest_existing(folder, what)
+    if probe:
+        _probe(existing, what)
     return folder
 
 
@@ -62,26 +88,34 @@ def make_folder(folder: str | os.PathLike[str], what: str) -> Path:
     return folder
 
 
-def check_file(path: str | os.PathLike[str], what: str, *, create_parents: bool = False) -> Path:
-    """An output file: not an existing folder, in a writable folder that exists (or may be created)."""
+def check_file(path: str | os.PathLike[str], what: str, *, create_parents: bool = False,
+               probe: bool = False) -> Path:
+    """An output file: new or an existing regular file, in a folder that exists (or may be created).
+
+    ``probe``: also check that a file can be created in that folder (see :func:`check_folder`).
+    """
     path = _as_path(path, what)
-    if path.is_dir():
+    mode = _mode(path, what, follow=False)
+    if mode is not None and stat.S_ISDIR(mode):
         raise InputError(f"{what}: {path} is a folder, where a file is needed; give a file name")
+    if mode is not None and not stat.S_ISREG(mode):
+        stdout = " (for standard output give --json -)" if what == "--json" else ""
+        raise InputError(f"{what}: {path} is {file_kind(mode)}, not a regular file; refusing to replace it{stdout}; "
+                         "accepted: a new file or an existing regular file")
     parent = path.absolute().parent
-    if not create_parents and not parent.is_dir():
-        state = "is not a folder" if parent.exists() else "does not exist"
-        raise InputError(f"{what}: the folder {parent} {state}; create it first (accepted: a file in an "
-                         "existing, writable folder)")
-    check_folder(parent, what)
+    if not create_parents:
+        parent_mode = _mode(parent, what)
+        if parent_mode is None or not stat.S_ISDIR(parent_mode):
+            state = "is not a folder" if parent_mode is not None else "does not exist"
+            raise InputError(f"{what}: the folder {parent} {state}; create it first (accepted: a file in an "
+                             "existing, writable folder)")
+    check_folder(parent, what, probe=probe)
     return path
 
 
 def inside(folder: Path, name: str, what: str) -> Path:
-    """``folder / name`` for a plain file name that cannot leave ``folder`` (checked once resolved)."""
+    """``folder / name`` for a plain file name, which cannot leave ``folder``."""
     if (not name or name in (".", "..") or "\0" in name or "/" in name
             or (os.altsep is not None and os.altsep in name) or os.sep in name):
         raise InputError(f"{what}: {name!r} is not a plain file name; refusing to write outside {folder}")
-    target = folder / name
-    if os.path.realpath(target.parent) != os.path.realpath(folder):  # pragma: no cover - guarded above
-        raise InputError(f"{what}: {target} would be written outside {folder}; refused")
-    return target
+    return folder / name

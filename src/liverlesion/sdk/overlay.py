@@ -8,6 +8,7 @@ from __future__ import annotations
 import io
 import math
 import os
+from numbers import Integral, Real
 from pathlib import Path
 from typing import Any
 
@@ -55,7 +56,7 @@ def write_overlay(hu: np.ndarray, prediction: Prediction, path: str | os.PathLik
     if hu.ndim != 2 or hu.shape != prediction.shape:
         raise InputError(f"overlay: slice of shape {hu.shape} does not match the prediction's {prediction.shape}; "
                          "pass the slice the prediction was made on (SliceInput.hu)")
-    _check_style(window, alpha, dpi)
+    window, alpha, dpi = _check_style(window, alpha, dpi)
     path = check_file(path, "overlay")
     rows, cols = hu.shape
     scale = max(1.0, 640.0 / max(rows, cols))  # small slices are drawn larger, so the text stays legible
@@ -87,18 +88,22 @@ def write_overlay(hu: np.ndarray, prediction: Prediction, path: str | os.PathLik
     return path
 
 
-def _check_style(window: Any, alpha: Any, dpi: Any) -> None:
-    """Refuse a window, alpha or dpi that matplotlib would fail on (or draw nothing with)."""
+def _check_style(window: Any, alpha: Any, dpi: Any) -> tuple[tuple[float, float], float, int]:
+    """(window, alpha, dpi) as Python numbers; refused where matplotlib would fail on them (or draw nothing)."""
     try:
+        if isinstance(window, (str, bytes)):  # "12" would be the window (1, 2)
+            raise TypeError
         low, high = (float(v) for v in window)
     except (TypeError, ValueError):
         low = high = math.nan
     if not (math.isfinite(low) and math.isfinite(high) and low < high):
         raise InputError(f"overlay: window={window!r}; accepted: (low, high) HU, finite, low < high")
-    if isinstance(alpha, bool) or not isinstance(alpha, (int, float)) or not 0.0 <= alpha <= 1.0:
+    # numbers.Real / Integral: numpy scalars (np.float32(0.5), np.int64(100)) are numbers too; bools are not
+    if isinstance(alpha, (bool, np.bool_)) or not isinstance(alpha, Real) or not 0.0 <= float(alpha) <= 1.0:
         raise InputError(f"overlay: alpha={alpha!r}; accepted: a number 0..1")
-    if isinstance(dpi, bool) or not isinstance(dpi, int) or not 10 <= dpi <= 1200:
+    if isinstance(dpi, (bool, np.bool_)) or not isinstance(dpi, Integral) or not 10 <= int(dpi) <= 1200:
         raise InputError(f"overlay: dpi={dpi!r}; accepted: an integer 10..1200")
+    return (low, high), float(alpha), int(dpi)
 
 
 def _box(bbox: tuple[int, int, int, int], colour: tuple[int, int, int]) -> Any:

@@ -30,9 +30,16 @@ ORIENTATION_TOLERANCE = 1e-3
 #: outside the reconstruction circle (-2000, -3024, some converters -32768) and lossy-compression
 #: undershoot (pydicom's 693_J2KI.dcm reaches -3995); above +3071 only metal on extended-scale scanners.
 HU_RANGE = (-32768.0, 32767.0)
-#: A CT slice of the abdomen holds air or fat, so its lowest value is at most this (HU). Raw stored values
-#: (HU + 1024, never negative) do not; nor does a crop of soft tissue alone (pass allow_non_hu=True).
-AIR_OR_FAT_HU = -100.0
+#: Physical air and fat (HU): air is -1000, fat about -100; padding outside the reconstruction circle
+#: (-2000, -3024...) lies below and does not count.
+AIR_OR_FAT_HU = (-1100.0, -100.0)
+#: A CT slice of the abdomen holds air or fat (air around the body and in the bowel, subcutaneous fat):
+#: at least this share of its pixels lies in :data:`AIR_OR_FAT_HU`. Real slices hold 28 to 75 % (pydicom's
+#: CT_small crop of the body: 28 %), phantoms 29 % or more. Raw stored values (HU + 1024) hold none, padding
+#: aside; nor does a crop of soft tissue alone (pass allow_non_hu=True).
+MIN_AIR_OR_FAT_SHARE = 0.01
+#: Pixels sampled (a stride through the slice, coprime to its width) to measure that share.
+AIR_OR_FAT_SAMPLES = 4096
 
 _ACCEPTED = "a 2D numpy array (rows, cols) of Hounsfield units, integer or floating point, all values finite"
 
@@ -160,9 +167,11 @@ def check_hu_array(array: Any, what: str = "slice", error: type[LiverLesionError
     """Validate a 2D HU slice and return it as a float32 copy owned by the SDK.
 
     Shape and size are checked before the copy; then one min / max pass checks that the
-    values are finite and, unless ``allow_non_hu``, plausible CT HU (:data:`HU_RANGE`,
-    :data:`AIR_OR_FAT_HU`). ``hint`` is added to that refusal (e.g. what in a DICOM
-    header may explain it). ``owned``: a float32 array the SDK just made is not copied.
+    values are finite and, unless ``allow_non_hu``, within :data:`HU_RANGE`, and a sample
+    of :data:`AIR_OR_FAT_SAMPLES` pixels that at least :data:`MIN_AIR_OR_FAT_SHARE` of
+    them are air or fat (:data:`AIR_OR_FAT_HU`). ``hint`` is added to that refusal (e.g.
+    what in a DICOM header may explain it). ``owned``: a float32 array the SDK just made
+    is not copied.
     """
     if not isinstance(array, np.ndarray):
         raise error(f"{what}: got a {type(array).__name__}; accepted: {_ACCEPTED}")
@@ -195,22 +204,40 @@ def check_hu_array(array: Any, what: str = "slice", error: type[LiverLesionError
         cause = f"{bad} pixel(s) are NaN or infinite" if bad else "values overflow float32"
         raise error(f"{what}: {cause}; accepted: {_ACCEPTED}")
     if not allow_non_hu:
-        _check_plausible(lo, hi, what, error, hint)
+        _check_plausible(hu, lo, hi, what, error, hint)
     return hu
 
 
-def _check_plausible(lo: float, hi: float, what: str, error: type[LiverLesionError], hint: str) -> None:
-    """Refuse values outside :data:`HU_RANGE`, or a slice with no air or fat."""
+def air_or_fat_share(hu: np.ndarray) -> float:
+    """Share of a strided sample of ``hu`` (2D) within :data:`AIR_OR_FAT_HU` (about :data:`AIR_OR_FAT_SAMPLES`)."""
+    if not hu.flags.c_contiguous:  # a Fortran-ordered copy is read along its own memory order, not copied
+        hu = hu.T if hu.T.flags.c_contiguous else np.ascontiguousarray(hu)
+    flat = hu.reshape(-1)
+    step = max(1, flat.size // AIR_OR_FAT_SAMPLES)
+    while step > 1 and math.gcd(step, hu.shape[1]) != 1:  # coprime: the sample walks across every column
+        step -= 1
+    sample = flat[::step]
+    low, high = AIR_OR_FAT_HU
+    centre, half = np.float32((low + high) / 2), np.float32((high - low) / 2)
+    return int(np.count_nonzero(np.abs(sample - centre) <= half)) / sample.size
+
+
+def _check_plausible(hu: np.ndarray, lo: float, hi: float, what: str, error: type[LiverLesionError],
+                     hint: str) -> None:
+    """Refuse values outside :data:`HU_RANGE`, or a slice with too little air or fat."""
     low, high = HU_RANGE
+    air, fat = AIR_OR_FAT_HU
     extra = f" ({hint})" if hint else ""
-    plausible = (f"CT HU, every value within [{low:g}, {high:g}] and some pixels of air or fat "
-                 f"(<= {AIR_OR_FAT_HU:g} HU)")
+    plausible = (f"CT HU, every value within [{low:g}, {high:g}] and at least {MIN_AIR_OR_FAT_SHARE:.0%} of the "
+                 f"pixels air or fat ([{air:g}, {fat:g}] HU)")
     if lo < low or hi > high:
         raise error(f"{what}: values {lo:.6g} to {hi:.6g} are not CT Hounsfield units{extra}; accepted: "
                     f"{plausible} (pass allow_non_hu=True to use them as HU anyway)")
-    if lo > AIR_OR_FAT_HU:
-        raise error(f"{what}: its lowest value is {lo:.6g}, so it holds no air or fat, which a CT slice of the "
-                    f"abdomen does; raw stored pixel values (HU + 1024, never negative) look like this: apply the "
+    share = air_or_fat_share(hu)
+    if share < MIN_AIR_OR_FAT_SHARE:
+        raise error(f"{what}: only {share:.2%} of its pixels are air or fat ([{air:g}, {fat:g}] HU; its values "
+                    f"run from {lo:.6g} to {hi:.6g}): too little air or fat for a CT slice of the abdomen; raw "
+                    "stored pixel values (HU + 1024, never negative but for padding) look like this: apply the "
                     f"rescale (slope, intercept) first{extra}; accepted: {plausible} (pass allow_non_hu=True "
                     "to use the values as HU anyway, e.g. for a crop of soft tissue alone)")
 
