@@ -42,11 +42,11 @@ def measure(width: int, size: int, threads: int, iterations: int, folder: Path) 
     import openvino as ov
     import torch
 
-    from liverlesion.export.fused import fuse
     from liverlesion.export.onnx_export import export_fused
     from liverlesion.export.quantize import QuantRecipe, quantize_int8
     from liverlesion.grid import ModelGrid
     from liverlesion.model import ModelConfig, build_model
+    from liverlesion.model.fused import fuse
     from liverlesion.model.registry import count_flops
     from liverlesion.preprocessing import Preprocessing
 

@@ -6,9 +6,9 @@ from pathlib import Path
 
 import numpy as np
 
-from liverlesion.backends.cuda_memory import CudaMemory
 from liverlesion.grid import ModelGrid
 from liverlesion.labels import LESION_CLASSES, TARGET_LABELS
+from liverlesion.machine.cuda_memory import CudaMemory
 from liverlesion.package import SCHEMA_NAME, SCHEMA_VERSION, write_manifest
 from liverlesion.package.store import file_record
 from liverlesion.preprocessing import Preprocessing

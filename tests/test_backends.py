@@ -8,7 +8,7 @@ import threading
 import numpy as np
 import pytest
 
-from liverlesion.backends import Backend, available_backends, backend_class
+from liverlesion.backends import BACKENDS, Backend, available_backends, backend_class
 from liverlesion.backends.onnxruntime import OnnxRuntimeBackend
 from liverlesion.backends.torch import TorchBackend
 from liverlesion.errors import BackendError, InputError, PackageError
@@ -32,7 +32,7 @@ def test_the_registry_finds_every_backend_and_says_which_can_run():
     assert set(report) == {"tensorrt", "onnxruntime", "openvino", "torch"}
     assert report["onnxruntime"][0] and report["torch"][0]  # both installed in the dev environment
     assert all(isinstance(ok, bool) and isinstance(why, str) and why for ok, why in report.values())
-    assert TorchBackend.extra == "train" and issubclass(TorchBackend, Backend)
+    assert BACKENDS["torch"].install == "pip install 'liverlesion[train]'" and issubclass(TorchBackend, Backend)
     with pytest.raises(BackendError, match="unknown backend"):
         backend_class("onnx")
 

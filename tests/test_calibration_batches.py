@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 
 from engine_fixtures import GRID, HostOnlyMemory, calibration_slices
-from liverlesion.engines.calibration import (
+from liverlesion.engines.int8_calibrator import (
     CalibrationBatches,
     make_entropy_calibrator,
     read_cache,

@@ -12,15 +12,15 @@ from pathlib import Path
 import pytest
 
 from engine_fixtures import GRID, HostOnlyMemory, make_engine_package
-from liverlesion.backends import cuda_memory
 from liverlesion.engines import build as build_module
-from liverlesion.engines import gpu as gpu_module
 from liverlesion.engines import versions
 from liverlesion.engines.build import network_flags, parse_layer_placement
-from liverlesion.engines.gpu import GpuInfo
 from liverlesion.engines.plan import BuildOptions, plan_build
 from liverlesion.engines.records import engine_records
 from liverlesion.errors import EngineError, MissingDependencyError
+from liverlesion.machine import cuda_memory
+from liverlesion.machine import gpu as gpu_module
+from liverlesion.machine.gpu import GpuInfo
 from liverlesion.package import load_package, write_manifest
 from liverlesion.package.store import file_record, read_manifest
 

@@ -9,9 +9,7 @@ import re
 import pytest
 
 from engine_fixtures import make_engine_package
-from liverlesion.engines import gpu as gpu_module
 from liverlesion.engines import versions
-from liverlesion.engines.gpu import GpuInfo
 from liverlesion.engines.plan import BuildOptions, plan_build
 from liverlesion.engines.records import (
     EngineRecord,
@@ -22,6 +20,8 @@ from liverlesion.engines.records import (
     select_engine,
 )
 from liverlesion.errors import ChecksumError, EngineError, PackageError
+from liverlesion.machine import gpu as gpu_module
+from liverlesion.machine.gpu import GpuInfo
 from liverlesion.package import load_package
 from liverlesion.package.store import file_record, read_manifest
 

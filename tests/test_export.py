@@ -13,9 +13,9 @@ import pytest
 from liverlesion.errors import ChecksumError, ExportError, PackageError
 from liverlesion.export import export_package
 from liverlesion.export import parity as parity_module
-from liverlesion.export.fused import fuse
 from liverlesion.export.onnx_export import OPSET
 from liverlesion.export.parity import check_parity, compare, cpu_session, random_hu, run_session
+from liverlesion.model.fused import fuse
 from liverlesion.package import load_package
 from liverlesion.training import load_checkpoint
 from liverlesion.training.datasets import load_lesion_set

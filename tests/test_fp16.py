@@ -9,8 +9,8 @@ from onnx import TensorProto
 
 from liverlesion.export.accuracy import TARGETS, load_eval_set, measure, target_misses
 from liverlesion.export.fp16 import convert_fp16
-from liverlesion.export.fused import NETWORK_SCOPE
 from liverlesion.export.parity import cpu_session, random_hu, run_session
+from liverlesion.model.fused import NETWORK_SCOPE
 from liverlesion.package import load_package
 
 pytestmark = pytest.mark.slow

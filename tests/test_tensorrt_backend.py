@@ -1,10 +1,10 @@
-"""The TensorRT backend, GPU detection and CUDA memory: every refusal without touching CUDA, the binding
-logic against a fake TensorRT, and (where TensorRT and a GPU exist) real engines against onnxruntime."""
+"""The TensorRT backend: every refusal without touching CUDA, the binding logic against a fake TensorRT
+(tests/trt_fakes.py), and (where TensorRT and a GPU exist) real engines against onnxruntime.
+
+GPU detection and CUDA memory are tested in test_machine_gpu.py and test_machine_cuda_memory.py."""
 
 from __future__ import annotations
 
-import ctypes
-import subprocess
 import sys
 import threading
 import types
@@ -13,188 +13,29 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from engine_fixtures import GRID, make_engine_package
-from liverlesion.backends import cuda_memory
+from engine_fixtures import make_engine_package
 from liverlesion.backends import tensorrt as trt_backend
-from liverlesion.backends.cuda_memory import CudaMemory, CudaPythonMemory, PyCudaMemory, open_cuda_memory
 from liverlesion.backends.tensorrt import TensorRTBackend
-from liverlesion.engines import gpu as gpu_module
-from liverlesion.engines.gpu import GpuInfo, detect_gpu
 from liverlesion.engines.plan import BuildOptions, plan_build
-from liverlesion.engines.records import add_engine_record, make_record
-from liverlesion.engines.versions import tensorrt_installed
-from liverlesion.errors import BackendError, EngineError, InputError, MissingDependencyError
+from liverlesion.errors import EngineError, InputError, MissingDependencyError
+from liverlesion.machine import cuda_memory
+from liverlesion.machine.gpu import GpuInfo, detect_gpu
+from liverlesion.machine.runtimes import tensorrt_installed
 from liverlesion.package import load_package
 from liverlesion.package.store import read_manifest
+from trt_fakes import (
+    ORIN,
+    FakeDevice,
+    H,
+    W,
+    add_fake_engine,
+    fake_tensorrt,
+    hu_batch,
+    reference,
+    stand_in_orin,
+)
 
 ROOT = Path(__file__).resolve().parents[1]
-ORIN = GpuInfo(0, "Orin", (8, 7), 8 * 2**30, integrated=True)
-H, W = GRID
-
-
-# -- a fake GPU and a fake TensorRT that computes something checkable ---------------------------------
-class FakeDevice:
-    """Device memory as numpy byte buffers, plus a record of stream captures and graph launches."""
-
-    def __init__(self):
-        self.buffers: dict[int, np.ndarray] = {}
-        self.capturing: list | None = None
-        self.captures = self.launches = self.enqueues = 0
-        self.freed = False
-
-
-class FakeMemory(CudaMemory):
-    name = "fake"
-    supports_graphs = True
-
-    def __init__(self, device: FakeDevice):
-        super().__init__(0)
-        self.dev = device
-
-    def device_alloc(self, nbytes):
-        ptr = 0x10000 * (len(self.dev.buffers) + 1)
-        self.dev.buffers[ptr] = np.zeros(nbytes, np.uint8)
-        return ptr
-
-    def pinned_empty(self, shape, dtype):
-        return np.full(shape, 77, dtype)  # stale garbage, as real pinned memory may hold
-
-    def create_stream(self):
-        return 5
-
-    def copy_htod_async(self, dst, src, stream):
-        assert src.flags.c_contiguous
-        self.dev.buffers[dst][: src.nbytes] = src.reshape(-1).view(np.uint8)
-
-    def copy_dtoh_async(self, dst, src, stream):
-        assert dst.flags.c_contiguous
-        dst.reshape(-1).view(np.uint8)[:] = self.dev.buffers[src][: dst.nbytes]
-
-    def synchronize(self, stream):
-        pass
-
-    def begin_capture(self, stream):
-        self.dev.capturing = []
-
-    def end_capture(self, stream):
-        ops, self.dev.capturing = self.dev.capturing, None
-        self.dev.captures += 1
-        return ops
-
-    def launch_graph(self, graph, stream):
-        self.dev.launches += 1
-        for op in graph:
-            op()
-
-    def free_all(self):
-        self.dev.freed = True
-
-
-def reference(hu: np.ndarray) -> dict[str, np.ndarray]:
-    """What the fake engine computes, written independently of it."""
-    labels = (hu[:, 0] > 0).astype(np.int32) + 2 * (hu[:, 0] > 50).astype(np.int32)
-    probabilities = np.stack([hu[:, 0] * (c + 1) for c in range(5)], axis=1).astype(np.float32)
-    return {"labels": labels, "probabilities": probabilities}
-
-
-class FakeContext:
-    def __init__(self, engine):
-        self.engine, self.batch, self.addresses, self.shape_calls = engine, None, {}, []
-
-    def set_input_shape(self, name, shape):
-        self.shape_calls.append(tuple(shape))
-        in_profile = self.engine.low <= shape[0] <= self.engine.high
-        if name != "hu" or not in_profile or tuple(shape[1:]) != (1, H, W):
-            return False
-        self.batch = shape[0]
-        return True
-
-    def get_tensor_shape(self, name):
-        return {"hu": [self.batch, 1, H, W], "labels": [self.batch, H, W],
-                "probabilities": [self.batch, 5, H, W]}[name]
-
-    def set_tensor_address(self, name, ptr):
-        self.addresses[name] = ptr
-        return True
-
-    def execute_async_v3(self, stream):
-        dev = self.engine.dev
-        dev.enqueues += 1
-        n = self.batch  # shapes are fixed when the work is queued (or captured)
-
-        def compute():
-            buffers = dev.buffers
-            hu = buffers[self.addresses["hu"]][: n * H * W * 4].view(np.float32).reshape(n, 1, H, W)
-            for name, value in reference(hu).items():
-                buffers[self.addresses[name]][: value.nbytes] = value.reshape(-1).view(np.uint8)
-
-        if dev.capturing is not None:
-            dev.capturing.append(compute)
-        else:
-            compute()
-        return True
-
-
-class FakeEngine:
-    num_io_tensors = 3
-
-    def __init__(self, dev, low, high):
-        self.dev, self.low, self.high = dev, low, high
-
-    def get_tensor_name(self, index):
-        return ["hu", "labels", "probabilities"][index]
-
-    def get_tensor_mode(self, name):
-        return "input" if name == "hu" else "output"
-
-    def get_tensor_dtype(self, name):
-        return np.int32 if name == "labels" else np.float32
-
-    def get_tensor_profile_shape(self, name, profile):
-        assert (name, profile) == ("hu", 0)
-        return [[self.low, 1, H, W], [self.low, 1, H, W], [self.high, 1, H, W]]
-
-    def create_execution_context(self):
-        self.context = FakeContext(self)
-        return self.context
-
-
-def fake_tensorrt(dev: FakeDevice, version="10.3.0.30", profile=(1, 8)) -> types.ModuleType:
-    trt = types.ModuleType("tensorrt")
-    trt.__version__ = version
-    trt.Builder = object
-    trt.TensorIOMode = types.SimpleNamespace(INPUT="input", OUTPUT="output")
-    trt.nptype = lambda dtype: dtype
-
-    class Logger:
-        WARNING = 2
-
-        def __init__(self, severity):
-            pass
-
-    class Runtime:
-        def __init__(self, logger):
-            self.engine_host_code_allowed = False
-
-        def deserialize_cuda_engine(self, data):
-            if not bytes(data).startswith(b"FAKEPLAN"):
-                return None
-            dev.engine = FakeEngine(dev, *profile)
-            return dev.engine
-
-    trt.Logger, trt.Runtime = Logger, Runtime
-    return trt
-
-
-def add_fake_engine(root, trt="10.3.0.30", precision="fp16", cc=(8, 7), payload=b"FAKEPLAN", **options):
-    options = BuildOptions(precision=precision, compute_capability=cc, **options)
-    plan = plan_build(trt, options, read_manifest(root))
-    path = root / plan.engine_file
-    path.parent.mkdir(exist_ok=True)
-    path.write_bytes(payload + b"\0" * 64)
-    record = make_record(root, plan.engine_file, plan.to_dict(), gpu_name="Orin", build_seconds=1.0)
-    add_engine_record(root, record)
-    return record
 
 
 @pytest.fixture
@@ -205,9 +46,7 @@ def device():
 @pytest.fixture
 def machine(monkeypatch, device):
     """This machine becomes an Orin with TensorRT 10.3.0.30 and fake device memory."""
-    monkeypatch.setitem(sys.modules, "tensorrt", fake_tensorrt(device))
-    monkeypatch.setattr(trt_backend, "detect_gpu", lambda index=0: ORIN)
-    monkeypatch.setattr(trt_backend, "open_cuda_memory", lambda prefer=None, index=0: FakeMemory(device))
+    stand_in_orin(monkeypatch, device)
     return device
 
 
@@ -216,10 +55,6 @@ def package(tmp_path):
     root = make_engine_package(tmp_path / "pkg")
     add_fake_engine(root)
     return load_package(root)
-
-
-def hu_batch(n, seed=0):
-    return np.random.default_rng(seed).uniform(-200, 200, (n, 1, H, W)).astype(np.float32)
 
 
 # -- running, against the fake -----------------------------------------------------------------------
@@ -396,165 +231,6 @@ def test_availability(monkeypatch, device):
 def test_availability_here_never_crashes():
     ok, reason = TensorRTBackend.availability()
     assert isinstance(ok, bool) and reason
-
-
-# -- GPU detection -------------------------------------------------------------------------------------
-class FakeLibCuda:
-    """ctypes-level stand-in for libcuda: fills the out-parameters TensorRT-free detection passes."""
-
-    def __init__(self, init_result=0, count=1):
-        self.init_result, self.count = init_result, count
-
-    def cuInit(self, flags):
-        return self.init_result
-
-    def cuDeviceGetCount(self, ref):
-        ref._obj.value = self.count
-        return 0
-
-    def cuDeviceGet(self, ref, ordinal):
-        ref._obj.value = ordinal.value
-        return 0
-
-    def cuDeviceGetName(self, buffer, length, device):
-        buffer.value = b"Orin"
-        return 0
-
-    def cuDeviceGetAttribute(self, ref, attribute, device):
-        ref._obj.value = {75: 8, 76: 7, 18: 1}[attribute.value]
-        return 0
-
-    def cuDeviceTotalMem_v2(self, ref, device):
-        ref._obj.value = 7 * 2**30
-        return 0
-
-    def cuDriverGetVersion(self, ref):
-        ref._obj.value = 12060
-        return 0
-
-
-@pytest.fixture
-def fresh_detection(monkeypatch):
-    monkeypatch.delenv("LIVERLESION_NO_GPU", raising=False)
-    gpu_module._probe.cache_clear()
-    yield
-    gpu_module._probe.cache_clear()
-
-
-def test_detect_gpu_reads_the_driver(monkeypatch, fresh_detection):
-    monkeypatch.setattr(gpu_module, "_load_driver", lambda: FakeLibCuda())
-    found = detect_gpu()
-    assert found == GpuInfo(0, "Orin", (8, 7), 7 * 2**30, integrated=True, driver_version=12060)
-    assert (found.sm, found.cc_text) == ("sm87", "8.7")
-    assert detect_gpu(1) is None  # only one device
-
-
-@pytest.mark.parametrize("lib", [None, FakeLibCuda(init_result=100), FakeLibCuda(count=0)])
-def test_detect_gpu_without_driver_or_device(monkeypatch, fresh_detection, lib):
-    monkeypatch.setattr(gpu_module, "_load_driver", lambda: lib)
-    assert detect_gpu() is None
-
-
-def test_detect_gpu_when_libcuda_cannot_be_loaded(monkeypatch, fresh_detection):
-    def refuse(name):
-        raise OSError(f"{name}: cannot open shared object file")
-
-    monkeypatch.setattr(gpu_module.ctypes, "CDLL", refuse)
-    assert detect_gpu() is None
-
-
-def test_detect_gpu_can_be_switched_off(monkeypatch, fresh_detection):
-    monkeypatch.setattr(gpu_module, "_load_driver", lambda: pytest.fail("the driver was touched"))
-    monkeypatch.setenv("LIVERLESION_NO_GPU", "1")
-    assert detect_gpu() is None
-
-
-def test_detect_gpu_on_this_machine_returns_or_says_none(fresh_detection):
-    found = detect_gpu(refresh=True)
-    assert found is None or (found.name and found.compute_capability[0] >= 5)
-
-
-# -- CUDA memory ---------------------------------------------------------------------------------------
-def test_neither_memory_library_names_both_extras(monkeypatch):
-    monkeypatch.setattr(cuda_memory, "_cuda_python_runtime", lambda: None)
-    monkeypatch.setattr(cuda_memory, "_pycuda_driver", lambda: None)
-    with pytest.raises(MissingDependencyError, match=r"liverlesion\[tensorrt\].*liverlesion\[pycuda\]"):
-        open_cuda_memory()
-    with pytest.raises(MissingDependencyError, match=r"liverlesion\[pycuda\]"):
-        open_cuda_memory("pycuda")
-    with pytest.raises(BackendError, match="accepted"):
-        open_cuda_memory("cupy")
-
-
-class FakeCudaRuntime:
-    """cuda-python's calling convention: (error, *results); host memory is real, device memory fails."""
-
-    class cudaMemcpyKind:
-        cudaMemcpyHostToDevice, cudaMemcpyDeviceToHost = 1, 2
-
-    def __init__(self):
-        self.keep, self.copies = [], []
-
-    def cudaSetDevice(self, device):
-        return (0,)
-
-    def cudaMallocHost(self, size):
-        buffer = (ctypes.c_uint8 * size)()
-        self.keep.append(buffer)
-        return (0, ctypes.addressof(buffer))
-
-    def cudaMalloc(self, size):
-        return (2, 0)
-
-    def cudaGetErrorString(self, error):
-        return (0, b"out of memory")
-
-    def cudaMemcpyAsync(self, dst, src, count, kind, stream):
-        self.copies.append((dst, src, count, kind, stream))
-        return (0,)
-
-    def cudaFreeHost(self, ptr):
-        return (0,)
-
-
-def test_cuda_python_memory_pins_host_arrays_and_reports_errors():
-    runtime = FakeCudaRuntime()
-    memory = CudaPythonMemory(runtime)
-    pinned = memory.pinned_empty((4, 1, 3, 5), np.float32)
-    assert pinned.shape == (4, 1, 3, 5) and pinned.dtype == np.float32
-    assert pinned.ctypes.data == ctypes.addressof(runtime.keep[0])  # the array is the pinned allocation
-    pinned[:] = 1.5
-    assert np.frombuffer(runtime.keep[0], np.float32).tolist() == [1.5] * 60
-    memory.copy_htod_async(0xABC, pinned[:2], 9)
-    assert runtime.copies[-1] == (0xABC, pinned.ctypes.data, 2 * 15 * 4, 1, 9)
-    memory.copy_dtoh_async(pinned[1:3], 0xDEF, 9)
-    assert runtime.copies[-1] == (pinned.ctypes.data + 15 * 4, 0xDEF, 2 * 15 * 4, 2, 9)
-    with pytest.raises(BackendError, match="cudaMalloc failed: out of memory"):
-        memory.device_alloc(1024)
-    memory.close()
-
-
-def test_pycuda_memory_pushes_and_pops_the_primary_context():
-    events = []
-    context = types.SimpleNamespace(push=lambda: events.append("push"))
-    driver = types.SimpleNamespace(
-        init=lambda: events.append("init"),
-        Device=lambda index: types.SimpleNamespace(retain_primary_context=lambda: context),
-        Context=types.SimpleNamespace(pop=lambda: events.append("pop")))
-    memory = PyCudaMemory(driver)
-    with pytest.raises(RuntimeError), memory.activate():
-        raise RuntimeError("work failed")
-    assert events == ["init", "push", "pop"]
-    assert not memory.supports_graphs
-    with pytest.raises(BackendError, match="cuda-python"):
-        memory.begin_capture(0)
-
-
-def test_example_script_runs_its_help():
-    script = ROOT / "examples" / "jetson_build_verify_bench.py"
-    result = subprocess.run([sys.executable, str(script), "--help"],
-                            check=False, capture_output=True, text=True, timeout=60)
-    assert result.returncode == 0 and "Jetson" in result.stdout
 
 
 # -- real TensorRT, where it exists ----------------------------------------------------------------------

@@ -19,11 +19,11 @@ from types import SimpleNamespace
 import numpy as np
 import pytest
 
-from liverlesion.backends import host
 from liverlesion.backends import openvino_cache as cache
-from liverlesion.backends.openvino import ACCEPTED_EXECUTION, execution_problem
 from liverlesion.bench.report import executed_cell, format_table, to_markdown
 from liverlesion.errors import BackendError, ChecksumError
+from liverlesion.machine import host
+from liverlesion.openvino_execution import ACCEPTED_EXECUTION, execution_problem
 from liverlesion.package import load_package
 
 HAVE_OPENVINO = importlib.util.find_spec("openvino") is not None
@@ -39,7 +39,7 @@ def capabilities() -> tuple[str, ...]:
         return ()
     import openvino as ov
 
-    from liverlesion.backends.openvino import cpu_capabilities
+    from liverlesion.openvino_execution import cpu_capabilities
 
     return cpu_capabilities(ov.Core())
 
@@ -267,7 +267,7 @@ def test_a_level_that_is_a_file_turns_the_cache_off_with_a_warning(tmp_path, cap
 
 # -- INT8 calibration caches (TensorRT 8.x), device-built: checked against their record before reuse ----------
 def test_read_cache_checks_the_records_sha256(tmp_path):
-    from liverlesion.engines.calibration import read_cache, write_cache
+    from liverlesion.engines.int8_calibrator import read_cache, write_cache
 
     path = write_cache(tmp_path / "engines" / "x.calib", b"TRT-8502-EntropyCalibration2\nhu: 3c010a14\n")
     recorded = hashlib.sha256(path.read_bytes()).hexdigest()
@@ -279,10 +279,10 @@ def test_read_cache_checks_the_records_sha256(tmp_path):
 
 def test_a_tampered_calibration_cache_is_recalibrated_not_reused(tmp_path, monkeypatch):
     from engine_fixtures import HostOnlyMemory, make_engine_package
-    from liverlesion.backends import cuda_memory
     from liverlesion.engines import build as build_module
-    from liverlesion.engines.gpu import GpuInfo
     from liverlesion.engines.plan import BuildOptions, plan_build
+    from liverlesion.machine import cuda_memory
+    from liverlesion.machine.gpu import GpuInfo
     from test_engine_plan import FakeBuilderTrt  # a tensorrt module that calibrates unless given a cache
 
     fake = FakeBuilderTrt("8.5.2.2")

@@ -51,6 +51,11 @@ class ExportError(LiverLesionError):
     """Export or quantization failed a check (parity, accuracy, graph constraints)."""
 
 
+def install_hint(extra: str) -> str:
+    """The command that installs an extra, as every message naming one writes it."""
+    return f"pip install 'liverlesion[{extra}]'"
+
+
 def require(module: str, extra: str, purpose: str):
     """Import ``module`` or raise :class:`MissingDependencyError` naming the extra."""
     import importlib
@@ -60,5 +65,5 @@ def require(module: str, extra: str, purpose: str):
     except ImportError as exc:  # pragma: no cover - depends on the environment
         raise MissingDependencyError(
             f"{purpose} needs the Python package '{module.split('.')[0]}', which is not "
-            f"installed: pip install 'liverlesion[{extra}]'"
+            f"installed: {install_hint(extra)}"
         ) from exc

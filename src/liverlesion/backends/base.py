@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import abc
+import threading
 import time
 from dataclasses import dataclass
 from typing import ClassVar
@@ -31,13 +32,11 @@ class Backend(abc.ABC):
     """
 
     name: ClassVar[str] = "base"
-    #: Extra to install for this backend, named in errors.
-    extra: ClassVar[str] = ""
 
     def __init__(self, package: ModelPackage, precision: str) -> None:
         self.package = package
         self.precision = precision
-        self._last_time = float("nan")
+        self._timing = threading.local()  # per thread: threads sharing one backend each read their own
         self._closed = False
 
     # -- what subclasses provide ---------------------------------------------
@@ -83,12 +82,12 @@ class Backend(abc.ABC):
             raise InputError(f"batch of {hu.shape[0]} exceeds this model's maximum batch {self.max_batch}")
         start = time.perf_counter()
         outputs = self._run(np.ascontiguousarray(hu))
-        self._last_time = time.perf_counter() - start
+        self._timing.seconds = time.perf_counter() - start
         return outputs
 
     def last_inference_time(self) -> float:
-        """Seconds taken by the last ``infer`` call (the runtime only, no host pre/postprocessing)."""
-        return self._last_time
+        """Seconds taken by this thread's last ``infer`` call (the runtime only, no host pre/postprocessing)."""
+        return float(getattr(self._timing, "seconds", float("nan")))
 
     def close(self) -> None:
         if not self._closed:

@@ -13,17 +13,89 @@ from typing import Any, ClassVar
 
 import numpy as np
 
-from ..errors import BackendError, require
-from ..package import FileRecord, ModelPackage
+from ..errors import BackendError, install_hint, require
+from ..machine.host import cache_root, threads_or_all
+from ..machine.probe import Machine
+from ..package import FileRecord, Manifest, ModelPackage
+from ..package.accuracy import CPU_INT8_FORM, GPU_INT8_FORM, auto_precisions, int8_file, int8_form, precision_files
 from .base import Backend
-from .host import cache_root, threads_or_all
+from .choice import Candidates, Choice, Request
+from .registry import BACKENDS
 
-#: execution provider names, by the short name users give.
-PROVIDERS = {
-    "cpu": "CPUExecutionProvider",
-    "cuda": "CUDAExecutionProvider",
-    "tensorrt": "TensorrtExecutionProvider",
-}
+#: execution provider names, by the short name users give (the registry row's variants).
+PROVIDERS = BACKENDS["onnxruntime"].variants
+#: Fastest first on onnxruntime's TensorRT execution provider (as TensorRT itself).
+TENSORRT_EP_PRECISION_ORDER = ("int8", "fp16", "fp32")
+#: Fastest first on onnxruntime's CUDA provider: it runs Q/DQ INT8 graphs dequantized, slower than FP16.
+CUDA_EP_PRECISION_ORDER = ("fp16", "fp32")
+#: Fastest first on onnxruntime CPU, as measured (docs/benchmarks.md, x86 with AVX-512 VNNI, onnxruntime
+#: 1.32): the CPU-form INT8 (u8s8) first; FP16 runs its convolutions through casts to float, so it only
+#: ties FP32; the TensorRT-form INT8 (s8s8), used when the package has no CPU form, is slower than FP32.
+CPU_PRECISION_ORDER = ("int8", "fp32", "fp16")
+CPU_PRECISION_ORDER_WITHOUT_CPU_INT8 = ("fp32", "fp16", "int8")
+
+
+def _unknown_provider(provider: str) -> BackendError:
+    return BackendError(f"unknown onnxruntime provider {provider!r}; accepted: {', '.join(PROVIDERS)}")
+
+
+def _missing_provider(provider: str, available: Any) -> str:
+    return (f"onnxruntime here has no {PROVIDERS[provider]} (it has {', '.join(available)}); install "
+            "onnxruntime-gpu for CUDA/TensorRT, or use provider='cpu'")
+
+
+def provider_for(machine: Machine, provider: str | None) -> tuple[str | None, str]:
+    """The execution provider to use (None: none usable) and why: the one asked for, else the fastest here."""
+    available = machine.ort_providers
+    if provider is not None:
+        if provider not in PROVIDERS:
+            raise _unknown_provider(provider)
+        if PROVIDERS[provider] not in available:
+            return None, _missing_provider(provider, available)
+        return provider, f"the {provider} provider was asked for"
+    if machine.has_gpu and PROVIDERS["tensorrt"] in available and machine.tensorrt_version is not None:
+        return "tensorrt", (f"a GPU ({machine.gpu_name}) and onnxruntime's TensorRT provider with TensorRT "
+                            "installed")
+    if machine.has_gpu and PROVIDERS["cuda"] in available:
+        return "cuda", f"a GPU ({machine.gpu_name}) and onnxruntime's CUDA provider"
+    gpu = "no GPU" if not machine.has_gpu else "no CUDA/TensorRT provider in this onnxruntime"
+    return "cpu", f"CPU provider ({gpu})"
+
+
+def candidates(manifest: Manifest, machine: Machine, request: Request) -> Candidates:
+    """The package's ONNX files onnxruntime runs here, on the provider of :func:`provider_for`, fastest first."""
+    if machine.onnxruntime_version is None:
+        return Candidates([], f"onnxruntime is not installed: {install_hint('onnxruntime')}")
+    chosen, why = provider_for(machine, request.provider)
+    if chosen is None:
+        return Candidates([], why)
+    have = precision_files(manifest)
+    if chosen == "cpu":
+        cpu_form = int8_file(manifest, CPU_INT8_FORM) is not None
+        order = CPU_PRECISION_ORDER if cpu_form else CPU_PRECISION_ORDER_WITHOUT_CPU_INT8
+        form = CPU_INT8_FORM if cpu_form else GPU_INT8_FORM
+    else:
+        order = TENSORRT_EP_PRECISION_ORDER if chosen == "tensorrt" else CUDA_EP_PRECISION_ORDER
+        form = int8_form(on_cpu=False)
+    notes: dict[str, str] = {}
+    if request.precisions is None:
+        wanted = auto_precisions(manifest, order, notes, form)
+    else:
+        wanted = [p for p in request.precisions if p in have]
+    on_gpu = chosen != "cpu"
+    if not wanted:
+        have_text = ", ".join(sorted(have))
+        return Candidates([], f"no ONNX model of a usable precision in the package for onnxruntime (it has "
+                              f"{have_text})", notes, on_gpu)
+    device = f"GPU {machine.gpu_name}" if on_gpu else "CPU"
+    runtime = f"onnxruntime {machine.onnxruntime_version}, {why}"
+    options: dict[str, Any] = {"provider": chosen}
+    if request.untrusted and chosen == "tensorrt":  # the provider's engine cache is device-built, never verified
+        options["engine_cache"] = False
+        runtime += "; without the TensorRT provider's engine cache (pinned package)"
+    choices = [Choice("onnxruntime", p, dict(options), device,
+                      f"{runtime}; {notes.get(p, 'precision asked for')}") for p in wanted]
+    return Candidates(choices, choices[0].reason, notes, on_gpu)
 
 
 def select_onnx_file(package: ModelPackage, precision: str, provider: str) -> FileRecord:
@@ -35,7 +107,7 @@ def select_onnx_file(package: ModelPackage, precision: str, provider: str) -> Fi
         raise BackendError(f"the package has no {precision} ONNX model; it has: {', '.join(have)}")
     # The CPU form (uint8 activations) runs fast on the CPU provider only; TensorRT needs the symmetric
     # one, and the CUDA provider's Q/DQ support is written for it too.
-    preferred = "qdq-u8s8" if provider == "cpu" else "qdq-s8s8"
+    preferred = int8_form(on_cpu=provider == "cpu")
     for record in candidates:
         if record.extra.get("form") == preferred:
             return record
@@ -46,7 +118,6 @@ class OnnxRuntimeBackend(Backend):
     """Runs the fused ONNX graph with onnxruntime (see the module docstring for thread safety)."""
 
     name: ClassVar[str] = "onnxruntime"
-    extra: ClassVar[str] = "onnxruntime"
 
     def __init__(self, package: ModelPackage, precision: str = "fp32", *, provider: str = "cpu",
                  threads: int | None = None, device_id: int = 0, engine_cache: bool = True) -> None:
@@ -55,13 +126,9 @@ class OnnxRuntimeBackend(Backend):
         super().__init__(package, precision)
         ort = require("onnxruntime", "onnxruntime", "the onnxruntime backend")
         if provider not in PROVIDERS:
-            raise BackendError(f"unknown onnxruntime provider {provider!r}; accepted: {', '.join(PROVIDERS)}")
+            raise _unknown_provider(provider)
         if PROVIDERS[provider] not in ort.get_available_providers():
-            raise BackendError(
-                f"onnxruntime here has no {PROVIDERS[provider]} (it has "
-                f"{', '.join(ort.get_available_providers())}); install onnxruntime-gpu for CUDA/TensorRT, "
-                "or use provider='cpu'"
-            )
+            raise BackendError(_missing_provider(provider, ort.get_available_providers()))
         threads = threads_or_all(threads)
         self.threads = threads
         self.provider = provider
@@ -123,7 +190,7 @@ class OnnxRuntimeBackend(Backend):
         try:
             import onnxruntime as ort
         except ImportError:
-            return False, "onnxruntime is not installed: pip install 'liverlesion[onnxruntime]'"
+            return False, f"onnxruntime is not installed: {install_hint('onnxruntime')}"
         return True, f"onnxruntime {ort.__version__} with {', '.join(ort.get_available_providers())}"
 
     @property

@@ -24,37 +24,68 @@ from __future__ import annotations
 import logging
 import os
 import threading
-from collections import Counter
-from collections.abc import Collection
 from pathlib import Path
 from typing import Any, ClassVar
 
 import numpy as np
 
-from ..errors import BackendError, require
-from ..package import FileRecord, ModelPackage
+from ..errors import BackendError, install_hint, require
+from ..machine.host import cache_disabled, cache_root, threads_or_all
+from ..machine.probe import Machine
+from ..openvino_execution import (
+    INFERENCE_PRECISION,
+    OUTPUTS,
+    cpu_capabilities,
+    executed_precision,
+    execution_problem,
+    kernel_isas,
+    output_names,
+)
+from ..package import FileRecord, Manifest, ModelPackage
+from ..package.accuracy import CPU_INT8_FORM, auto_precisions, int8_file, precision_files
 from .base import Backend
-from .host import cache_disabled, cache_root, threads_or_all
+from .choice import Candidates, Choice, Request
 from .openvino_cache import CacheKey, prepare_folder, read_entry, write_entry
 
 log = logging.getLogger("liverlesion.backends.openvino")
 
-#: SDK precision -> OpenVINO INFERENCE_PRECISION_HINT, and the CPU capability it needs.
-INFERENCE_PRECISION = {"fp32": ("f32", "FP32"), "bf16": ("bf16", "BF16"), "fp16": ("f16", "FP16"),
-                       "int8": ("f32", "INT8")}
 #: The package file each precision runs (bf16 and fp16 are execution precisions of the FP32 graph).
 FILE_PRECISION = {"fp32": "fp32", "bf16": "fp32", "fp16": "fp32", "int8": "int8"}
-CPU_INT8_FORM = "qdq-u8s8"
-#: The fused graph's output names (the manifest lists them; these where it does not).
-OUTPUTS = ("labels", "probabilities", "class_probabilities")
-#: OpenVINO's runtime precisions, in the words of the SDK.
-RUNTIME_NAMES = {"u8": "int8", "i8": "int8", "bf16": "bf16", "f16": "fp16", "f32": "fp32"}
-#: What the convolutions of each precision may execute in: itself, or f32 where OpenVINO keeps a kernel in
-#: float (an int8 model's float heads; a CPU without a reduced kernel). Never a less precise type.
-ACCEPTED_EXECUTION = {"fp32": frozenset({"fp32"}), "bf16": frozenset({"bf16", "fp32"}),
-                      "fp16": frozenset({"fp16", "fp32"}), "int8": frozenset({"int8", "fp32"})}
-#: Instruction-set families in OpenVINO's kernel names (``primitiveType``), most specific first.
-_KERNEL_ISAS = ("amx", "avx512", "avx2", "avx", "sse41", "acl", "ref")
+#: Fastest first on OpenVINO CPU (docs/benchmarks.md); fp16 only where asked for.
+PRECISION_ORDER = ("int8", "bf16", "fp32")
+def candidates(manifest: Manifest, machine: Machine, request: Request) -> Candidates:
+    """The precisions OpenVINO runs here (the CPU's capabilities, the CPU-form INT8), fastest first."""
+    if machine.openvino_error is not None:
+        return Candidates([], f"OpenVINO is installed but its CPU plugin did not start: {machine.openvino_error}")
+    if machine.openvino_version is None:
+        return Candidates([], f"OpenVINO is not installed: {install_hint('openvino')}")
+    have = precision_files(manifest)
+    cpu_form = int8_file(manifest, CPU_INT8_FORM) is not None
+    usable, refused = [], []
+    for precision in request.precisions if request.precisions is not None else PRECISION_ORDER:
+        capability = INFERENCE_PRECISION[precision][1]
+        if capability not in machine.openvino_capabilities:
+            refused.append(f"{precision}: this CPU lacks {capability}")
+        elif precision == "int8" and not cpu_form:
+            refused.append("int8: the package has no CPU-form INT8 model (qdq-u8s8), and OpenVINO cannot "
+                           "compile the TensorRT form")
+        elif FILE_PRECISION[precision] in have:
+            usable.append(precision)
+    notes: dict[str, str] = {}
+    if request.precisions is None:
+        # INT8 on OpenVINO is vouched for by a measurement on OpenVINO (its kernels are not onnxruntime's)
+        usable = auto_precisions(manifest, tuple(usable), notes, CPU_INT8_FORM, "openvino")
+    if not usable:
+        return Candidates([], "no precision runs on OpenVINO here: " + ("; ".join(refused) or "none qualifies"),
+                          notes)
+    runtime = f"OpenVINO {machine.openvino_version} on CPU"
+    options: dict[str, Any] = {}
+    if request.untrusted:  # a compiled-model cache is device-built: compile from the pinned file instead
+        options["cache_dir"] = False
+        runtime += ", compiled without the compiled-model cache (pinned package)"
+    choices = [Choice("openvino", p, dict(options), "CPU", f"{runtime}; {notes.get(p, 'precision asked for')}")
+               for p in usable]
+    return Candidates(choices, choices[0].reason, notes)
 
 
 def cache_folder(record: FileRecord, openvino_version: str, root: Path | None = None) -> Path:
@@ -83,19 +114,10 @@ def select_file(package: ModelPackage, precision: str) -> FileRecord:
     raise BackendError(f"the package has no {FILE_PRECISION[precision]} ONNX model for openvino {precision}")
 
 
-def cpu_capabilities(core: Any) -> tuple[str, ...]:
-    """OpenVINO's CPU OPTIMIZATION_CAPABILITIES (e.g. FP32, INT8, BF16, FP16)."""
-    try:
-        return tuple(str(c) for c in core.get_property("CPU", "OPTIMIZATION_CAPABILITIES"))
-    except Exception as exc:
-        raise BackendError(f"OpenVINO's CPU plugin did not start: {exc}") from exc
-
-
 class OpenVinoBackend(Backend):
     """Runs the package's ONNX graphs with OpenVINO on CPU (see the module docstring)."""
 
     name: ClassVar[str] = "openvino"
-    extra: ClassVar[str] = "openvino"
 
     def __init__(self, package: ModelPackage, precision: str = "fp32", *, threads: int | None = None,
                  cache_dir: str | os.PathLike[str] | bool | None = None) -> None:
@@ -239,7 +261,7 @@ class OpenVinoBackend(Backend):
         try:
             import openvino as ov
         except ImportError:
-            return False, "OpenVINO is not installed: pip install 'liverlesion[openvino]'"
+            return False, f"OpenVINO is not installed: {install_hint('openvino')}"
         return True, f"OpenVINO {ov.get_version()} (CPU plugin)"
 
     # -- running ----------------------------------------------------------------------------------
@@ -299,70 +321,7 @@ class OpenVinoBackend(Backend):
             self._latency = self._throughput = self._model = None
 
 
-def output_names(compiled: Any, wanted: Collection[str] = OUTPUTS) -> list[str]:
-    """The graph's output names: OpenVINO gives a port several tensor names (the ONNX output's among them)."""
-    names = []
-    for port in compiled.outputs:
-        candidates = sorted(port.get_names())
-        known = [n for n in candidates if n in wanted]
-        names.append(known[0] if known else port.get_any_name())
-    return names
-
-
 def _exported(compiled: Any) -> bytes:
     """The compiled model's blob (``export_model`` gives bytes or a BytesIO, by OpenVINO version)."""
     blob = compiled.export_model()
     return bytes(blob.getvalue() if hasattr(blob, "getvalue") else blob)
-
-
-def execution_problem(compiled: Any, precision: str, hint: str, executed: str,
-                      runtime: dict[str, int]) -> str | None:
-    """What in the compiled model disagrees with ``precision`` (its inference precision property, any
-    convolution in a less precise type), or None. "unknown" (no runtime info) is not a disagreement."""
-    try:
-        type_ = compiled.get_property("INFERENCE_PRECISION_HINT")
-        got = str(type_.get_type_name() if hasattr(type_, "get_type_name") else type_)
-    except Exception:  # noqa: BLE001 - older OpenVINO without the property: the convolutions still tell
-        got = hint
-    if got != hint:
-        return f"its inference precision is {got}, not {hint}"
-    accepted = ACCEPTED_EXECUTION[precision]
-    if executed != "unknown" and executed not in accepted:
-        return f"its convolutions run in {executed}"
-    odd = sorted(r for r in runtime if RUNTIME_NAMES.get(r, r) not in accepted)
-    if odd:
-        return f"{sum(runtime[r] for r in odd)} of its convolutions run in {', '.join(odd)}"
-    return None
-
-
-def kernel_isas(compiled: Any) -> dict[str, int]:
-    """The convolutions' kernels by instruction-set family (from OpenVINO's ``primitiveType``), most first."""
-    counts: Counter[str] = Counter()
-    try:
-        for op in compiled.get_runtime_model().get_ordered_ops():
-            info = op.get_rt_info()
-            if str(info["layerType"].astype(str)) == "Convolution":
-                kernel = str(info["primitiveType"].astype(str)).lower()
-                counts[next((isa for isa in _KERNEL_ISAS if isa in kernel), kernel or "unknown")] += 1
-    except Exception:  # noqa: BLE001 - informational, like executed_precision
-        return {}
-    return dict(counts.most_common())
-
-
-def executed_precision(compiled: Any) -> tuple[str, dict[str, int]]:
-    """What most of the compiled model's convolutions run in ("int8", "bf16", "fp16" or "fp32"), and the count
-    of each runtime precision (an int8 model keeps its float heads: a few f32 convolutions)."""
-    counts: Counter[str] = Counter()
-    try:
-        for op in compiled.get_runtime_model().get_ordered_ops():
-            info = op.get_rt_info()
-            if str(info["layerType"].astype(str)) == "Convolution":
-                counts[str(info["runtimePrecision"].astype(str))] += 1
-    except Exception:  # noqa: BLE001 - the runtime model's rt_info is informational, not an API contract
-        return "unknown", {}
-    by_name: Counter[str] = Counter()
-    for runtime, count in counts.items():
-        by_name[RUNTIME_NAMES.get(runtime, runtime)] += count
-    if not by_name:
-        return "unknown", {}
-    return by_name.most_common(1)[0][0], dict(counts)

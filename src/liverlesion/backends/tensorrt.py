@@ -15,19 +15,26 @@ activation memory, which 8 GB Orin modules share with the CPU.
 
 from __future__ import annotations
 
+import logging
 import threading
 from dataclasses import dataclass
+from pathlib import Path
 from typing import TYPE_CHECKING, Any, ClassVar
 
 import numpy as np
 
-from ..engines.gpu import GpuInfo, detect_gpu
 from ..engines.records import EngineRecord, engine_compatibility, engine_records, select_engine
-from ..engines.versions import TrtVersion, import_tensorrt, installed_tensorrt_version, tensorrt_installed
-from ..errors import EngineError, LiverLesionError
-from ..package import ModelPackage
+from ..engines.versions import TrtVersion, import_tensorrt, installed_tensorrt_version
+from ..errors import BackendError, EngineError, LiverLesionError, install_hint
+from ..machine.cuda_memory import CudaMemory, available_implementations, open_cuda_memory
+from ..machine.gpu import GpuInfo, detect_gpu
+from ..machine.probe import Machine
+from ..machine.runtimes import tensorrt_installed
+from ..package import Manifest, ModelPackage, load_package
+from ..package.accuracy import GPU_INT8_FORM, auto_precisions, precision_files
+from ..package.digest import pinned_onnx
 from .base import Backend
-from .cuda_memory import CudaMemory, available_implementations, open_cuda_memory
+from .choice import Candidates, Choice, Request
 
 if TYPE_CHECKING:
     import tensorrt as trt
@@ -48,6 +55,86 @@ def _dims(dims: Any) -> tuple[int, ...]:
     return tuple(int(dims[i]) for i in range(len(dims)))
 
 
+log = logging.getLogger("liverlesion.backends.tensorrt")
+
+#: Fastest first (TensorRT, as onnxruntime's TensorRT execution provider).
+PRECISION_ORDER = ("int8", "fp16", "fp32")
+#: Why a pinned load leaves a device-built engine or cache out.
+PIN_REFUSAL = ("built on a device after export, outside the pinned digest: not used under expect_digest "
+               "(trust_device_builds=True uses it)")
+
+
+def _engines(manifest: Manifest, pinned: bool, trusted: bool) -> tuple[list[Any], list[tuple[Any, str]]]:
+    """The engine records a load may use, and those it may not with why (the pin rule of ``sdk.selection``)."""
+    records = engine_records(manifest)
+    if not pinned:
+        return records, []
+    if not trusted:
+        return [], [(r, PIN_REFUSAL) for r in records]
+    covered = pinned_onnx(manifest)
+    foreign = [(r, "built from an ONNX file the pinned package does not hold (its plan's onnx_sha256)")
+               for r in records if r.plan.get("onnx_sha256") not in covered]
+    return [r for r in records if r.plan.get("onnx_sha256") in covered], foreign
+
+
+def candidates(manifest: Manifest, machine: Machine, request: Request) -> Candidates:
+    """The package's engines that run on this GPU and TensorRT (or builds, with ``build_engine``), fastest first."""
+    ok, why = machine.tensorrt_backend
+    if not ok:
+        return Candidates([], why)
+    device = f"GPU {machine.gpu_name}"
+    notes: dict[str, str] = {}
+    wanted = list(request.precisions) if request.precisions is not None else auto_precisions(
+        manifest, PRECISION_ORDER, notes, GPU_INT8_FORM)
+    records, left_out = _engines(manifest, request.pinned, request.trust_device_builds)
+    # a pinned build calibrates anew: calibration caches are device-built like engines
+    build_options = {"build": True} if not request.untrusted else {"build": True, "reuse_calibration_cache": False}
+    choices, refused = [], []
+    for precision in wanted:
+        record, rejected = select_engine(records, precision, machine.tensorrt_version,
+                                         machine.compute_capability, machine.gpu_name)
+        if record is not None:
+            why = f"engine {record.file} was built for this GPU and TensorRT {record.tensorrt}"
+            choices.append(Choice("tensorrt", precision, {"engine": record.file}, device, why))
+        elif request.build_engine and precision in precision_files(manifest):
+            why = f"no usable {precision} engine for this GPU, so one is built (build_engine=True)"
+            choices.append(Choice("tensorrt", precision, dict(build_options), device, why))
+        else:
+            rejected = [*((r, w) for r, w in left_out if r.precision == precision), *rejected]
+            reasons = "; ".join(f"{r.file}: {w}" for r, w in rejected)
+            refused.append(f"{precision}: {reasons or f'the package has no {precision} engine'}")
+    if choices:
+        return Candidates(choices, choices[0].reason, notes, gpu=True)
+    hint = " (pass build_engine=True, or run liverlesion build-engine, to build one here)"
+    return Candidates([], f"no engine in the package runs here: {'; '.join(refused) or 'no precision qualifies'}"
+                      f"{hint}", notes, gpu=True)
+
+
+def build_here(package: ModelPackage, precision: str, *, archive: bool,
+               reuse_calibration_cache: bool = True) -> tuple[ModelPackage, str]:
+    """Build a TensorRT engine of ``precision`` for this GPU into the package folder; reopen the package.
+
+    Returns the reopened package and the engine's file (the caller's ``package`` is closed).
+    """
+    from ..engines.build import build_engine
+    from ..engines.plan import BuildOptions, plan_build
+
+    trt = import_tensorrt()
+    gpu = detect_gpu()
+    if gpu is None:
+        raise BackendError("build_engine=True needs an NVIDIA GPU, and none was found")
+    if archive:  # unpacked into a temporary folder: the engine would vanish with it
+        raise BackendError("build_engine=True needs the package folder (the engine is recorded inside it); "
+                           "unpack the archive, or run liverlesion build-engine")
+    options = BuildOptions(precision=precision, compute_capability=gpu.compute_capability,
+                           reuse_calibration_cache=reuse_calibration_cache)
+    plan = plan_build(str(trt.__version__), options, package.manifest)
+    record = build_engine(package.root, plan, log=lambda line: log.info("build-engine: %s", line))
+    root = Path(package.root)
+    package.close()
+    return load_package(root), record.file
+
+
 def _rebuild(package: ModelPackage, precision: str) -> str:
     return f"liverlesion build-engine {package.root} --precision {precision}"
 
@@ -56,17 +143,16 @@ class TensorRTBackend(Backend):
     """Runs a TensorRT plan from the package (see the module docstring for the guarantees)."""
 
     name: ClassVar[str] = "tensorrt"
-    extra: ClassVar[str] = "tensorrt"
 
     @classmethod
     def availability(cls) -> tuple[bool, str]:
         if not tensorrt_installed():
-            return False, ("TensorRT is not installed: pip install 'liverlesion[tensorrt]' (on Jetson: "
+            return False, (f"TensorRT is not installed: {install_hint('tensorrt')} (on Jetson: "
                            "JetPack's python3-libnvinfer)")
         memories = available_implementations()
         if not memories:
-            return False, ("neither cuda-python nor pycuda is installed: pip install 'liverlesion[tensorrt]' "
-                           "or 'liverlesion[pycuda]'")
+            return False, (f"neither cuda-python nor pycuda is installed: {install_hint('tensorrt')} "
+                           f"or {install_hint('pycuda')}")
         gpu = detect_gpu()
         if gpu is None:
             return False, "no CUDA GPU found (no NVIDIA driver, or no device)"

@@ -1,7 +1,7 @@
 """The torch backend: the PyTorch FP32 reference, rebuilt from the package's weights.
 
 This is the one backend that imports training code (``liverlesion.model`` to build
-the network, ``liverlesion.export.fused`` for the same preprocessing and softmax/argmax
+the network, ``liverlesion.model.fused`` for the same preprocessing and softmax/argmax
 the ONNX graph has), all inside ``__init__``: it *is* the reference the exported
 graphs are checked against, so it must run the very modules training ran. It needs
 the ``train`` extra (torch, safetensors) and is never imported by the runtime.
@@ -19,10 +19,25 @@ from typing import Any, ClassVar
 
 import numpy as np
 
-from ..errors import BackendError, PackageError, require
-from ..package import FileRecord, ModelPackage
+from ..errors import BackendError, PackageError, install_hint, require
+from ..machine.host import threads_or_all
+from ..machine.probe import Machine
+from ..package import FileRecord, Manifest, ModelPackage
 from .base import Backend
-from .host import threads_or_all
+from .choice import Candidates, Choice, Request
+
+
+def candidates(manifest: Manifest, machine: Machine, request: Request) -> Candidates:
+    """The FP32 reference, where torch is installed and the package has its weights."""
+    if not machine.torch:
+        return Candidates([], f"torch (or safetensors) is not installed: {install_hint('train')}")
+    if manifest.find(role="weights", format="safetensors") is None:
+        return Candidates([], "the package has no weights (role 'weights', model.safetensors) for the torch "
+                              "reference")
+    if request.precisions is not None and "fp32" not in request.precisions:
+        return Candidates([], "the torch backend is the FP32 reference; it runs fp32 only")
+    return Candidates([Choice("torch", "fp32", {}, "CPU", "the PyTorch FP32 reference on CPU")],
+                      "the PyTorch FP32 reference")
 
 #: The weights' description format this backend reads (see export.package_writer.write_weights).
 WEIGHTS_FORMAT = "liverlesion-weights"
@@ -52,11 +67,10 @@ class TorchBackend(Backend):
     """Runs the trained network with PyTorch on CPU, FP32 only (see the module docstring)."""
 
     name: ClassVar[str] = "torch"
-    extra: ClassVar[str] = "train"
 
     def __init__(self, package: ModelPackage, precision: str = "fp32", *, threads: int | None = None) -> None:
         """``threads`` sets torch's intra-op threads, which are process-wide (``torch.set_num_threads``);
-        more than the usable CPUs is clamped to them (:func:`~liverlesion.backends.host.threads_or_all`)."""
+        more than the usable CPUs is clamped to them (:func:`~liverlesion.machine.host.threads_or_all`)."""
         super().__init__(package, precision)
         if precision != "fp32":
             raise BackendError(f"the torch backend is the FP32 reference and runs fp32 only, not "
@@ -74,8 +88,8 @@ class TorchBackend(Backend):
         self._check(description)
         from safetensors.torch import load_file
 
-        from ..export.fused import fuse
         from ..model import ModelConfig, build_model
+        from ..model.fused import fuse
 
         config = ModelConfig.from_dict(dict(description["model"]))
         network = build_model(config)
@@ -118,7 +132,7 @@ class TorchBackend(Backend):
             except (ImportError, ValueError):
                 found = False
             if not found:
-                return False, f"{module} is not installed: pip install 'liverlesion[train]'"
+                return False, f"{module} is not installed: {install_hint('train')}"
         return True, "PyTorch (the FP32 reference, CPU)"
 
     def _run(self, hu: np.ndarray) -> dict[str, np.ndarray]:

@@ -1,7 +1,7 @@
 """What can be benchmarked: backends by name, precisions, and their combinations (no heavy imports).
 
 The CLI's argument parser reads these names, so this module imports nothing beyond the
-error types; the runner loads the configurations.
+error types and the backend registry's rows; the runner loads the configurations.
 """
 
 from __future__ import annotations
@@ -9,24 +9,30 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import dataclass
 
+from ..backends.choice import PRECISIONS
+from ..backends.registry import ROWS
 from ..errors import InputError
 
-#: Backends by the name the benchmark gives them: (liverlesion backend, onnxruntime provider).
-BACKEND_SPECS: dict[str, tuple[str, str | None]] = {
-    "tensorrt": ("tensorrt", None),
-    "onnxruntime": ("onnxruntime", "cpu"),
-    "onnxruntime-cuda": ("onnxruntime", "cuda"),
-    "onnxruntime-tensorrt": ("onnxruntime", "tensorrt"),
-    "torch": ("torch", None),
-    "openvino": ("openvino", None),
-}
-#: The SDK precisions (as ``sdk.selection.PRECISIONS``; repeated here to keep this module light).
-PRECISIONS = ("fp32", "fp16", "int8", "bf16")
 #: Precisions only some backends execute: bf16 is OpenVINO's execution precision of the FP32 graph.
 ONLY_ON = {"bf16": ("openvino",)}
 DEFAULT_BATCH_SIZES = (1, 8)
-#: The reference rows users compare against.
+#: The reference rows users compare against (listed last).
 REFERENCES = {"torch": "PyTorch eager FP32"}
+
+
+def _specs() -> dict[str, tuple[str, str | None]]:
+    """One name per registry row and variant: a row's first variant takes the row's name, the others
+    ``<row>-<variant>`` (``onnxruntime-cuda``); the reference rows come last."""
+    specs: dict[str, tuple[str, str | None]] = {}
+    for entry in sorted(ROWS, key=lambda r: r.name in REFERENCES):
+        variants = list(entry.variants) or [None]
+        for i, variant in enumerate(variants):
+            specs[entry.name if i == 0 else f"{entry.name}-{variant}"] = (entry.name, variant)
+    return specs
+
+
+#: Backends by the name the benchmark gives them: (liverlesion backend, onnxruntime provider).
+BACKEND_SPECS: dict[str, tuple[str, str | None]] = _specs()
 
 
 @dataclass(frozen=True)

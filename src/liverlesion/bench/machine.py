@@ -1,21 +1,18 @@
 """The machine a benchmark ran on: CPU, GPU and driver, runtime versions, load.
 
 Versions come from installed package metadata, so torch, TensorRT and OpenVINO are not
-imported just to be named. The GPU is found through ``engines.gpu`` (the CUDA driver via
+imported just to be named. The GPU is found through ``machine.gpu`` (the CUDA driver via
 ctypes), which answers None instead of failing where there is no driver.
 """
 
 from __future__ import annotations
 
-import importlib.metadata
 import os
 import platform
-import sys
-from pathlib import Path
 from typing import Any
 
 from .. import __version__
-from ..backends.host import cpu_count
+from ..machine.host import cpu_count, cpu_flags, cpu_model, installed_version
 
 #: Runtimes whose versions the header names, each with the distributions that may provide it.
 RUNTIMES: dict[str, tuple[str, ...]] = {
@@ -27,58 +24,9 @@ RUNTIMES: dict[str, tuple[str, ...]] = {
 }
 
 
-def installed_version(distributions: tuple[str, ...]) -> str | None:
-    """The version of the first of ``distributions`` that is installed, or None."""
-    for name in distributions:
-        try:
-            return importlib.metadata.version(name)
-        except importlib.metadata.PackageNotFoundError:
-            continue
-    return None
-
-
-def cpu_model() -> str:
-    """The CPU's marketing name (/proc/cpuinfo on Linux, sysctl on macOS), else the platform's word."""
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            key, _, value = line.partition(":")
-            if key.strip() in ("model name", "Hardware", "Model") and value.strip():
-                return value.strip()
-    except OSError:
-        pass
-    if sys.platform == "darwin":
-        import subprocess
-
-        try:
-            return subprocess.run(["sysctl", "-n", "machdep.cpu.brand_string"], capture_output=True,
-                                  text=True, timeout=5, check=True).stdout.strip()
-        except (OSError, subprocess.SubprocessError):
-            pass
-    return platform.processor() or platform.machine() or "unknown"
-
-
-#: CPU features that decide which kernels (FP32 / INT8 / BF16 / FP16) runtimes pick.
-CPU_FLAGS = ("avx2", "fma", "avx512f", "avx512_vnni", "avx_vnni", "avx512_bf16", "avx512_fp16", "amx_int8",
-             "amx_bf16", "amx_fp16", "asimd", "asimddp")
-
-
-def cpu_flags() -> list[str]:
-    """Which of :data:`CPU_FLAGS` this CPU reports (Linux /proc/cpuinfo; empty elsewhere)."""
-    try:
-        text = Path("/proc/cpuinfo").read_text()
-    except OSError:
-        return []
-    found: set[str] = set()
-    for line in text.splitlines():
-        key, _, value = line.partition(":")
-        if key.strip() in ("flags", "Features"):
-            found |= set(value.split())
-    return [flag for flag in CPU_FLAGS if flag in found]
-
-
 def gpu_info() -> dict[str, Any] | None:
     """The first CUDA GPU (name, compute capability, memory, CUDA driver and NVIDIA driver), or None."""
-    from ..engines.gpu import detect_gpu
+    from ..machine.gpu import detect_gpu
     from .nvml import driver_version
 
     gpu = detect_gpu()

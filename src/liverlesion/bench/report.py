@@ -15,8 +15,8 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
-from ..backends.openvino import RUNTIME_NAMES
 from ..errors import require
+from ..openvino_execution import RUNTIME_NAMES
 from .machine import format_header
 
 _COLUMNS = ("config", "executed", "batch", "MB", "p50 ms", "p90 ms", "p99 ms", "slices/s", "raw p50",

@@ -25,14 +25,13 @@ from typing import Any
 import numpy as np
 
 from .. import __version__
-from ..backends.registry import backend_class
 from ..errors import BackendError, InputError, LiverLesionError, MissingDependencyError
 from ..metrics import agreement, evaluate_predictions
 from ..package import ModelPackage, load_package
 from ..sdk.analyzer import LesionAnalyzer
-from ..sdk.inputs import load_slice
+from ..sdk.inputs import SliceInput, load_slice
+from ..sdk.loader import open_choice
 from ..sdk.selection import Choice, probe_machine, select
-from ..sdk.slice_input import SliceInput
 from .configs import BACKEND_SPECS, DEFAULT_BATCH_SIZES, PRECISIONS, BenchConfig, configurations
 from .data import BenchData
 from .machine import machine_info
@@ -96,16 +95,12 @@ def open_config(package: ModelPackage, config: BenchConfig, *, threads: int | No
     """Load ``config`` on ``package``; raises a LiverLesionError saying why when it cannot run here."""
     machine = machine if machine is not None else probe_machine((config.backend,))
     selection = select(package.manifest, machine, config.backend, config.precision, provider=config.provider)
-    choice = selection.candidates[0]
-    options = {k: v for k, v in choice.options.items() if k != "build"}
-    if choice.backend in ("onnxruntime", "openvino", "torch") and threads is not None:
-        options["threads"] = threads
-    try:
-        backend = backend_class(choice.backend)(package, choice.precision, **options)
+    try:  # the SDK's own loader: the row says what the backend takes; no engine is built here
+        _, backend, choice = open_choice(package, selection.candidates[0], threads=threads)
     except LiverLesionError:
         raise
     except Exception as exc:  # runtimes raise their own types; the row reports them
-        raise BackendError(f"the {choice.backend} backend failed to load: "
+        raise BackendError(f"the {selection.candidates[0].backend} backend failed to load: "
                            f"{type(exc).__name__}: {exc}") from exc
     try:
         analyzer = LesionAnalyzer(package, backend, selection.loaded(choice), owns_package=False)

@@ -40,7 +40,6 @@ def register(subparsers: Any) -> None:
 
 def _target(args: argparse.Namespace) -> tuple[str, tuple[int, int] | str]:
     """The TensorRT version and compute capability to plan for; built engines must match this machine."""
-    from ..engines.gpu import detect_gpu
     from ..engines.versions import (
         TrtVersion,
         import_tensorrt,
@@ -48,6 +47,7 @@ def _target(args: argparse.Namespace) -> tuple[str, tuple[int, int] | str]:
         parse_compute_capability,
     )
     from ..errors import EngineError
+    from ..machine.gpu import detect_gpu
 
     installed = installed_tensorrt_version()
     if installed is None and not args.dry_run:

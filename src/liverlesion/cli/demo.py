@@ -16,7 +16,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from ..errors import LiverLesionError, MissingDependencyError
+from ..errors import LiverLesionError, MissingDependencyError, install_hint
 
 #: What the demo's steps import, by extra: (module, extra, the steps that need it).
 REQUIRED = (("torch", "train", "training"), ("safetensors", "train", "checkpoints"),
@@ -106,13 +106,13 @@ def preflight(find: Any = None) -> set[str]:
     if missing:
         extras = ",".join(sorted({extra for _, extra, _ in missing}))
         needs = "; ".join(f"{why} needs '{m}'" for m, _, why in missing)
-        raise MissingDependencyError(f"the demo cannot run: {needs}; install pip install 'liverlesion[{extras}]'")
+        raise MissingDependencyError(f"the demo cannot run: {needs}; install: {install_hint(extras)}")
     skipped = set()
     for module, extra, what in OPTIONAL:
         if not find(module):
             skipped.add(module)
             print(f"note: '{module}' is not installed, so the demo skips {what} "
-                  f"(pip install 'liverlesion[{extra}]' adds them)", flush=True)
+                  f"({install_hint(extra)} adds them)", flush=True)
     return skipped
 
 

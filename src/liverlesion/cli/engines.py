@@ -17,10 +17,10 @@ def register(subparsers: Any) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from ..engines.gpu import detect_gpu
     from ..engines.records import engine_compatibility, engine_records
     from ..engines.versions import installed_tensorrt_version
     from ..errors import LiverLesionError
+    from ..machine.gpu import detect_gpu
     from ..package import load_package
 
     version = installed_tensorrt_version()

@@ -6,8 +6,9 @@ says which recorded engine runs on which machine; :mod:`.gpu` finds the GPU
 without risking a crash where there is no driver.
 """
 
-from .calibration import CalibrationBatches, make_entropy_calibrator, read_cache, write_cache
-from .gpu import GpuInfo, detect_gpu
+from ..machine.gpu import GpuInfo, detect_gpu
+from ..machine.runtimes import tensorrt_installed
+from .int8_calibrator import CalibrationBatches, make_entropy_calibrator, read_cache, write_cache
 from .plan import BuildOptions, BuildPlan, CalibratorPlan, ShapeProfile, engine_file_name, plan_build
 from .records import (
     EngineRecord,
@@ -17,7 +18,7 @@ from .records import (
     make_record,
     select_engine,
 )
-from .versions import TrtVersion, import_tensorrt, installed_tensorrt_version, tensorrt_installed
+from .versions import TrtVersion, import_tensorrt, installed_tensorrt_version
 
 __all__ = [
     "BuildOptions", "BuildPlan", "CalibrationBatches", "CalibratorPlan", "EngineRecord", "GpuInfo",

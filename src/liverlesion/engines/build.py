@@ -44,9 +44,9 @@ from typing import Any
 
 from ..atomic import atomic_write_bytes
 from ..errors import EngineError
+from ..machine.gpu import detect_gpu
 from ..package.store import file_record, sha256_file
-from .calibration import CalibrationBatches, make_entropy_calibrator
-from .gpu import detect_gpu
+from .int8_calibrator import CalibrationBatches, make_entropy_calibrator
 from .plan import BuildPlan
 from .records import EngineRecord, add_engine_record, make_record
 from .versions import TrtVersion, import_tensorrt
@@ -162,7 +162,7 @@ def build_engine(root: str | Path, plan: BuildPlan, *, log: Callable[[str], None
                 raise EngineError(f"{calib.slices} changed since the plan was made; plan again")
             batches = CalibrationBatches.from_file(root / calib.slices, calib.batch_size,
                                                    grid_size=(plan.profile.max[2], plan.profile.max[3]))
-            from ..backends.cuda_memory import open_cuda_memory
+            from ..machine.cuda_memory import open_cuda_memory
 
             cuda = open_cuda_memory(memory)
             stack.callback(cuda.close)

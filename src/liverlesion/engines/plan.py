@@ -15,7 +15,9 @@ from dataclasses import asdict, dataclass, field
 from typing import Any
 
 from ..errors import EngineError
+from ..machine.gpu import format_compute_capability, sm_tag
 from ..package import FileRecord, Manifest
+from ..package.accuracy import GPU_INT8_FORM
 from .versions import (
     BUILDER_FLAGS,
     CHECKED_RELEASES,
@@ -24,9 +26,7 @@ from .versions import (
     TrtVersion,
     code_path,
     dla_refusal,
-    format_compute_capability,
     parse_compute_capability,
-    sm_tag,
     version_compatible_refusal,
 )
 
@@ -35,7 +35,7 @@ DEFAULT_MAX_BATCH = 8
 DEFAULT_WORKSPACE_MB = 1024  # an 8 GB Orin NX builds with this; more starves the CPU side of shared memory
 DEFAULT_CALIBRATION_BATCH = 8
 ENGINES_DIR = "engines"
-INT8_FORM = "qdq-s8s8"
+INT8_FORM = GPU_INT8_FORM  # TensorRT builds from the symmetric Q/DQ form
 
 
 @dataclass(frozen=True)

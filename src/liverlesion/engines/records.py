@@ -14,10 +14,11 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from ..errors import EngineError, PackageError
+from ..errors import EngineError, PackageError, install_hint
+from ..machine.gpu import format_compute_capability, sm_tag
 from ..package import FileRecord, Manifest, write_manifest
 from ..package.store import file_record, read_manifest
-from .versions import TrtVersion, format_compute_capability, parse_compute_capability, runtime_can_run, sm_tag
+from .versions import TrtVersion, parse_compute_capability, runtime_can_run
 
 _KNOWN = {"file", "sha256", "size", "precision", "tensorrt", "gpu", "profile", "dla_core",
           "version_compatible", "built", "build_seconds", "onnx", "calibration_cache", "placement", "plan"}
@@ -121,7 +122,7 @@ def engine_compatibility(record: EngineRecord, trt_version: str | TrtVersion | N
                          gpu_name: str | None = None) -> tuple[bool, str]:
     """(can this machine run the engine, why or why not)."""
     if trt_version is None:
-        return False, ("TensorRT is not installed: pip install 'liverlesion[tensorrt]' (on Jetson: JetPack's "
+        return False, (f"TensorRT is not installed: {install_hint('tensorrt')} (on Jetson: JetPack's "
                        "python3-libnvinfer)")
     if compute_capability is None:
         return False, "no CUDA GPU found (no NVIDIA driver, or no device)"

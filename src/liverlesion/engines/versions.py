@@ -8,13 +8,13 @@ on some Jetson modules with some TensorRT releases.
 
 from __future__ import annotations
 
-import importlib.util
 import re
-import sys
 from dataclasses import dataclass
 from types import ModuleType
 
-from ..errors import EngineError, MissingDependencyError, require
+from ..errors import EngineError, MissingDependencyError, install_hint, require
+from ..machine.gpu import sm_tag
+from ..machine.runtimes import tensorrt_version
 
 #: Code paths, by TensorRT generation.
 BUILDER_FLAGS = "builder-flags"
@@ -84,15 +84,6 @@ def parse_compute_capability(value: str | tuple[int, int] | list[int]) -> tuple[
     raise EngineError(f"compute capability {value!r} is not understood; give it as 8.7 or sm87")
 
 
-def format_compute_capability(cc: tuple[int, int]) -> str:
-    return f"{cc[0]}.{cc[1]}"
-
-
-def sm_tag(cc: tuple[int, int]) -> str:
-    """(8, 7) -> 'sm87', (11, 0) -> 'sm110'."""
-    return f"sm{cc[0]}{cc[1]}"
-
-
 def dla_refusal(version: TrtVersion, cc: tuple[int, int]) -> str | None:
     """Why DLA cannot be used with this TensorRT on this GPU, or None when it can."""
     if cc not in DLA_GPUS:
@@ -134,22 +125,6 @@ def runtime_can_run(built: TrtVersion, runtime: TrtVersion, version_compatible: 
     return None
 
 
-def tensorrt_installed() -> bool:
-    """Whether NVIDIA's TensorRT Python package is importable, without importing it.
-
-    A ``tensorrt`` folder holding only type stubs (tensorrt-stubs) imports as an empty
-    namespace package, so the module must have a real ``__init__.py``.
-    """
-    loaded = sys.modules.get("tensorrt")
-    if loaded is not None:
-        return isinstance(getattr(loaded, "__version__", None), str)
-    try:
-        spec = importlib.util.find_spec("tensorrt")
-    except (ImportError, ValueError):
-        return False
-    return bool(spec and spec.origin and spec.origin.endswith(("__init__.py", ".so", ".pyd")))
-
-
 def import_tensorrt() -> ModuleType:
     """The tensorrt module, or MissingDependencyError naming the extra to install."""
     module = require("tensorrt", "tensorrt", "Building or running TensorRT engines")
@@ -157,15 +132,11 @@ def import_tensorrt() -> ModuleType:
         where = ", ".join(getattr(module, "__path__", [])) or getattr(module, "__file__", "?")
         raise MissingDependencyError(
             f"the 'tensorrt' module found at {where} is not NVIDIA's TensorRT Python package (type stubs "
-            "alone?): pip install 'liverlesion[tensorrt]', or on Jetson install JetPack's python3-libnvinfer")
+            f"alone?): {install_hint('tensorrt')}, or on Jetson install JetPack's python3-libnvinfer")
     return module
 
 
 def installed_tensorrt_version() -> TrtVersion | None:
-    """The installed TensorRT's version, or None when TensorRT is absent."""
-    if not tensorrt_installed():
-        return None
-    try:
-        return TrtVersion.parse(import_tensorrt().__version__)
-    except MissingDependencyError:
-        return None
+    """The installed TensorRT's version (``machine.runtimes`` finds it), or None when TensorRT is absent."""
+    version = tensorrt_version()
+    return None if version is None else TrtVersion.parse(version)

@@ -22,7 +22,7 @@ from ..errors import InputError
 from ..grid import ModelGrid
 from ..labels import FIRST_LESION_LABEL
 from ..metrics import agreement, evaluate_predictions, slice_lesion_class
-from .fused import CLASS_PROBABILITIES, LABELS, PROBABILITIES
+from ..model.fused import CLASS_PROBABILITIES, LABELS, PROBABILITIES
 from .parity import cpu_session, run_session
 
 #: Largest allowed loss (FP32 metric - metric) per precision.
@@ -86,14 +86,14 @@ def openvino_runner(onnx_path: str | Path, precision: str) -> tuple[Runner, str]
     Raises MissingDependencyError without OpenVINO, BackendError when the CPU lacks the
     precision, OpenVINO cannot compile the graph, or it runs a less precise type than asked.
     """
-    from ..backends.openvino import (
+    from ..errors import BackendError, require
+    from ..openvino_execution import (
         INFERENCE_PRECISION,
         cpu_capabilities,
         executed_precision,
         execution_problem,
         output_names,
     )
-    from ..errors import BackendError, require
 
     ov = require("openvino", "openvino", f"measuring OpenVINO {precision} accuracy")
     core = ov.Core()

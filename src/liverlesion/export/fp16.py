@@ -21,7 +21,7 @@ import onnx
 from onnx import TensorProto, helper, numpy_helper
 
 from ..errors import ExportError
-from .fused import NETWORK_SCOPE
+from ..model.fused import NETWORK_SCOPE
 
 FLOAT, HALF = TensorProto.FLOAT, TensorProto.FLOAT16
 #: (op type, input index) that ONNX requires to stay float32 (Resize scales and roi).

@@ -17,8 +17,8 @@ from torch import nn
 
 from ..errors import ExportError
 from ..grid import ModelGrid
+from ..model.fused import INPUT_NAME, FusedModel
 from ..package.binding import set_onnx_binding
-from .fused import INPUT_NAME, FusedModel
 
 OPSET = 17
 BARE_INPUT = "x"

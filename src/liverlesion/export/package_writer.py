@@ -21,11 +21,11 @@ import numpy as np
 from .. import __version__
 from ..errors import ExportError, InputError
 from ..grid import AIR_HU, check_spacing
+from ..model.fused import CLASS_PROBABILITIES, INPUT_NAME, LABELS, PROBABILITIES
 from ..package import SCHEMA_NAME, SCHEMA_VERSION, load_package, write_manifest
 from ..package.binding import BINDING_KEY, binding_text, file_identity, for_file, make_binding
 from ..package.manifest import MANIFEST_NAME, FileRecord
 from ..package.store import file_record, write_archive
-from .fused import CLASS_PROBABILITIES, INPUT_NAME, LABELS, PROBABILITIES
 
 FP32_FILE = "model_fp32.onnx"
 FP16_FILE = "model_fp16.onnx"
@@ -145,11 +145,11 @@ def export_package(checkpoint_path: str | Path, out: str | Path, *, eval_data: s
     spacing the SDK assumes for arrays given without one (else it assumes the grid spacing).
     """
     from ..atomic import folder_swap
+    from ..model.fused import fuse
     from ..training.checkpoint import load_checkpoint
     from .accuracy import annotate, load_eval_set, measure, measure_on_openvino
     from .binding import bound_onnx_record
     from .fp16 import write_fp16
-    from .fused import fuse
     from .onnx_export import export_bare, export_fused, opset_of
     from .parity import PROBABILITY_ATOL, check_parity, check_reduced_precision, phantom_hu, random_hu
 

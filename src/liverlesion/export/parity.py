@@ -18,7 +18,7 @@ import numpy as np
 
 from ..errors import ExportError
 from ..grid import ModelGrid
-from .fused import CLASS_PROBABILITIES, LABELS, PROBABILITIES, FusedModel, run_fused
+from ..model.fused import CLASS_PROBABILITIES, LABELS, PROBABILITIES, FusedModel, run_fused
 
 PROBABILITY_ATOL = 1e-4
 

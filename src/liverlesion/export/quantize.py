@@ -26,8 +26,8 @@ import numpy as np
 import onnx
 
 from ..errors import InputError
+from ..model.fused import INPUT_NAME, NETWORK_SCOPE
 from .calibration import CalibrationReader
-from .fused import INPUT_NAME, NETWORK_SCOPE
 
 METHODS = ("minmax", "percentile", "entropy")
 #: INT8 forms: the manifest's ``form`` field and the runtimes each is meant for.

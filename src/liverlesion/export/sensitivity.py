@@ -24,9 +24,9 @@ from typing import Any
 import numpy as np
 import onnx
 
+from ..model.fused import INPUT_NAME, NETWORK_SCOPE
 from .accuracy import EvalSet, measure, target_loss, target_misses
 from .calibration import CalibrationReader
-from .fused import INPUT_NAME, NETWORK_SCOPE
 from .quantize import QuantRecipe, quantize_int8, resolve_excluded
 
 _BLOCK = re.compile(re.escape(NETWORK_SCOPE) + r"([A-Za-z_]+(?:\.\d+)?)/")

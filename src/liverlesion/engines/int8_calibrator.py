@@ -19,7 +19,7 @@ from ..atomic import atomic_write_bytes
 from ..errors import ChecksumError, EngineError
 
 if TYPE_CHECKING:
-    from ..backends.cuda_memory import CudaMemory
+    from ..machine.cuda_memory import CudaMemory
 
 PARTIAL_MODES = ("pad", "drop")
 

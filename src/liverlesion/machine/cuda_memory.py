@@ -20,7 +20,7 @@ from typing import Any, ClassVar
 
 import numpy as np
 
-from ..errors import BackendError, MissingDependencyError
+from ..errors import BackendError, MissingDependencyError, install_hint
 
 IMPLEMENTATIONS = ("cuda-python", "pycuda")
 _EXTRAS = {"cuda-python": "tensorrt", "pycuda": "pycuda"}
@@ -276,8 +276,8 @@ def open_cuda_memory(prefer: str | None = None, device: int = 0) -> CudaMemory:
                 return PyCudaMemory(driver, device)
     if prefer:
         raise MissingDependencyError(f"CUDA memory through {prefer} was asked for, and {prefer} is not "
-                                     f"installed: pip install 'liverlesion[{_EXTRAS[prefer]}]'")
+                                     f"installed: {install_hint(_EXTRAS[prefer])}")
     raise MissingDependencyError(
         "TensorRT inference needs cuda-python or pycuda for device memory, and neither is installed: "
-        "pip install 'liverlesion[tensorrt]' (cuda-python), or 'liverlesion[pycuda]' (pycuda, which compiles "
+        f"{install_hint('tensorrt')} (cuda-python), or {install_hint('pycuda')} (pycuda, which compiles "
         "where a CUDA toolkit is installed, e.g. JetPack)")

@@ -1,10 +1,14 @@
-"""Facts about the host every CPU backend needs: the CPUs this process may use, and the per-user cache."""
+"""Facts about the host: the CPUs this process may use, their model and SIMD flags, the per-user cache,
+installed distributions' versions."""
 
 from __future__ import annotations
 
+import importlib.metadata
 import logging
 import operator
 import os
+import platform
+import sys
 from pathlib import Path
 
 from ..errors import BackendError
@@ -62,3 +66,52 @@ def threads_or_all(threads: int | None) -> int:
                         value, usable, usable)
         return usable
     return value
+
+
+def installed_version(distributions: tuple[str, ...]) -> str | None:
+    """The version of the first of ``distributions`` that is installed (package metadata, no import), or None."""
+    for name in distributions:
+        try:
+            return importlib.metadata.version(name)
+        except importlib.metadata.PackageNotFoundError:
+            continue
+    return None
+
+
+def cpu_model() -> str:
+    """The CPU's marketing name (/proc/cpuinfo on Linux, sysctl on macOS), else the platform's word."""
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            key, _, value = line.partition(":")
+            if key.strip() in ("model name", "Hardware", "Model") and value.strip():
+                return value.strip()
+    except OSError:
+        pass
+    if sys.platform == "darwin":
+        import subprocess
+
+        try:
+            return subprocess.run(["sysctl", "-n", "machdep.cpu.brand_string"], capture_output=True,
+                                  text=True, timeout=5, check=True).stdout.strip()
+        except (OSError, subprocess.SubprocessError):
+            pass
+    return platform.processor() or platform.machine() or "unknown"
+
+
+#: CPU features that decide which kernels (FP32 / INT8 / BF16 / FP16) runtimes pick.
+CPU_FLAGS = ("avx2", "fma", "avx512f", "avx512_vnni", "avx_vnni", "avx512_bf16", "avx512_fp16", "amx_int8",
+             "amx_bf16", "amx_fp16", "asimd", "asimddp")
+
+
+def cpu_flags() -> list[str]:
+    """Which of :data:`CPU_FLAGS` this CPU reports (Linux /proc/cpuinfo; empty elsewhere)."""
+    try:
+        text = Path("/proc/cpuinfo").read_text()
+    except OSError:
+        return []
+    found: set[str] = set()
+    for line in text.splitlines():
+        key, _, value = line.partition(":")
+        if key.strip() in ("flags", "Features"):
+            found |= set(value.split())
+    return [flag for flag in CPU_FLAGS if flag in found]

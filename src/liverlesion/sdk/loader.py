@@ -1,0 +1,69 @@
+"""From a :class:`Selection` to a loaded backend: the one place the SDK and bench open backends.
+
+:func:`open_choice` constructs one choice's backend (building a TensorRT engine first where
+the choice says so); :func:`load_first` tries a selection's choices in order, as
+``LesionAnalyzer.load`` does.
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+from ..backends.choice import Choice, Selection
+from ..backends.registry import backend_class, row
+from ..errors import BackendError, LiverLesionError
+from ..package import ModelPackage
+
+log = logging.getLogger("liverlesion.sdk")
+
+
+def backend_options(choice: Choice, threads: int | None) -> dict[str, Any]:
+    """Keyword arguments of the chosen backend's constructor (``threads`` where its row takes them)."""
+    options = {k: v for k, v in choice.options.items() if k not in ("build", "reuse_calibration_cache")}
+    if row(choice.backend).threads and threads is not None:
+        options["threads"] = threads
+    return options
+
+
+def open_choice(package: ModelPackage, choice: Choice, *, threads: int | None = None,
+                archive: bool = False) -> tuple[ModelPackage, Any, Choice]:
+    """Construct ``choice``'s backend; returns the package (reopened after an engine build), it, the choice.
+
+    A choice that builds (``options["build"]``) builds the TensorRT engine for this GPU first
+    and comes back as the choice of that engine.
+    """
+    if choice.options.get("build"):
+        from ..backends.tensorrt import build_here
+
+        package, engine = build_here(package, choice.precision, archive=archive,
+                                     reuse_calibration_cache=choice.options.get("reuse_calibration_cache", True))
+        choice = Choice(choice.backend, choice.precision, {"engine": engine}, choice.device,
+                        f"engine {engine} built here (build_engine=True)")
+    loaded = backend_class(choice.backend)(package, choice.precision, **backend_options(choice, threads))
+    return package, loaded, choice
+
+
+def load_first(package: ModelPackage, selection: Selection, *, threads: int | None, explicit: bool,
+               archive: bool = False) -> tuple[ModelPackage, Any, Selection]:
+    """Load the first choice that loads; an explicit request's own error is raised as is."""
+    failures: list[tuple[Choice, str]] = []
+    last: Exception | None = None
+    for choice in selection.candidates:
+        try:
+            package, loaded, choice = open_choice(package, choice, threads=threads, archive=archive)
+        except Exception as exc:  # auto tries the next choice whatever the runtime raised
+            if explicit and len(selection.candidates) == 1:
+                if isinstance(exc, LiverLesionError):
+                    raise
+                raise BackendError(f"the {choice.backend} backend failed to load: "
+                                   f"{type(exc).__name__}: {exc}") from exc
+            log.warning("liverlesion: %s failed to load (%s); trying the next choice", choice.label(), exc)
+            failures.append((choice, f"{type(exc).__name__}: {exc}"))
+            last = exc
+            continue
+        return package, loaded, selection.loaded(choice, tuple(failures))
+    tried = "; ".join(f"{c.label()}: {why}" for c, why in failures)
+    if isinstance(last, LiverLesionError) and len(failures) == 1:
+        raise last
+    raise BackendError(f"no backend could load the package ({tried})") from last

@@ -1,0 +1,88 @@
+"""Device and pinned memory for TensorRT (liverlesion.machine.cuda_memory), against fake CUDA libraries."""
+
+from __future__ import annotations
+
+import ctypes
+import types
+
+import numpy as np
+import pytest
+
+from liverlesion.errors import BackendError, MissingDependencyError
+from liverlesion.machine import cuda_memory
+from liverlesion.machine.cuda_memory import CudaPythonMemory, PyCudaMemory, open_cuda_memory
+
+
+def test_neither_memory_library_names_both_extras(monkeypatch):
+    monkeypatch.setattr(cuda_memory, "_cuda_python_runtime", lambda: None)
+    monkeypatch.setattr(cuda_memory, "_pycuda_driver", lambda: None)
+    with pytest.raises(MissingDependencyError, match=r"liverlesion\[tensorrt\].*liverlesion\[pycuda\]"):
+        open_cuda_memory()
+    with pytest.raises(MissingDependencyError, match=r"liverlesion\[pycuda\]"):
+        open_cuda_memory("pycuda")
+    with pytest.raises(BackendError, match="accepted"):
+        open_cuda_memory("cupy")
+
+
+class FakeCudaRuntime:
+    """cuda-python's calling convention: (error, *results); host memory is real, device memory fails."""
+
+    class cudaMemcpyKind:
+        cudaMemcpyHostToDevice, cudaMemcpyDeviceToHost = 1, 2
+
+    def __init__(self):
+        self.keep, self.copies = [], []
+
+    def cudaSetDevice(self, device):
+        return (0,)
+
+    def cudaMallocHost(self, size):
+        buffer = (ctypes.c_uint8 * size)()
+        self.keep.append(buffer)
+        return (0, ctypes.addressof(buffer))
+
+    def cudaMalloc(self, size):
+        return (2, 0)
+
+    def cudaGetErrorString(self, error):
+        return (0, b"out of memory")
+
+    def cudaMemcpyAsync(self, dst, src, count, kind, stream):
+        self.copies.append((dst, src, count, kind, stream))
+        return (0,)
+
+    def cudaFreeHost(self, ptr):
+        return (0,)
+
+
+def test_cuda_python_memory_pins_host_arrays_and_reports_errors():
+    runtime = FakeCudaRuntime()
+    memory = CudaPythonMemory(runtime)
+    pinned = memory.pinned_empty((4, 1, 3, 5), np.float32)
+    assert pinned.shape == (4, 1, 3, 5) and pinned.dtype == np.float32
+    assert pinned.ctypes.data == ctypes.addressof(runtime.keep[0])  # the array is the pinned allocation
+    pinned[:] = 1.5
+    assert np.frombuffer(runtime.keep[0], np.float32).tolist() == [1.5] * 60
+    memory.copy_htod_async(0xABC, pinned[:2], 9)
+    assert runtime.copies[-1] == (0xABC, pinned.ctypes.data, 2 * 15 * 4, 1, 9)
+    memory.copy_dtoh_async(pinned[1:3], 0xDEF, 9)
+    assert runtime.copies[-1] == (pinned.ctypes.data + 15 * 4, 0xDEF, 2 * 15 * 4, 2, 9)
+    with pytest.raises(BackendError, match="cudaMalloc failed: out of memory"):
+        memory.device_alloc(1024)
+    memory.close()
+
+
+def test_pycuda_memory_pushes_and_pops_the_primary_context():
+    events = []
+    context = types.SimpleNamespace(push=lambda: events.append("push"))
+    driver = types.SimpleNamespace(
+        init=lambda: events.append("init"),
+        Device=lambda index: types.SimpleNamespace(retain_primary_context=lambda: context),
+        Context=types.SimpleNamespace(pop=lambda: events.append("pop")))
+    memory = PyCudaMemory(driver)
+    with pytest.raises(RuntimeError), memory.activate():
+        raise RuntimeError("work failed")
+    assert events == ["init", "push", "pop"]
+    assert not memory.supports_graphs
+    with pytest.raises(BackendError, match="cuda-python"):
+        memory.begin_capture(0)

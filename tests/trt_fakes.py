@@ -1,0 +1,199 @@
+"""A fake GPU and a fake TensorRT that computes something checkable, recording what it was asked to do.
+
+Shared by the TensorRT backend's own tests and the backend contract (tests/test_backend_contract.py).
+"""
+
+from __future__ import annotations
+
+import types
+
+import numpy as np
+
+from engine_fixtures import GRID
+from liverlesion.engines.plan import BuildOptions, plan_build
+from liverlesion.engines.records import add_engine_record, make_record
+from liverlesion.machine.cuda_memory import CudaMemory
+from liverlesion.machine.gpu import GpuInfo
+from liverlesion.package.store import read_manifest
+
+ORIN = GpuInfo(0, "Orin", (8, 7), 8 * 2**30, integrated=True)
+H, W = GRID
+
+
+class FakeDevice:
+    """Device memory as numpy byte buffers, plus a record of stream captures and graph launches."""
+
+    def __init__(self):
+        self.buffers: dict[int, np.ndarray] = {}
+        self.capturing: list | None = None
+        self.captures = self.launches = self.enqueues = 0
+        self.freed = False
+
+
+class FakeMemory(CudaMemory):
+    name = "fake"
+    supports_graphs = True
+
+    def __init__(self, device: FakeDevice):
+        super().__init__(0)
+        self.dev = device
+
+    def device_alloc(self, nbytes):
+        ptr = 0x10000 * (len(self.dev.buffers) + 1)
+        self.dev.buffers[ptr] = np.zeros(nbytes, np.uint8)
+        return ptr
+
+    def pinned_empty(self, shape, dtype):
+        return np.full(shape, 77, dtype)  # stale garbage, as real pinned memory may hold
+
+    def create_stream(self):
+        return 5
+
+    def copy_htod_async(self, dst, src, stream):
+        assert src.flags.c_contiguous
+        self.dev.buffers[dst][: src.nbytes] = src.reshape(-1).view(np.uint8)
+
+    def copy_dtoh_async(self, dst, src, stream):
+        assert dst.flags.c_contiguous
+        dst.reshape(-1).view(np.uint8)[:] = self.dev.buffers[src][: dst.nbytes]
+
+    def synchronize(self, stream):
+        pass
+
+    def begin_capture(self, stream):
+        self.dev.capturing = []
+
+    def end_capture(self, stream):
+        ops, self.dev.capturing = self.dev.capturing, None
+        self.dev.captures += 1
+        return ops
+
+    def launch_graph(self, graph, stream):
+        self.dev.launches += 1
+        for op in graph:
+            op()
+
+    def free_all(self):
+        self.dev.freed = True
+
+
+def reference(hu: np.ndarray) -> dict[str, np.ndarray]:
+    """What the fake engine computes, written independently of it."""
+    labels = (hu[:, 0] > 0).astype(np.int32) + 2 * (hu[:, 0] > 50).astype(np.int32)
+    probabilities = np.stack([hu[:, 0] * (c + 1) for c in range(5)], axis=1).astype(np.float32)
+    return {"labels": labels, "probabilities": probabilities}
+
+
+class FakeContext:
+    def __init__(self, engine):
+        self.engine, self.batch, self.addresses, self.shape_calls = engine, None, {}, []
+
+    def set_input_shape(self, name, shape):
+        self.shape_calls.append(tuple(shape))
+        in_profile = self.engine.low <= shape[0] <= self.engine.high
+        if name != "hu" or not in_profile or tuple(shape[1:]) != (1, H, W):
+            return False
+        self.batch = shape[0]
+        return True
+
+    def get_tensor_shape(self, name):
+        return {"hu": [self.batch, 1, H, W], "labels": [self.batch, H, W],
+                "probabilities": [self.batch, 5, H, W]}[name]
+
+    def set_tensor_address(self, name, ptr):
+        self.addresses[name] = ptr
+        return True
+
+    def execute_async_v3(self, stream):
+        dev = self.engine.dev
+        dev.enqueues += 1
+        n = self.batch  # shapes are fixed when the work is queued (or captured)
+
+        def compute():
+            buffers = dev.buffers
+            hu = buffers[self.addresses["hu"]][: n * H * W * 4].view(np.float32).reshape(n, 1, H, W)
+            for name, value in reference(hu).items():
+                buffers[self.addresses[name]][: value.nbytes] = value.reshape(-1).view(np.uint8)
+
+        if dev.capturing is not None:
+            dev.capturing.append(compute)
+        else:
+            compute()
+        return True
+
+
+class FakeEngine:
+    num_io_tensors = 3
+
+    def __init__(self, dev, low, high):
+        self.dev, self.low, self.high = dev, low, high
+
+    def get_tensor_name(self, index):
+        return ["hu", "labels", "probabilities"][index]
+
+    def get_tensor_mode(self, name):
+        return "input" if name == "hu" else "output"
+
+    def get_tensor_dtype(self, name):
+        return np.int32 if name == "labels" else np.float32
+
+    def get_tensor_profile_shape(self, name, profile):
+        assert (name, profile) == ("hu", 0)
+        return [[self.low, 1, H, W], [self.low, 1, H, W], [self.high, 1, H, W]]
+
+    def create_execution_context(self):
+        self.context = FakeContext(self)
+        return self.context
+
+
+def fake_tensorrt(dev: FakeDevice, version="10.3.0.30", profile=(1, 8)) -> types.ModuleType:
+    trt = types.ModuleType("tensorrt")
+    trt.__version__ = version
+    trt.Builder = object
+    trt.TensorIOMode = types.SimpleNamespace(INPUT="input", OUTPUT="output")
+    trt.nptype = lambda dtype: dtype
+
+    class Logger:
+        WARNING = 2
+
+        def __init__(self, severity):
+            pass
+
+    class Runtime:
+        def __init__(self, logger):
+            self.engine_host_code_allowed = False
+
+        def deserialize_cuda_engine(self, data):
+            if not bytes(data).startswith(b"FAKEPLAN"):
+                return None
+            dev.engine = FakeEngine(dev, *profile)
+            return dev.engine
+
+    trt.Logger, trt.Runtime = Logger, Runtime
+    return trt
+
+
+def add_fake_engine(root, trt="10.3.0.30", precision="fp16", cc=(8, 7), payload=b"FAKEPLAN", **options):
+    options = BuildOptions(precision=precision, compute_capability=cc, **options)
+    plan = plan_build(trt, options, read_manifest(root))
+    path = root / plan.engine_file
+    path.parent.mkdir(exist_ok=True)
+    path.write_bytes(payload + b"\0" * 64)
+    record = make_record(root, plan.engine_file, plan.to_dict(), gpu_name="Orin", build_seconds=1.0)
+    add_engine_record(root, record)
+    return record
+
+
+def hu_batch(n, seed=0):
+    return np.random.default_rng(seed).uniform(-200, 200, (n, 1, H, W)).astype(np.float32)
+
+
+def stand_in_orin(monkeypatch, device: FakeDevice) -> None:
+    """This machine becomes an Orin with TensorRT 10.3.0.30 and fake device memory."""
+    import sys
+
+    from liverlesion.backends import tensorrt as trt_backend
+
+    monkeypatch.setitem(sys.modules, "tensorrt", fake_tensorrt(device))
+    monkeypatch.setattr(trt_backend, "detect_gpu", lambda index=0: ORIN)
+    monkeypatch.setattr(trt_backend, "open_cuda_memory", lambda prefer=None, index=0: FakeMemory(device))
