@@ -11,7 +11,7 @@ sys.modules["torch"] = None  # any 'import torch' now raises ImportError
 import numpy as np
 import liverlesion.sdk as sdk
 from liverlesion.grid import ModelGrid
-from liverlesion.sdk import dicom_output, overlay  # noqa: F401
+from liverlesion.sdk.outputs import dicom, overlay  # noqa: F401
 
 grid = ModelGrid(size=(16, 16), spacing_mm=(2.0, 2.0))
 slice_ = sdk.load_slice(np.full((20, 20), -1000, np.int16), spacing=(1.5, 1.5))

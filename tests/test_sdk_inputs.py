@@ -13,7 +13,7 @@ from pydicom.pixels import get_decoder
 from dicom_files import real
 from liverlesion.errors import DataFormatError, DicomError, InputError, LiverLesionError
 from liverlesion.sdk import Orientation, SliceInput, frame_count, load_slice
-from liverlesion.sdk.slice_input import orientation_from_directions
+from liverlesion.sdk.geometry import orientation_from_directions
 
 #: Single-frame axial CT among pydicom's test files and pydicom-data (all the CT there that is axial).
 AXIAL_CT = ["CT_small.dcm", "693_J2KI.dcm", "693_UNCI.dcm", "693_UNCR.dcm", "693_J2KR.dcm", "explicit_VR-UN.dcm"]

@@ -7,8 +7,8 @@ import pytest
 
 from liverlesion.errors import InputError
 from liverlesion.grid import ModelGrid
+from liverlesion.labels import LABEL_COLOURS
 from liverlesion.sdk import Postprocessor, SliceInput, write_overlay
-from liverlesion.sdk.overlay import LABEL_COLOURS
 
 pytest.importorskip("matplotlib")
 

@@ -12,7 +12,7 @@ from liverlesion.errors import BackendError, InputError, PackageError
 from liverlesion.grid import ModelGrid, from_model_grid
 from liverlesion.labels import LESION_CLASSES, YNET_SEG_LABELS
 from liverlesion.sdk import Orientation, Postprocessor, SliceInput, postprocess
-from liverlesion.sdk.postprocess import separable_index, source_index
+from liverlesion.sdk.geometry import separable_index, source_index
 
 CYST, HEM, MET = 2, 3, 4
 

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import copy
 import gzip
-import importlib
 import os
 import struct
 import tracemalloc
@@ -19,10 +18,9 @@ from pydicom.uid import RLELossless
 from dicom_files import real
 from liverlesion.errors import DataFormatError, DicomError, InputError
 from liverlesion.grid import ModelGrid, check_spacing
+from liverlesion.sdk import geometry as geo
 from liverlesion.sdk import load_slice
-from liverlesion.sdk.slice_input import Orientation
-
-post = importlib.import_module("liverlesion.sdk.postprocess")  # the package exports a function of that name
+from liverlesion.sdk.geometry import Orientation
 
 GRID = ModelGrid((64, 64), (4.0, 4.0))
 
@@ -367,30 +365,30 @@ def test_a_nifti_header_claiming_a_huge_slice_is_refused_before_reading(tmp_path
 ])
 def test_the_geometry_caches_are_bounded_by_bytes(monkeypatch, cache, budget, shape):
     """What each cache holds stays within its budget while the maps asked for add up to more."""
-    held = getattr(post, cache)
-    monkeypatch.setattr(post, "GEOMETRY_CACHE_BYTES", budget)
-    post.clear_geometry_caches()
+    held = getattr(geo, cache)
+    monkeypatch.setattr(geo, "GEOMETRY_CACHE_BYTES", budget)
+    geo.clear_geometry_caches()
     made = 0
     for k in range(24):
         geometry = (GRID, (shape[0] + k, shape[1]), (0.4, 0.4), Orientation())
-        value = post.source_index(*geometry) if cache == "_SOURCE_INDEX" else post.separable_index(*geometry)
-        made += post._nbytes(value)
+        value = geo.source_index(*geometry) if cache == "_SOURCE_INDEX" else geo.separable_index(*geometry)
+        made += geo._nbytes(value)
         assert held.nbytes <= budget, f"{cache} holds {held.nbytes} bytes after {k + 1} maps"
     assert made > 1.5 * budget  # the bound was needed
     assert held.nbytes == sum(size for _, size in held._items.values())  # its count of bytes is true
     assert 0 < len(held) < 24
     last = (GRID, (shape[0] + 23, shape[1]), (0.4, 0.4), Orientation())
-    get = post.source_index if cache == "_SOURCE_INDEX" else post.separable_index
+    get = geo.source_index if cache == "_SOURCE_INDEX" else geo.separable_index
     assert get(*last) is get(*last)  # the latest stay cached
 
 
 def test_a_geometry_too_large_for_the_cache_is_not_kept(monkeypatch):
-    post.clear_geometry_caches()
-    monkeypatch.setattr(post, "GEOMETRY_CACHE_BYTES", 1 << 20)  # quarter: 256 KB, a 256 x 256 map
-    small = post.source_index(GRID, (100, 100), (1.0, 1.0), Orientation())
-    big = post.source_index(GRID, (400, 400), (1.0, 1.0), Orientation())
-    assert post.source_index(GRID, (100, 100), (1.0, 1.0), Orientation()) is small
-    again = post.source_index(GRID, (400, 400), (1.0, 1.0), Orientation())
+    geo.clear_geometry_caches()
+    monkeypatch.setattr(geo, "GEOMETRY_CACHE_BYTES", 1 << 20)  # quarter: 256 KB, a 256 x 256 map
+    small = geo.source_index(GRID, (100, 100), (1.0, 1.0), Orientation())
+    big = geo.source_index(GRID, (400, 400), (1.0, 1.0), Orientation())
+    assert geo.source_index(GRID, (100, 100), (1.0, 1.0), Orientation()) is small
+    again = geo.source_index(GRID, (400, 400), (1.0, 1.0), Orientation())
     assert again is not big
     np.testing.assert_array_equal(again, big)
 

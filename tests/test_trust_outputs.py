@@ -22,7 +22,7 @@ from liverlesion import errors
 from liverlesion.cli import main
 from liverlesion.errors import InputError, LiverLesionError
 from liverlesion.sdk import load_slice, save_dicom, to_dicom_seg, to_dicom_sr, write_overlay
-from liverlesion.sdk.dicom_output import DEIDENTIFIED_WITHOUT_METHOD, check_uid
+from liverlesion.sdk.outputs.dicom import DEIDENTIFIED_WITHOUT_METHOD, check_uid
 from test_dicom_output import model_labels, predict
 
 hd = pytest.importorskip("highdicom")
@@ -513,7 +513,7 @@ def _as_nobody(call) -> list[str]:
 
 @pytest.mark.parametrize("kind", ["json file", "json file, folder must exist", "seg folder", "make folder"])
 def test_a_target_below_a_folder_this_user_may_not_search_is_a_typed_error(tmp_path, kind):
-    from liverlesion.sdk.output_targets import check_file, check_folder, make_folder
+    from liverlesion.sdk.outputs.targets import check_file, check_folder, make_folder
 
     locked = tmp_path / "locked"  # root's, 0700: another user may not even look inside
     (locked / "inner").mkdir(parents=True)
@@ -666,7 +666,7 @@ def test_overlay_styles_that_are_not_numbers_are_refused(ct, tmp_path, option, v
 # -- review of issue 11: only the CLI pre-check probes a folder ---------------------------------------------------
 def test_the_sdk_writers_create_no_probe_file(ct, tmp_path, monkeypatch):
     """A probe file would show up in a watched folder (a PACS import folder): atomic_write_bytes proves as much."""
-    from liverlesion.sdk import output_targets
+    from liverlesion.sdk.outputs import targets as output_targets
 
     def probe(folder, what):
         raise AssertionError(f"{what} probed {folder}")
@@ -680,7 +680,8 @@ def test_the_sdk_writers_create_no_probe_file(ct, tmp_path, monkeypatch):
 
 
 def test_the_cli_probes_each_target_before_the_model_is_loaded(tmp_path, capsys, monkeypatch):
-    from liverlesion.sdk import LesionAnalyzer, output_targets
+    from liverlesion.sdk import LesionAnalyzer
+    from liverlesion.sdk.outputs import targets as output_targets
 
     probed = []
     real_probe = output_targets._probe

@@ -59,12 +59,44 @@ class ModelGrid:
         return cls(size=(int(size[0]), int(size[1])), spacing_mm=(float(spacing[0]), float(spacing[1])))
 
 
-def check_spacing(spacing: Sequence[float] | None) -> tuple[float, float]:
+class Spacing(tuple[float, float]):
+    """An in-plane spacing (row_mm, col_mm) that has passed :func:`check_spacing`.
+
+    Made only through the check, so a Spacing handed on is not checked again: a slice's
+    spacing is checked once, where it enters, however many steps use it.
+    """
+
+    __slots__ = ()
+
+    def __new__(cls, spacing: Any) -> Spacing:
+        return tuple.__new__(cls, _checked(spacing))
+
+    @property
+    def row_mm(self) -> float:
+        return float(self[0])
+
+    @property
+    def col_mm(self) -> float:
+        return float(self[1])
+
+    def transposed(self) -> Spacing:
+        """(col_mm, row_mm): the spacing of the transposed slice (checked already)."""
+        return tuple.__new__(Spacing, (self[1], self[0]))
+
+
+def check_spacing(spacing: Sequence[float] | None) -> Spacing:
     """Validate an in-plane (row, col) spacing in mm: a sequence (or 1D array) of two real numbers.
 
     Strings, mappings, sets and bools are refused: ``"11"`` would iterate to (1, 1), a
-    mapping to its keys, and ``True`` would be 1 mm.
+    mapping to its keys, and ``True`` would be 1 mm. A :class:`Spacing` is returned as is.
     """
+    if type(spacing) is Spacing:
+        return spacing
+    return Spacing(spacing)
+
+
+def _checked(spacing: Any) -> tuple[float, float]:
+    """The two spacings as floats, or the InputError saying what was wrong."""
     if isinstance(spacing, np.ndarray):
         items = list(spacing) if spacing.ndim == 1 else None
     elif isinstance(spacing, Sequence) and not isinstance(spacing, (str, bytes, bytearray)):

@@ -1,4 +1,4 @@
-"""Label conventions: the 5-label target map, LiTS's 3 labels, the Y-Net outputs."""
+"""Label conventions: the 5-label target map, LiTS's 3 labels, the Y-Net outputs, display colours."""
 
 from __future__ import annotations
 
@@ -15,3 +15,11 @@ LESION_CLASSES: tuple[str, ...] = TARGET_LABELS[FIRST_LESION_LABEL:]
 LITS_LABELS: tuple[str, ...] = ("background", "liver", "tumor")
 LITS_TUMOR = 2
 YNET_SEG_LABELS: tuple[str, ...] = ("background", "liver", "lesion")
+
+#: Display colours (RGB, 0-255) of the target labels, shared by overlays and the DICOM SEG segments.
+LABEL_COLOURS: dict[str, tuple[int, int, int]] = {
+    "liver": (60, 180, 75),
+    "cyst": (66, 135, 245),
+    "hemangioma": (250, 190, 30),
+    "metastasis": (230, 40, 40),
+}

@@ -12,11 +12,16 @@ from __future__ import annotations
 import argparse
 import json
 import sys
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
-BACKENDS = ("auto", "tensorrt", "onnxruntime", "openvino", "torch")
-PRECISIONS = ("auto", "fp32", "fp16", "int8", "bf16")
+from ..backends.choice import PRECISIONS as SDK_PRECISIONS
+from ..backends.registry import BACKEND_NAMES
+from ..backends.registry import BACKENDS as ROWS
+
+BACKENDS = ("auto", *BACKEND_NAMES)
+PRECISIONS = ("auto", *SDK_PRECISIONS)
 
 
 def register(subparsers: Any) -> None:
@@ -32,7 +37,7 @@ def register(subparsers: Any) -> None:
     add("--backend", choices=BACKENDS, default="auto",
         help="inference backend (default: auto, the fastest here)")
     add("--precision", choices=PRECISIONS, default="auto", help="model precision (default: auto)")
-    add("--provider", choices=("cpu", "cuda", "tensorrt"), help="onnxruntime execution provider")
+    add("--provider", choices=tuple(ROWS["onnxruntime"].variants), help="onnxruntime execution provider")
     add("--threads", type=int, metavar="N", help="CPU threads for onnxruntime / torch")
     add("--index", type=int, metavar="K", help="axial slice of each NIfTI volume (0 = nearest the feet)")
     add("--frame", type=int, metavar="F", help="frame of each multi-frame DICOM object (0-based)")
@@ -61,8 +66,9 @@ def _load_input(analyzer: Any, path: Path, args: argparse.Namespace) -> Any:
     """A SliceInput for one command-line input."""
     from ..errors import DataFormatError
     from ..input_limits import regular_file
-    from ..sdk import load_slice
+    from ..sdk import PredictOptions
 
+    options = PredictOptions(index=args.index, frame=args.frame, allow_non_hu=args.allow_non_hu)
     if path.suffix.lower() == ".npy":
         import numpy as np
 
@@ -71,9 +77,8 @@ def _load_input(analyzer: Any, path: Path, args: argparse.Namespace) -> Any:
             array = np.load(path, mmap_mode="r", allow_pickle=False)
         except (OSError, ValueError) as exc:
             raise DataFormatError(f"{path}: not a readable .npy array of HU ({exc})") from None
-        return load_slice(array, spacing=args.spacing, default_spacing=analyzer.default_spacing,
-                          allow_non_hu=args.allow_non_hu)
-    return load_slice(path, index=args.index, frame=args.frame, allow_non_hu=args.allow_non_hu)
+        return replace(options, spacing=args.spacing).load(array, analyzer.default_spacing)
+    return options.load(path)  # --spacing applies to .npy arrays only
 
 
 def _check_targets(args: argparse.Namespace) -> None:
@@ -81,7 +86,7 @@ def _check_targets(args: argparse.Namespace) -> None:
 
     The one place that probes each folder by creating a file in it; the writers do not.
     """
-    from ..sdk.output_targets import check_file, check_folder
+    from ..sdk.outputs.targets import check_file, check_folder
 
     if args.json is not None and str(args.json) != "-":
         check_file(args.json, "--json", create_parents=True, probe=True)
@@ -97,7 +102,7 @@ def _check_targets(args: argparse.Namespace) -> None:
 
 def _stem(slice_: Any) -> str:
     """File stem for DICOM outputs: the source SOP Instance UID (a DICOM UID: digits and dots) and frame."""
-    from ..sdk.dicom_output import check_uid
+    from ..sdk.outputs.dicom import check_uid
 
     uid = check_uid(slice_.source.get("sop_instance_uid"), "the source's SOP Instance UID")
     frame = slice_.source.get("frame")
@@ -121,7 +126,7 @@ def _dicom_stem(slice_: Any, path: Path, args: argparse.Namespace, written: dict
 
 
 def _overlay_path(target: Path, path: Path, number: int, count: int) -> Path:
-    from ..sdk.output_targets import inside
+    from ..sdk.outputs.targets import inside
 
     if target.suffix.lower() == ".png":
         return target if count == 1 else target.with_name(f"{target.stem}_{number}{target.suffix}")
@@ -133,7 +138,7 @@ def _write_outputs(prediction: Any, slice_: Any, stem: str | None, path: Path, n
                    args: argparse.Namespace) -> list[str]:
     """DICOM SEG / SR (when ``stem``) and overlay for one input; returns the written paths."""
     from ..sdk import save_dicom, write_overlay
-    from ..sdk.output_targets import inside, make_folder
+    from ..sdk.outputs.targets import inside, make_folder
 
     written = []
     if stem is not None:
@@ -155,7 +160,7 @@ def _write_outputs(prediction: Any, slice_: Any, stem: str | None, path: Path, n
 def _dump(results: list[dict[str, Any]], target: Path) -> None:
     from ..atomic import atomic_write_bytes
     from ..errors import InputError
-    from ..sdk.output_targets import check_file, make_folder
+    from ..sdk.outputs.targets import check_file, make_folder
 
     text = json.dumps(results, indent=2) + "\n"
     if str(target) == "-":

@@ -24,11 +24,13 @@ from ..errors import BackendError, InputError, LiverLesionError, PackageError
 from ..grid import ModelGrid, check_spacing
 from ..package import ModelPackage, PackageLimits, load_package
 from ..package.digest import check_digest, normalize_digest
-from .inputs import load_slice
+from .geometry import MAX_TILT_DEG
+from .inputs import SliceInput
+from .loader import load_first
+from .options import PredictOptions
 from .postprocess import Postprocessor
 from .prediction import Prediction
-from .selection import BACKEND_NAMES, Choice, Selection, probe_machine, select
-from .slice_input import MAX_TILT_DEG, SliceInput
+from .selection import BACKEND_NAMES, Selection, probe_machine, select
 
 log = logging.getLogger("liverlesion.sdk")
 
@@ -107,8 +109,8 @@ class LesionAnalyzer:
             selection = select(opened.manifest, probe_machine(wanted), backend, precision, provider=provider,
                                build_engine=build_engine, pinned=expect_digest is not None,
                                trust_device_builds=trust_device_builds)
-            opened, loaded, selection = _load_backend(opened, selection, threads=threads,
-                                                      explicit=backend != "auto", archive=archive)
+            opened, loaded, selection = load_first(opened, selection, threads=threads,
+                                                   explicit=backend != "auto", archive=archive)
         except BaseException:
             if owns:
                 opened.close()
@@ -171,24 +173,18 @@ class LesionAnalyzer:
     # -- predicting --------------------------------------------------------------------------------
     def predict(self, slice: Any, *, spacing: Sequence[float] | None = None, index: int | None = None,
                 frame: int | None = None, max_tilt_deg: float = MAX_TILT_DEG,
-                allow_non_hu: bool = False) -> Prediction:
+                allow_non_hu: bool = False, max_side: int | None = None) -> Prediction:
         """The Prediction for one slice: an HU array, a pydicom Dataset, a DICOM path, a NIfTI path
-        with ``index``, or a SliceInput. Arrays without ``spacing`` take ``default_spacing``."""
+        with ``index``, or a SliceInput. Arrays without ``spacing`` take ``default_spacing``;
+        ``max_side`` overrides ``input_limits.MAX_SIDE``."""
+        options = PredictOptions(spacing, index, frame, max_tilt_deg, allow_non_hu, max_side)
         with self._using():
-            start = time.perf_counter()
-            slice_, hu = self._prepare(slice, spacing, index, frame, max_tilt_deg, allow_non_hu)
-            prepared = time.perf_counter()
-            outputs = self._backend.infer(hu[None, None])
-            inferred = time.perf_counter()
-            prediction = self._finish(outputs, slice_, 0)
-            done = time.perf_counter()
-        prediction.timings.update(preprocess_ms=_ms(prepared - start), inference_ms=_ms(inferred - prepared),
-                                  postprocess_ms=_ms(done - inferred), total_ms=_ms(done - start))
-        return prediction
+            return self._run([(None, slice)], options)[0]
 
     def predict_batch(self, slices: Iterable[Any], *, spacing: Sequence[float] | None = None,
                       index: int | None = None, frame: int | None = None, batch_size: int | None = None,
-                      max_tilt_deg: float = MAX_TILT_DEG, allow_non_hu: bool = False) -> list[Prediction]:
+                      max_tilt_deg: float = MAX_TILT_DEG, allow_non_hu: bool = False,
+                      max_side: int | None = None) -> list[Prediction]:
         """Predictions for several slices, run on the device in batches of at most ``batch_size``.
 
         The keyword arguments apply to every slice (give SliceInputs from ``load_slice`` for
@@ -199,37 +195,44 @@ class LesionAnalyzer:
             raise InputError(f"predict_batch takes a sequence of slices (or an N x rows x cols array), got "
                              f"{_describe(slices)}; for one slice use predict()")
         size = self._batch_size(batch_size)
+        options = PredictOptions(spacing, index, frame, max_tilt_deg, allow_non_hu, max_side)
         results: list[Prediction] = []
         with self._using():
             for chunk in _chunks(enumerate(slices), size):
-                start = time.perf_counter()
-                prepared, stack = [], []
-                for position, item in chunk:
-                    t = time.perf_counter()
-                    try:
-                        slice_, hu = self._prepare(item, spacing, index, frame, max_tilt_deg, allow_non_hu)
-                    except LiverLesionError as exc:
-                        raise type(exc)(f"slice {position} of the batch: {exc}") from None
-                    prepared.append((slice_, _ms(time.perf_counter() - t)))
-                    stack.append(hu)
-                t = time.perf_counter()
-                outputs = self._backend.infer(np.stack(stack)[:, None])
-                share = _ms(time.perf_counter() - t) / len(stack)
-                for item_index, (slice_, pre_ms) in enumerate(prepared):
-                    t = time.perf_counter()
-                    prediction = self._finish(outputs, slice_, item_index)
-                    post_ms = _ms(time.perf_counter() - t)
-                    prediction.timings.update(preprocess_ms=pre_ms, inference_ms=share,
-                                              postprocess_ms=post_ms, total_ms=pre_ms + share + post_ms)
-                    results.append(prediction)
-                log.debug("batch of %d slices in %.1f ms", len(stack), _ms(time.perf_counter() - start))
+                results.extend(self._run(chunk, options))
         return results
 
-    def _prepare(self, item: Any, spacing: Sequence[float] | None, index: int | None, frame: int | None,
-                 max_tilt_deg: float, allow_non_hu: bool) -> tuple[SliceInput, np.ndarray]:
-        slice_ = load_slice(item, spacing=spacing, default_spacing=self.default_spacing, index=index,
-                            frame=frame, max_tilt_deg=max_tilt_deg, allow_non_hu=allow_non_hu)
-        return slice_, slice_.on_model_grid(self.grid)
+    def _run(self, items: Sequence[tuple[int | None, Any]], options: PredictOptions) -> list[Prediction]:
+        """The one pipeline: each slice read and resampled, one ``infer`` for them all, each decoded.
+
+        ``items`` are (position in the batch, slice); position None is a lone ``predict``, whose
+        errors are not prefixed. The inference time is the backend's own, shared out per slice.
+        """
+        prepared, stack = [], []
+        for position, item in items:
+            start = time.perf_counter()
+            try:
+                slice_ = options.load(item, self.default_spacing)
+                stack.append(slice_.on_model_grid(self.grid))
+            except LiverLesionError as exc:
+                if position is None:
+                    raise
+                raise type(exc)(f"slice {position} of the batch: {exc}") from None
+            prepared.append((slice_, _ms(time.perf_counter() - start)))
+        batch = stack[0][None, None] if len(stack) == 1 else np.stack(stack)[:, None]
+        outputs = self._backend.infer(batch)
+        share = _ms(self._backend.last_inference_time()) / len(stack)
+        results = []
+        for item_index, (slice_, pre_ms) in enumerate(prepared):
+            start = time.perf_counter()
+            prediction = self._finish(outputs, slice_, item_index)
+            post_ms = _ms(time.perf_counter() - start)
+            prediction.timings.update(preprocess_ms=pre_ms, inference_ms=share, postprocess_ms=post_ms,
+                                      total_ms=pre_ms + share + post_ms)
+            results.append(prediction)
+        if len(results) > 1:
+            log.debug("batch of %d slices: %.1f ms on the device", len(results), share * len(results))
+        return results
 
     def _finish(self, outputs: dict[str, np.ndarray], slice_: SliceInput, item: int) -> Prediction:
         return self._post(outputs, slice_, item, backend=self.backend, precision=self.precision,
@@ -321,68 +324,3 @@ def _chunks(items: Iterable[Any], size: int) -> Iterator[list[Any]]:
             chunk = []
     if chunk:
         yield chunk
-
-
-def _backend_options(choice: Choice, threads: int | None) -> dict[str, Any]:
-    """Keyword arguments of the chosen backend's constructor."""
-    options = {k: v for k, v in choice.options.items() if k != "build"}
-    if choice.backend in ("onnxruntime", "openvino", "torch") and threads is not None:
-        options["threads"] = threads
-    return options
-
-
-def _build_engine(package: ModelPackage, precision: str, archive: bool,
-                  reuse_calibration_cache: bool = True) -> tuple[ModelPackage, str]:
-    """Build a TensorRT engine of ``precision`` for this GPU into the package folder; reopen the package."""
-    from ..engines.build import build_engine
-    from ..engines.gpu import detect_gpu
-    from ..engines.plan import BuildOptions, plan_build
-    from ..engines.versions import import_tensorrt
-
-    trt = import_tensorrt()
-    gpu = detect_gpu()
-    if gpu is None:
-        raise BackendError("build_engine=True needs an NVIDIA GPU, and none was found")
-    if archive:  # unpacked into a temporary folder: the engine would vanish with it
-        raise BackendError("build_engine=True needs the package folder (the engine is recorded inside it); "
-                           "unpack the archive, or run liverlesion build-engine")
-    options = BuildOptions(precision=precision, compute_capability=gpu.compute_capability,
-                           reuse_calibration_cache=reuse_calibration_cache)
-    plan = plan_build(str(trt.__version__), options, package.manifest)
-    record = build_engine(package.root, plan, log=lambda line: log.info("build-engine: %s", line))
-    root = Path(package.root)
-    package.close()
-    return load_package(root), record.file
-
-
-def _load_backend(package: ModelPackage, selection: Selection, *, threads: int | None, explicit: bool,
-                  archive: bool = False) -> tuple[ModelPackage, Any, Selection]:
-    """Load the first choice that loads; an explicit request's own error is raised as is."""
-    from ..backends.registry import backend_class
-
-    failures: list[tuple[Choice, str]] = []
-    last: Exception | None = None
-    for choice in selection.candidates:
-        try:
-            if choice.options.get("build"):
-                package, engine = _build_engine(package, choice.precision, archive,
-                                                choice.options.get("reuse_calibration_cache", True))
-                choice = Choice(choice.backend, choice.precision, {"engine": engine}, choice.device,
-                                f"engine {engine} built here (build_engine=True)")
-            options = _backend_options(choice, threads)
-            loaded = backend_class(choice.backend)(package, choice.precision, **options)
-        except Exception as exc:  # auto tries the next choice whatever the runtime raised
-            if explicit and len(selection.candidates) == 1:
-                if isinstance(exc, LiverLesionError):
-                    raise
-                raise BackendError(f"the {choice.backend} backend failed to load: "
-                                   f"{type(exc).__name__}: {exc}") from exc
-            log.warning("liverlesion: %s failed to load (%s); trying the next choice", choice.label(), exc)
-            failures.append((choice, f"{type(exc).__name__}: {exc}"))
-            last = exc
-            continue
-        return package, loaded, selection.loaded(choice, tuple(failures))
-    tried = "; ".join(f"{c.label()}: {why}" for c, why in failures)
-    if isinstance(last, LiverLesionError) and len(failures) == 1:
-        raise last
-    raise BackendError(f"no backend could load the package ({tried})") from last

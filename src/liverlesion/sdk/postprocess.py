@@ -1,21 +1,13 @@
 """From the fused graph's outputs on the model grid to a :class:`Prediction` on the input grid.
 
-The label map goes back through ``grid.from_model_grid`` (nearest neighbour), applied
-once per input geometry to an image of model-grid pixel indices: every input pixel
-then knows the model pixel its label comes from, so labels and probabilities are
-gathered with one fancy index each, and the map is cached for repeated geometries (bounded by
-bytes: :data:`GEOMETRY_CACHE_BYTES`).
-Where that map is separable (no transposition: each input row takes one model row, each
-input column one model column), the label map is gathered row-wise then column-wise,
-which reads 0.5 KB of indices instead of 1 MB per 512 x 512 slice.
+Labels go back to the input grid through ``geometry.to_input`` (each input pixel knows the
+model pixel its label comes from); probabilities are gathered through the same index map.
 Lesions are the 8-connected components of the lesion pixels on the input grid.
 """
 
 from __future__ import annotations
 
-import threading
-from collections import OrderedDict
-from collections.abc import Callable, Hashable, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 import numpy as np
@@ -23,138 +15,13 @@ from scipy import ndimage
 
 from .. import metrics
 from ..errors import BackendError, PackageError
-from ..grid import ModelGrid, from_model_grid
+from ..grid import ModelGrid
 from ..labels import FIRST_LESION_LABEL, LESION_CLASSES, LITS_LABELS, TARGET_LABELS, YNET_SEG_LABELS
+from .geometry import to_input
+from .inputs.slice import SliceInput
 from .prediction import Lesion, Prediction
-from .slice_input import Orientation, SliceInput
 
 _EIGHT = np.ones((3, 3), dtype=bool)
-
-
-#: Bytes of geometry maps kept for repeated geometries (a 512 x 512 slice's map is 1 MiB). A map larger
-#: than a quarter of this is not kept, so one huge slice cannot evict a scanner's usual geometries.
-GEOMETRY_CACHE_BYTES = 64 * 2**20
-
-
-class GeometryCache:
-    """Least-recently-used maps keyed by geometry, bounded by their bytes (not their count); thread-safe.
-
-    Read at each store: :data:`GEOMETRY_CACHE_BYTES`, or ``max_bytes`` when given.
-    """
-
-    def __init__(self, max_bytes: int | None = None) -> None:
-        self.max_bytes = max_bytes
-        self._items: OrderedDict[Hashable, tuple[Any, int]] = OrderedDict()
-        self._bytes = 0
-        self._lock = threading.Lock()
-
-    @property
-    def nbytes(self) -> int:
-        return self._bytes
-
-    def __len__(self) -> int:
-        return len(self._items)
-
-    def get(self, key: Hashable, make: Callable[[], Any]) -> Any:
-        """The value for ``key``, made by ``make()`` (outside the lock) and kept if it fits."""
-        with self._lock:
-            if key in self._items:
-                self._items.move_to_end(key)
-                return self._items[key][0]
-        value = make()
-        size = _nbytes(value)
-        budget = GEOMETRY_CACHE_BYTES if self.max_bytes is None else self.max_bytes
-        if size > budget // 4:
-            return value
-        with self._lock:
-            if key not in self._items:
-                self._items[key] = (value, size)
-                self._bytes += size
-            while self._bytes > budget and self._items:
-                _, (_, dropped) = self._items.popitem(last=False)
-                self._bytes -= dropped
-        return value
-
-    def clear(self) -> None:
-        with self._lock:
-            self._items.clear()
-            self._bytes = 0
-
-
-def _nbytes(value: Any) -> int:
-    """Bytes held by a cached map (an array, a tuple of arrays, or None), plus a little per entry."""
-    arrays = value if isinstance(value, tuple) else (value,)
-    return 256 + sum(a.nbytes for a in arrays if isinstance(a, np.ndarray))
-
-
-_SOURCE_INDEX = GeometryCache()
-_SEPARABLE_INDEX = GeometryCache()
-
-
-def clear_geometry_caches() -> None:
-    """Drop every cached geometry map (they are rebuilt on the next slice of that geometry)."""
-    _SOURCE_INDEX.clear()
-    _SEPARABLE_INDEX.clear()
-
-
-def source_index(grid: ModelGrid, shape: tuple[int, int], spacing: tuple[float, float],
-                 orientation: Orientation) -> np.ndarray:
-    """For each input pixel, the flat model-grid index its label comes from (-1 outside the grid).
-
-    Read-only and cached (bounded by bytes): a scanner sends the same geometry slice after slice.
-    """
-    key = (grid, tuple(shape), tuple(spacing), orientation)
-    return _SOURCE_INDEX.get(key, lambda: _source_index(grid, shape, spacing, orientation))
-
-
-def _source_index(grid: ModelGrid, shape: tuple[int, int], spacing: tuple[float, float],
-                  orientation: Orientation) -> np.ndarray:
-    model_index = np.arange(grid.size[0] * grid.size[1], dtype=np.int32).reshape(grid.size)
-    canonical = from_model_grid(model_index, grid, orientation.canonical_shape(shape),
-                                orientation.canonical_spacing(spacing), fill=-1)
-    index = np.ascontiguousarray(orientation.from_canonical(canonical))
-    index.flags.writeable = False
-    return index
-
-
-def separable_index(grid: ModelGrid, shape: tuple[int, int], spacing: tuple[float, float],
-                    orientation: Orientation, index: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray] | None:
-    """(model row per input row, model column per input column), -1 outside; None if not separable.
-
-    ``index``: this geometry's :func:`source_index`, when the caller has it (a map too large
-    to be cached is then not built twice).
-    """
-    key = (grid, tuple(shape), tuple(spacing), orientation)
-    return _SEPARABLE_INDEX.get(key, lambda: _separable_index(
-        source_index(grid, shape, spacing, orientation) if index is None else index, grid.size[1]))
-
-
-def _separable_index(index: np.ndarray, cols: int) -> tuple[np.ndarray, np.ndarray] | None:
-    inside = index >= 0
-    rows_of = np.where(inside.any(axis=1), np.max(np.where(inside, index // cols, -1), axis=1), -1)
-    cols_of = np.where(inside.any(axis=0), np.max(np.where(inside, index % cols, -1), axis=0), -1)
-    rebuilt = np.where((rows_of[:, None] >= 0) & (cols_of[None, :] >= 0),
-                       rows_of[:, None] * cols + cols_of[None, :], -1)
-    if not np.array_equal(rebuilt, index):
-        return None
-    rows_of, cols_of = rows_of.astype(np.intp), cols_of.astype(np.intp)
-    rows_of.flags.writeable = cols_of.flags.writeable = False  # shared by threads through the cache
-    return rows_of, cols_of
-
-
-def _gather_separable(values: np.ndarray, rows: np.ndarray, cols: np.ndarray, fill: Any) -> np.ndarray:
-    """``values[rows][:, cols]`` with ``fill`` where an index is -1 (a fill row and column appended)."""
-    padded = np.full((values.shape[0] + 1, values.shape[1] + 1), fill, dtype=values.dtype)
-    padded[:-1, :-1] = values
-    return padded.take(rows, axis=0).take(cols, axis=1)
-
-
-def _gather(values: np.ndarray, index: np.ndarray, fill: Any) -> np.ndarray:
-    """``values.flat[index]`` with ``fill`` where index is -1 (a sentinel appended at the end)."""
-    flat = np.empty(values.size + 1, dtype=values.dtype)
-    flat[:-1] = values.ravel()
-    flat[-1] = fill
-    return flat[index]
 
 
 class Postprocessor:
@@ -223,12 +90,8 @@ class Postprocessor:
             lut = np.array([0, 1, FIRST_LESION_LABEL + int(np.argmax(head))], dtype=np.uint8)
         else:
             lut = self.lut
-        model_index = source_index(self.grid, slice_.shape, slice_.spacing_mm, slice_.orientation)
-        separable = separable_index(self.grid, slice_.shape, slice_.spacing_mm, slice_.orientation, model_index)
-        if separable is not None:
-            label_map = _gather_separable(lut[labels], *separable, 0)
-        else:
-            label_map = _gather(lut[labels], model_index, 0)
+        label_map, model_index = to_input(lut[labels], self.grid, slice_.shape, slice_.spacing_mm,
+                                          slice_.orientation)
 
         pixels = np.flatnonzero(label_map.ravel() >= FIRST_LESION_LABEL)
         components = np.zeros(label_map.shape, dtype=np.int32)

@@ -147,14 +147,14 @@ class Prediction:
         return f"{head}; liver {self.liver_area_mm2:.1f} mm2{timing}"
 
     def to_dicom_seg(self, source_dataset: Any = None, **options: Any) -> Any:
-        """A DICOM Segmentation aligned with the source image (see ``sdk.dicom_output.to_dicom_seg``)."""
-        from .dicom_output import to_dicom_seg
+        """A DICOM Segmentation aligned with the source image (see ``sdk.outputs.dicom.to_dicom_seg``)."""
+        from .outputs.dicom import to_dicom_seg  # the outputs build on Prediction: imported when called
 
         return to_dicom_seg(self, self._source(source_dataset), **options)
 
     def to_dicom_sr(self, source_dataset: Any, seg: Any, **options: Any) -> Any:
-        """A TID 1500 Comprehensive 3D SR referencing ``seg`` (see ``sdk.dicom_output.to_dicom_sr``)."""
-        from .dicom_output import to_dicom_sr
+        """A TID 1500 Comprehensive 3D SR referencing ``seg`` (see ``sdk.outputs.dicom.to_dicom_sr``)."""
+        from .outputs.dicom import to_dicom_sr
 
         return to_dicom_sr(self, self._source(source_dataset), seg, **options)
 

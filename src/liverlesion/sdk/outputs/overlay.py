@@ -14,19 +14,12 @@ from typing import Any
 
 import numpy as np
 
-from ..atomic import atomic_write_bytes
-from ..errors import InputError, require
-from ..labels import TARGET_LABELS
-from .output_targets import check_file
-from .prediction import Prediction
+from ...atomic import atomic_write_bytes
+from ...errors import InputError, require
+from ...labels import LABEL_COLOURS, TARGET_LABELS
+from ..prediction import Prediction
+from .targets import check_file
 
-#: Display colours (RGB, 0-255) of the labels, shared with the DICOM SEG segments.
-LABEL_COLOURS: dict[str, tuple[int, int, int]] = {
-    "liver": (60, 180, 75),
-    "cyst": (66, 135, 245),
-    "hemangioma": (250, 190, 30),
-    "metastasis": (230, 40, 40),
-}
 #: Abdomen soft-tissue window (HU) used for the grey image.
 ABDOMEN_WINDOW = (-160.0, 240.0)
 

@@ -1,4 +1,4 @@
-"""Turn whatever a scanner-side caller has into a :class:`SliceInput`.
+"""Turn whatever a scanner-side caller has into a :class:`SliceInput`: the one entry of every input.
 
 Accepted: a 2D numpy array in HU (with ``spacing`` or a ``default_spacing``); a
 pydicom Dataset; a path to a DICOM file; a path to a NIfTI volume with ``index``;
@@ -13,27 +13,13 @@ from typing import Any
 
 import numpy as np
 
-from ..errors import InputError
-from ..grid import check_spacing
-from .slice_input import MAX_TILT_DEG, SliceInput, check_hu_array, check_max_tilt
+from ...errors import InputError
+from ..geometry import MAX_TILT_DEG, check_max_tilt
+from .array import from_array
+from .slice import SliceInput
 
 ACCEPTED_INPUTS = ("a 2D numpy array of HU (with spacing=(row_mm, col_mm)), a pydicom Dataset, a path to a "
                    "DICOM file, or a path to a NIfTI volume (.nii, .nii.gz) with index=<slice>")
-
-
-def from_array(hu: Any, spacing: Sequence[float] | None = None, *,
-               default_spacing: Sequence[float] | None = None, allow_non_hu: bool = False,
-               max_side: int | None = None) -> SliceInput:
-    """A slice given as a 2D array in HU, taken to be in the radiological view already.
-
-    The values must be plausible CT HU (see :func:`check_hu_array`) unless ``allow_non_hu``.
-    """
-    chosen = spacing if spacing is not None else default_spacing
-    if chosen is None:
-        raise InputError("a slice given as an array needs its pixel spacing: pass spacing=(row_mm, col_mm)")
-    spacing_mm = check_spacing(chosen)
-    array = check_hu_array(hu, allow_non_hu=allow_non_hu, max_side=max_side)
-    return SliceInput(hu=array, spacing_mm=spacing_mm, source={"kind": "array", "default_spacing": spacing is None})
 
 
 def load_slice(source: Any, *, spacing: Sequence[float] | None = None,
@@ -58,21 +44,21 @@ def load_slice(source: Any, *, spacing: Sequence[float] | None = None,
     if isinstance(source, np.ndarray):
         return from_array(source, spacing, default_spacing=default_spacing, allow_non_hu=allow, max_side=max_side)
     if isinstance(source, (str, os.PathLike)):
-        from .nifti_input import is_nifti_path, read_nifti_slice
+        from .nifti import is_nifti_path, read_nifti_slice
 
         if is_nifti_path(source):
             if index is None:
                 raise InputError(f"{source} is a NIfTI volume: pass index=<slice> (0 = the slice nearest the feet)")
             return read_nifti_slice(source, index, max_tilt_deg=max_tilt_deg, allow_non_hu=allow,
                                     max_side=max_side)
-        from .dicom_input import read_dicom
+        from .dicom import read_dicom
 
         return read_dicom(source, frame=frame, spacing=spacing, max_tilt_deg=max_tilt_deg,
                           allow_non_hu=allow, max_side=max_side)
     import pydicom
 
     if isinstance(source, pydicom.Dataset):
-        from .dicom_input import read_dicom
+        from .dicom import read_dicom
 
         return read_dicom(source, frame=frame, spacing=spacing, max_tilt_deg=max_tilt_deg,
                           allow_non_hu=allow, max_side=max_side)

@@ -18,12 +18,14 @@ from typing import Any
 
 import numpy as np
 
-from .. import input_limits
-from ..errors import DataFormatError, InputError, require
-from ..grid import check_spacing
-from ..input_limits import regular_file
-from ..nifti_header import check_pixdims, check_plane_size, oriented_axes
-from .slice_input import MAX_TILT_DEG, SliceInput, check_axial, check_hu_array
+from ... import input_limits
+from ...errors import DataFormatError, InputError, require
+from ...grid import check_spacing
+from ...input_limits import regular_file
+from ...nifti_header import check_pixdims, check_plane_size, oriented_axes
+from ..geometry import MAX_TILT_DEG, check_axial
+from .hu import check_hu_array
+from .slice import SliceInput
 
 NIFTI_SUFFIXES = (".nii", ".nii.gz")
 

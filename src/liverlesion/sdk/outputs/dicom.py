@@ -46,14 +46,13 @@ from typing import Any
 
 import numpy as np
 
-from .. import __version__
-from ..atomic import atomic_write_bytes
-from ..errors import DicomError, InputError, require
-from ..labels import LESION_CLASSES
-from .dicom_input import frame_count, functional_item, numbers
-from .output_targets import check_file
-from .overlay import LABEL_COLOURS
-from .prediction import Prediction
+from ... import __version__
+from ...atomic import atomic_write_bytes
+from ...errors import DicomError, InputError, require
+from ...labels import LABEL_COLOURS, LESION_CLASSES
+from ..inputs.dicom import frame_count, functional_item, numbers
+from ..prediction import Prediction
+from .targets import check_file
 
 MANUFACTURER = "liverlesion"
 DEVICE_SERIAL_NUMBER = "liverlesion-sdk"

@@ -13,7 +13,7 @@ decode: Rows / Columns (:data:`liverlesion.input_limits.MAX_SIDE`), Bits Allocat
 Bits Stored / High Bit / Pixel Representation, Number of Frames, and a rescale to HU
 (Rescale Intercept and Slope are Type 1 in the CT Image module; a CT's lie within
 :data:`RESCALE_SLOPE_RANGE` and :data:`MAX_RESCALE_INTERCEPT`). The decoded values must
-fit Bits Stored, and the HU must be plausible (``slice_input.check_hu_array``).
+fit Bits Stored, and the HU must be plausible (``inputs.hu.check_hu_array``).
 
 A file is read by pydicom whole, as stored (its compressed bytes are the file's own
 size; they are decoded only after the checks). Deflated Explicit VR Little Endian is
@@ -36,11 +36,13 @@ from typing import Any, BinaryIO, cast
 
 import numpy as np
 
-from .. import input_limits
-from ..errors import DicomError, InputError
-from ..grid import check_spacing
-from ..input_limits import check_side, deflate_limit, regular_file
-from .slice_input import MAX_TILT_DEG, SliceInput, check_hu_array, orientation_from_directions
+from ... import input_limits
+from ...errors import DicomError, InputError
+from ...grid import check_spacing
+from ...input_limits import check_side, deflate_limit, regular_file
+from ..geometry import MAX_TILT_DEG, orientation_from_directions
+from .hu import check_hu_array
+from .slice import SliceInput
 
 _MONOCHROME = ("MONOCHROME1", "MONOCHROME2")
 #: RescaleType values that mean "these are Hounsfield units" (absent means HU for CT).

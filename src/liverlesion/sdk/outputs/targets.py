@@ -15,8 +15,8 @@ import stat
 import tempfile
 from pathlib import Path
 
-from ..errors import InputError
-from ..input_limits import file_kind
+from ...errors import InputError
+from ...input_limits import file_kind
 
 
 def _as_path(path: str | os.PathLike[str], what: str) -> Path:
