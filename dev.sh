@@ -24,7 +24,7 @@ setup() {
   echo "$want" > "$stamp"
 }
 
-# The DICOM validators the tests run on every SEG and SR they write (tests/test_trust_outputs.py):
+# The DICOM validators the tests run on every SEG and SR they write (tests/sdk/test_trust_outputs.py):
 # David Clunie's dciodvfy (dicom3tools) and dcmtk's dsrdump, installed with apt-get where this
 # machine allows it (root, or sudo without a password); otherwise said, and those tests skip
 # (under CI=true they fail).

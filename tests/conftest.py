@@ -65,7 +65,7 @@ def export_world(tmp_path_factory: pytest.TempPathFactory) -> ExportWorld:
     return ExportWorld(root / "phantoms", root / "held_out", checkpoints, packages, EXPORT_CALIBRATION_SLICES)
 
 
-# -- sdk analyzer (tests/test_analyzer.py, test_backends.py, test_cli_predict.py) --------------------------------
+# -- sdk analyzer (tests/sdk/test_analyzer.py, test_backends.py, test_cli_predict.py) --------------------------------
 @dataclass(frozen=True)
 class SdkWorld:
     """A tiny trained joint network exported to a package, its phantoms, and a known-answer package."""

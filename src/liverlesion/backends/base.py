@@ -64,9 +64,8 @@ class Backend(abc.ABC):
 
     # -- the common part ------------------------------------------------------
     def input_metadata(self) -> TensorSpec:
-        spec = self.package.manifest.raw["input"]
         rows, cols = self.package.manifest.grid.size
-        return TensorSpec(name=str(spec["name"]), dtype="float32", shape=(-1, 1, rows, cols))
+        return TensorSpec(name=self.package.manifest.input_name, dtype="float32", shape=(-1, 1, rows, cols))
 
     def infer(self, hu: np.ndarray) -> dict[str, np.ndarray]:
         """Check the batch against the input spec, run it, and time the run."""

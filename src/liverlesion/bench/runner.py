@@ -315,8 +315,8 @@ def run_benchmark(package_path: str | Path, data: BenchData,
     started = time.perf_counter()
     with load_package(Path(package_path)) as package:
         manifest = package.manifest
-        model = manifest.raw["model"]
-        gflops = model.get("gflops_per_slice")
+        model = manifest.model
+        gflops = model.gflops_per_slice
         inputs = _inputs(data, package)
         wanted = tuple(dict.fromkeys(c.backend for c in configs))
         machine = probe_machine(wanted)
@@ -346,8 +346,8 @@ def run_benchmark(package_path: str | Path, data: BenchData,
             "created": datetime.now(timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ"),
             "machine": machine_info(),
             "package": {"path": str(package_path), "name": manifest.model_name, "arch": manifest.arch,
-                        "grid": manifest.grid.to_dict(), "parameters": model.get("parameters"),
-                        "gflops_per_slice": gflops, "config": model.get("config")},
+                        "grid": manifest.grid.to_dict(), "parameters": model.parameters,
+                        "gflops_per_slice": gflops, "config": model.config},
             "data": {"description": data.description, "slices": len(data),
                      "shapes": sorted({tuple(s.hu.shape) for s in data.slices})},
             "options": asdict(options), "reference": reference,

@@ -201,6 +201,10 @@ def _load(path: Path) -> Any:
         return {}
 
 
+def _nan(value: Any) -> float:
+    return float("nan") if value is None else float(value)
+
+
 def _summary(out: Path, reports: Path, timings: dict[str, float], total: float) -> None:
     print("\n== summary")
     print(f"output: {out}  (phantoms/, checkpoints/, package/, overlays/, dicom/, reports/)")
@@ -212,20 +216,24 @@ def _summary(out: Path, reports: Path, timings: dict[str, float], total: float) 
               f"lesion recall {metrics.get('lesion_recall', float('nan')):.3f}, "
               f"liver Dice {metrics.get('liver_dice', float('nan')):.3f}, "
               f"class accuracy {metrics.get('accuracy', float('nan')):.3f}")
-    manifest = _load(out / "package" / "manifest.json")
-    accuracy = manifest.get("accuracy", {})
+    from ..package.store import read_manifest
+
+    try:
+        manifest = read_manifest(out / "package")
+        accuracy, files = manifest.accuracy, manifest.files
+    except LiverLesionError:  # no package written: nothing to summarise
+        accuracy, files = {}, ()
     if accuracy:
         width = max([10, *(len(k) + 1 for k in accuracy)])
         print(f"{'precision':<{width}}{'lesion Dice':>12}{'liver Dice':>12}{'accuracy':>10}{'agree FP32':>12}"
               f"{'MB':>8}")
         # each record's file: named by its own "accuracy" key, else by precision (bf16 runs the FP32 file)
-        sizes = {f.get("accuracy") or f.get("precision"): f.get("size", 0)
-                 for f in manifest.get("files", []) if f.get("role") == "onnx"}
+        sizes = {f.extra.get("accuracy") or f.precision: f.size for f in files if f.role == "onnx"}
         for key, row in accuracy.items():
             file_key = {"bf16": "fp32"}.get(key, key.split("@")[0])
-            print(f"{key:<{width}}{row.get('lesion_dice', float('nan')):>12.3f}"
-                  f"{row.get('liver_dice', float('nan')):>12.3f}{row.get('accuracy', float('nan')):>10.3f}"
-                  f"{row.get('agreement_with_fp32', float('nan')):>12.4f}{sizes.get(file_key, 0) / 1e6:>8.2f}")
+            print(f"{key:<{width}}{_nan(row.lesion_dice):>12.3f}{_nan(row.liver_dice):>12.3f}"
+                  f"{_nan(row.accuracy):>10.3f}{_nan(row.agreement_with_fp32):>12.4f}"
+                  f"{sizes.get(file_key, 0) / 1e6:>8.2f}")
     for report in sorted(reports.glob("predict-*.json")):
         for item in _load(report) or []:
             timing = item.get("timings", {})

@@ -29,25 +29,25 @@ def _score(value: Any, width: int, digits: int) -> str:
 
 def summary(manifest: Any, root: Path) -> str:
     """The manifest as lines of text."""
+    from ..errors import PackageError
     from ..package import package_digest
 
-    raw = manifest.raw
-    model, spec = raw["model"], raw["input"]
+    model, spec = manifest.model, manifest.input
     lines = [f"package {root}",
              f"  digest       {package_digest(manifest)}  (pin: --expect-digest; engines built later are not "
              "in it)",
-             f"  model        {model['name']} {model['version']} ({model['arch']})"
-             + (f", {model['parameters']:,} parameters" if model.get("parameters") is not None else "")
-             + (f", {model['gflops_per_slice']} GFLOP/slice" if model.get("gflops_per_slice") is not None else "")]
-    if model.get("created"):
-        lines.append(f"  created      {model['created']}")
+             f"  model        {model.name} {model.version} ({model.arch})"
+             + (f", {model.parameters:,} parameters" if model.parameters is not None else "")
+             + (f", {model.gflops_per_slice} GFLOP/slice" if model.gflops_per_slice is not None else "")]
+    if model.created:
+        lines.append(f"  created      {model.created}")
     grid = manifest.grid
-    lines.append(f"  input        '{spec['name']}' {spec.get('dtype', 'float32')} {spec.get('shape')} "
-                 f"{spec['units']}, grid {grid.size[0]}x{grid.size[1]} px at "
+    lines.append(f"  input        '{spec.name}' {spec.dtype or 'float32'} {spec.shape} "
+                 f"{spec.units}, grid {grid.size[0]}x{grid.size[1]} px at "
                  f"{grid.spacing_mm[0]:g} x {grid.spacing_mm[1]:g} mm"
-                 + (f", max batch {spec['max_batch']}" if "max_batch" in spec else ""))
-    if "resample" in spec:
-        lines.append("  resample     " + ", ".join(f"{k} {v}" for k, v in spec["resample"].items()))
+                 + (f", max batch {spec.max_batch}" if spec.max_batch is not None else ""))
+    if spec.resample is not None:
+        lines.append("  resample     " + ", ".join(f"{k} {v}" for k, v in spec.resample.items()))
     for name, out in manifest.outputs.items():
         lines.append(f"  output       '{name}' {out.get('dtype')} {out.get('shape')}")
     lines.append("  labels       " + ", ".join(f"{i} {n}" for i, n in enumerate(manifest.labels)))
@@ -60,35 +60,35 @@ def summary(manifest: Any, root: Path) -> str:
         extra = ", ".join(f"{k} {v}" for k, v in f.extra.items() if k in ("form", "opset"))
         lines.append(f"    {f.path:<28} {f.role:<12} {f.precision or '-':<5} {f.size / 1e6:>8.2f} MB  "
                      f"{f.sha256[:12]}  {extra}")
-    calib = raw.get("calibration")
-    if calib:
-        lines.append(f"  calibration  {calib.get('slices')} {calib.get('source')} slices from "
-                     f"{calib.get('data')}, method {calib.get('method')}; {calib.get('selection', '')}")
-    quant = raw.get("quantization") or {}
-    if quant.get("extra_excluded_blocks"):
-        lines.append("  INT8 kept in float: " + ", ".join(quant["extra_excluded_blocks"]))
-    accuracy = raw.get("accuracy") or {}
+    calib = manifest.calibration
+    if calib is not None and calib.to_dict():
+        lines.append(f"  calibration  {calib.slices} {calib.source} slices from "
+                     f"{calib.data}, method {calib.method}; {calib.selection or ''}")
+    quant = manifest.quantization
+    if quant is not None and quant.extra_excluded_blocks:
+        lines.append("  INT8 kept in float: " + ", ".join(quant.extra_excluded_blocks))
+    accuracy = manifest.accuracy
     if accuracy:
         first = next(iter(accuracy.values()))
-        lines.append(f"  accuracy on {first.get('slices', '?')} slices ({first.get('data', '')})")
+        lines.append(f"  accuracy on {'?' if first.slices is None else first.slices} slices ({first.data or ''})")
         width = max([6, *(len(k) for k in accuracy)])
         lines.append(f"    {'':<{width}}{'lesion Dice':>12}{'liver Dice':>12}{'accuracy':>10}{'agree FP32':>12}")
         for precision, s in accuracy.items():  # the manifest validated each score as a number or null
-            met = "" if "meets_target" not in s else (
-                "  target met" if s["meets_target"] else "  TARGET MISSED")
-            lines.append(f"    {precision:<{width}}{_score(s.get('lesion_dice'), 12, 4)}"
-                         f"{_score(s.get('liver_dice'), 12, 4)}{_score(s.get('accuracy'), 10, 4)}"
-                         f"{_score(s.get('agreement_with_fp32'), 12, 5)}{met}")
-    versions = raw.get("versions") or {}
+            met = "" if not s.has_verdict else ("  target met" if s.meets_target else "  TARGET MISSED")
+            lines.append(f"    {precision:<{width}}{_score(s.lesion_dice, 12, 4)}"
+                         f"{_score(s.liver_dice, 12, 4)}{_score(s.accuracy, 10, 4)}"
+                         f"{_score(s.agreement_with_fp32, 12, 5)}{met}")
+    versions = manifest.versions
     if versions:
         lines.append("  made with    " + ", ".join(f"{k} {v}" for k, v in versions.items()))
-    engines = manifest.engines
+    try:
+        engines = manifest.engines
+    except PackageError as exc:  # a summary still shows the rest; using the engines refuses them
+        lines.append(f"  engines      {manifest.engine_count}, not all readable: {exc}")
+        return "\n".join(lines)
     lines.append(f"  engines      {len(engines) or 'none'}")
     for e in engines:
-        gpu = e.get("gpu")
-        gpu_name = gpu.get("name", "?") if isinstance(gpu, dict) else gpu
-        lines.append(f"    {e.get('file', e.get('path', '?'))}: TensorRT {e.get('tensorrt', '?')}, {gpu_name}, "
-                     f"{e.get('precision', '?')}")
+        lines.append(f"    {e.file}: TensorRT {e.tensorrt}, {e.gpu_name or '?'}, {e.precision}")
     return "\n".join(lines)
 
 

@@ -171,7 +171,8 @@ def _calibrator(manifest: Manifest, version: TrtVersion, cc: tuple[int, int], op
                  and recorded.extra.get("tensorrt") == version.short()
                  and recorded.extra.get("compute_capability") == format_compute_capability(cc)
                  and recorded.extra.get("slices_sha256") == slices.sha256)
-    method = (manifest.raw.get("calibration") or {}).get("method", "minmax")
+    calibration = manifest.calibration
+    method = calibration.method if calibration is not None and calibration.method is not None else "minmax"
     return CalibratorPlan(batch_size=batch, slices=slices.path, slices_sha256=slices.sha256, cache=cache,
                           reuse_cache=reuse, profile=(batch, *shape),
                           kind="entropy2" if method == "entropy" else "minmax",

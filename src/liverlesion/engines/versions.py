@@ -8,12 +8,12 @@ on some Jetson modules with some TensorRT releases.
 
 from __future__ import annotations
 
-import re
-from dataclasses import dataclass
 from types import ModuleType
 
+from ..engine_tags import TrtVersion as TrtVersion  # named here as before; the manifest parses them too
+from ..engine_tags import parse_compute_capability as parse_compute_capability
+from ..engine_tags import sm_tag
 from ..errors import EngineError, MissingDependencyError, install_hint, require
-from ..machine.gpu import sm_tag
 from ..machine.runtimes import tensorrt_version
 
 #: Code paths, by TensorRT generation.
@@ -28,36 +28,6 @@ SMALL_JETSONS = {(7, 2), (8, 7)}
 CHECKED_RELEASES = ("8.5.2", "10.3", "10.13", "11.4.1")
 
 
-@dataclass(frozen=True, order=True)
-class TrtVersion:
-    """A TensorRT version: major.minor.patch and, when known, the build number."""
-
-    major: int
-    minor: int
-    patch: int = 0
-    build: int | None = None
-
-    @classmethod
-    def parse(cls, text: str) -> TrtVersion:
-        match = re.fullmatch(r"\s*(\d+)\.(\d+)(?:\.(\d+))?(?:\.(\d+))?(?:[.+-]\S*)?\s*", str(text))
-        if not match:
-            raise EngineError(f"TensorRT version {text!r} is not of the form MAJOR.MINOR[.PATCH[.BUILD]] "
-                              "(e.g. 8.5.2, 10.3.0.30)")
-        major, minor, patch, build = match.groups()
-        return cls(int(major), int(minor), int(patch or 0), None if build is None else int(build))
-
-    @property
-    def release(self) -> tuple[int, int, int]:
-        return (self.major, self.minor, self.patch)
-
-    def short(self) -> str:
-        """major.minor.patch, as used in engine file names."""
-        return f"{self.major}.{self.minor}.{self.patch}"
-
-    def __str__(self) -> str:
-        return self.short() if self.build is None else f"{self.short()}.{self.build}"
-
-
 def code_path(version: TrtVersion) -> str:
     """Which build flow a TensorRT version needs, or EngineError for versions that cannot be used."""
     if version.release < (8, 5, 0):
@@ -69,19 +39,6 @@ def code_path(version: TrtVersion) -> str:
         raise EngineError(f"TensorRT {version} was a limited release for large language models; use TensorRT "
                           "8.5/8.6 (JetPack 5), 10.x or 11.x")
     return STRONGLY_TYPED
-
-
-def parse_compute_capability(value: str | tuple[int, int] | list[int]) -> tuple[int, int]:
-    """'8.7', 'sm87', 'sm_87' or (8, 7) -> (8, 7)."""
-    if isinstance(value, (tuple, list)):
-        if len(value) == 2 and all(isinstance(v, int) and not isinstance(v, bool) and v >= 0 for v in value):
-            return (int(value[0]), int(value[1]))
-    elif isinstance(value, str):
-        text = value.strip().lower()
-        match = re.fullmatch(r"(\d+)\.(\d)", text) or re.fullmatch(r"sm_?(\d+)(\d)", text)
-        if match:
-            return (int(match.group(1)), int(match.group(2)))
-    raise EngineError(f"compute capability {value!r} is not understood; give it as 8.7 or sm87")
 
 
 def dla_refusal(version: TrtVersion, cc: tuple[int, int]) -> str | None:

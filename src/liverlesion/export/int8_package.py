@@ -23,6 +23,7 @@ import onnx
 
 from ..errors import ExportError
 from ..package import load_package, package_binding, write_manifest
+from ..package.sections import Calibration, Quantization
 from ..package.store import file_record
 from .accuracy import (
     EvalSet,
@@ -193,7 +194,7 @@ def quantize_package(package_dir: str | Path, calib: str | Path, eval_data: str 
                                             seed=seed, every=every)
     timings["calibration_slices_s"] = time.perf_counter() - t
     say(f"calibration: {len(calibration.slices)} LiTS slices ({calibration.selection})")
-    data = load_eval_set(eval_data, manifest.grid, manifest.raw["model"].get("training"))
+    data = load_eval_set(eval_data, manifest.grid, manifest.model.training)
 
     with folder_swap(root, is_package, "a model package") as tmp, \
             tempfile.TemporaryDirectory(prefix="liverlesion-ranges-") as scratch:
@@ -235,7 +236,7 @@ def quantize_package(package_dir: str | Path, calib: str | Path, eval_data: str 
             cpu_on_openvino, said = measure_on_openvino(cpu_int8, "int8", data, fp32, reference=ref_maps)
             say(said)
 
-        accuracy = dict(manifest.raw.get("accuracy") or {})
+        accuracy = {key: record.to_dict() for key, record in manifest.accuracy.items()}
         if accuracy.get("fp32", {}).get("data") != data.description:
             accuracy = {"fp32": fp32_scores}  # measured on other slices: those numbers do not compare
             bf16, said = measure_on_openvino(fp32, "bf16", data, fp32, reference=ref_maps)
@@ -265,17 +266,17 @@ def quantize_package(package_dir: str | Path, calib: str | Path, eval_data: str 
         files.append(file_record(tmp, CALIBRATION_FILE, "calibration", None, dtype="float32",
                                  shape=list(calibration.slices.shape), units="HU").to_dict())
         raw["files"] = files
-        raw["calibration"] = calibration.to_manifest(recipe.method, excluded)
+        raw["calibration"] = Calibration.from_dict(calibration.to_manifest(recipe.method, excluded)).to_dict()
         forms: dict[str, dict[str, Any]] = {name: dict(spec) for name, spec in FORMS.items()}
         forms["u8s8"].update(written=not cpu_misses, rounds=cpu_rounds,
                              extra_excluded_blocks=list(cpu_recipe.extra_exclude))
         if cpu_misses:
             forms["u8s8"]["target_misses"] = cpu_misses
-        raw["quantization"] = {
-            "format": "QDQ", "forms": forms,
-            "tool": "onnxruntime.quantization.quantize_static", "method": recipe.method,
-            "extra_excluded_blocks": list(recipe.extra_exclude), "tensorrt_checks": graph, "study": study,
-        }
+        raw["quantization"] = Quantization(
+            format="QDQ", tool="onnxruntime.quantization.quantize_static", method=recipe.method,
+            extra_excluded_blocks=tuple(recipe.extra_exclude), forms=forms,
+            extra={"tensorrt_checks": graph, "study": study},
+        ).to_dict()
         raw["accuracy"] = accuracy
         write_manifest(tmp, raw)
         load_package(tmp).close()

@@ -20,11 +20,12 @@ import numpy as np
 
 from .. import __version__
 from ..errors import ExportError, InputError
-from ..grid import AIR_HU, check_spacing
+from ..grid import AIR_HU, ModelGrid, check_spacing
 from ..model.fused import CLASS_PROBABILITIES, INPUT_NAME, LABELS, PROBABILITIES
 from ..package import SCHEMA_NAME, SCHEMA_VERSION, load_package, write_manifest
 from ..package.binding import BINDING_KEY, binding_text, file_identity, for_file, make_binding
 from ..package.manifest import MANIFEST_NAME, FileRecord
+from ..package.sections import InputSpec, ModelInfo
 from ..package.store import file_record, write_archive
 
 FP32_FILE = "model_fp32.onnx"
@@ -62,13 +63,15 @@ def is_package(path: Path) -> bool:
     return (path / MANIFEST_NAME).is_file()
 
 
-def io_spec(grid_size: tuple[int, int], n_labels: int, arch: str, max_batch: int | None) -> dict[str, Any]:
-    """The manifest's ``input`` and ``outputs`` sections for the fused graph."""
-    rows, cols = grid_size
-    spec: dict[str, Any] = {"name": INPUT_NAME, "dtype": "float32", "layout": "NCHW",
-                            "shape": ["N", 1, rows, cols], "units": "HU"}
-    if max_batch is not None:
-        spec["max_batch"] = max_batch
+def io_spec(grid: ModelGrid, n_labels: int, arch: str, max_batch: int | None,
+            default_spacing_mm: list[float] | None = None) -> tuple[InputSpec, dict[str, Any]]:
+    """The manifest's ``input`` section and ``outputs`` for the fused graph."""
+    rows, cols = grid.size
+    spec = InputSpec(name=INPUT_NAME, grid=grid, dtype="float32", shape=["N", 1, rows, cols], max_batch=max_batch,
+                     default_spacing_mm=None if default_spacing_mm is None else
+                     (default_spacing_mm[0], default_spacing_mm[1]),
+                     resample={"image": "linear", "labels": "nearest", "fill_hu": AIR_HU, "alignment": "centre"},
+                     extra={"layout": "NCHW"})
     outputs: dict[str, Any] = {
         LABELS: {"dtype": "int32", "shape": ["N", rows, cols], "meaning": "argmax label per pixel"},
         PROBABILITIES: {"dtype": "float32", "shape": ["N", n_labels, rows, cols],
@@ -77,7 +80,7 @@ def io_spec(grid_size: tuple[int, int], n_labels: int, arch: str, max_batch: int
     if arch == "ynet":
         outputs[CLASS_PROBABILITIES] = {"dtype": "float32", "shape": ["N", 3],
                                         "meaning": "softmax of the class head, lesion_classes order"}
-    return {"input": spec, "outputs": outputs}
+    return spec, outputs
 
 
 def write_weights(root: Path, checkpoint: Any, binding: dict[str, Any]) -> None:
@@ -96,24 +99,23 @@ def write_weights(root: Path, checkpoint: Any, binding: dict[str, Any]) -> None:
 
 
 def build_manifest(checkpoint: Any, source: str, files: list[FileRecord], extras: dict[str, Any], *,
-                   name: str | None, version: str | None, max_batch: int | None) -> dict[str, Any]:
+                   name: str | None, version: str | None, max_batch: int | None,
+                   default_spacing_mm: list[float] | None = None) -> dict[str, Any]:
     """The manifest of a freshly exported package (every field of docs/model-package.md)."""
     from ..model import count_flops, count_parameters
 
     config, grid = checkpoint.config, checkpoint.grid
     flops = count_flops(checkpoint.model, (1, config.in_channels, *grid.size))  # counted once, here
-    spec = io_spec(grid.size, len(checkpoint.labels), config.arch, max_batch)
-    spec["input"]["grid"] = grid.to_dict()
-    spec["input"]["resample"] = {"image": "linear", "labels": "nearest", "fill_hu": AIR_HU,
-                                 "alignment": "centre"}
+    spec, outputs = io_spec(grid, len(checkpoint.labels), config.arch, max_batch, default_spacing_mm)
+    model = ModelInfo(name=name or f"liverlesion-{config.arch}", version=version or __version__, arch=config.arch,
+                      config=config.to_dict(), parameters=count_parameters(checkpoint.model),
+                      gflops_per_slice=round(flops / 1e9, 4),
+                      created=datetime.now(timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ"),
+                      training={k: v for k, v in checkpoint.training.items() if k not in _TRAINING_DROP},
+                      extra={"checkpoint": source})
     return {
-        "schema": SCHEMA_NAME, "schema_version": SCHEMA_VERSION,
-        "model": {"name": name or f"liverlesion-{config.arch}", "version": version or __version__,
-                  "arch": config.arch, "config": config.to_dict(),
-                  "parameters": count_parameters(checkpoint.model), "gflops_per_slice": round(flops / 1e9, 4),
-                  "training": {k: v for k, v in checkpoint.training.items() if k not in _TRAINING_DROP},
-                  "checkpoint": source, "created": datetime.now(timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")},
-        **spec,
+        "schema": SCHEMA_NAME, "schema_version": SCHEMA_VERSION, "model": model.to_dict(),
+        "input": spec.to_dict(), "outputs": outputs,
         "labels": list(checkpoint.labels), "lesion_classes": list(checkpoint.classes),
         "preprocessing": checkpoint.preprocessing.to_dict(),
         "files": [f.to_dict() for f in files],
@@ -223,9 +225,7 @@ def export_package(checkpoint_path: str | Path, out: str | Path, *, eval_data: s
                              "fp16_vs_fp32": fp16_check},
                   "accuracy": accuracy}
         manifest = build_manifest(checkpoint, Path(checkpoint_path).name, files, extras, name=name,
-                                  version=version, max_batch=max_batch)
-        if default_spacing is not None:
-            manifest["input"]["default_spacing_mm"] = default_spacing
+                                  version=version, max_batch=max_batch, default_spacing_mm=default_spacing)
         write_manifest(tmp, manifest)
         load_package(tmp).close()  # the loader's own validation, before the package is swapped in
         readable_by_all(tmp)

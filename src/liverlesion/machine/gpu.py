@@ -18,20 +18,13 @@ import sys
 from dataclasses import dataclass
 from typing import Any
 
+from ..engine_tags import format_compute_capability as format_compute_capability  # named here as before
+from ..engine_tags import sm_tag as sm_tag
+
 _CUDA_SUCCESS = 0
 _ATTR_INTEGRATED = 18
 _ATTR_CC_MAJOR = 75
 _ATTR_CC_MINOR = 76
-
-
-def format_compute_capability(cc: tuple[int, int]) -> str:
-    """(8, 7) -> '8.7'."""
-    return f"{cc[0]}.{cc[1]}"
-
-
-def sm_tag(cc: tuple[int, int]) -> str:
-    """(8, 7) -> 'sm87', (11, 0) -> 'sm110'."""
-    return f"sm{cc[0]}{cc[1]}"
 
 
 @dataclass(frozen=True)

@@ -1,12 +1,11 @@
 """The manifest's accuracy records and INT8 forms: which record vouches for a file, and its verdict.
 
-The export writes these records (``export.accuracy``); selection reads them here, so the
-schema of a record is known in one place on the reading side.
+The export writes these records (``export.accuracy``); their schema and verdict are
+``sections.AccuracyRecord``; which record vouches for which file is decided here.
 """
 
 from __future__ import annotations
 
-from collections.abc import Mapping
 from typing import Any
 
 from .manifest import Manifest
@@ -56,30 +55,11 @@ def accuracy_verdict(manifest: Manifest, precision: str, key: str | None = None)
     """(may ``precision="auto"`` choose it, why), from the accuracy the export recorded under ``key``."""
     if precision == "fp32":
         return True, "FP32 is the reference precision"
-    key = key or precision
-    records = manifest.raw.get("accuracy") or {}
-    record = records.get(key) if isinstance(records, Mapping) else None
-    if not isinstance(record, Mapping):
+    record = manifest.accuracy.get(key or precision)
+    if record is None:
         return False, (f"the package records no {precision.upper()} accuracy, so auto does not trade "
                        f"accuracy it cannot vouch for (ask for precision='{precision}' to use it anyway)")
-    dice = record.get("lesion_dice")
-    measured = f"lesion Dice {dice:.4f}" if isinstance(dice, (int, float)) else "accuracy"
-    if "meets_target" in record:
-        if record["meets_target"]:
-            return True, f"recorded {measured} meets the export target against FP32"
-        misses = "; ".join(str(m) for m in record.get("target_misses") or []) or "see the manifest"
-        return False, f"recorded {precision.upper()} accuracy misses the export target ({misses})"
-    limits, fp32 = record.get("target_max_loss"), records.get("fp32")
-    if isinstance(limits, Mapping) and isinstance(fp32, Mapping):
-        numbers = (int, float)
-        lost = [metric for metric, limit in limits.items()
-                if isinstance(record.get(metric), numbers) and isinstance(fp32.get(metric), numbers)
-                and float(fp32[metric]) - float(record[metric]) > float(limit) + 1e-12]
-        if lost:
-            return False, (f"recorded {precision.upper()} accuracy loses more than the target on "
-                           f"{', '.join(lost)}")
-        return True, f"recorded {measured} is within the target loss against FP32"
-    return False, f"the package records {precision.upper()} accuracy but no target verdict for it"
+    return record.verdict(precision, manifest.accuracy.get("fp32"))
 
 
 def auto_precisions(manifest: Manifest, order: tuple[str, ...], notes: dict[str, str],

@@ -76,7 +76,7 @@ def package_binding(manifest: Manifest) -> dict[str, Any]:
     """The package-wide binding the files of a package with this manifest must carry."""
     return make_binding(input_name=manifest.input_name, grid=manifest.grid, labels=manifest.labels,
                         lesion_classes=manifest.lesion_classes, preprocessing=manifest.preprocessing,
-                        default_spacing_mm=manifest.raw["input"].get("default_spacing_mm"))
+                        default_spacing_mm=manifest.input.default_spacing_mm)
 
 
 def binding_of(manifest: Manifest, record: FileRecord) -> dict[str, Any]:

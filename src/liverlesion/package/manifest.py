@@ -9,17 +9,27 @@ manifest is ever executed.
 
 from __future__ import annotations
 
-import math
+import functools
 import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from ..errors import InputError, PackageError
-from ..grid import SPACING_RANGE_MM, ModelGrid
+from ..errors import PackageError
+from ..grid import ModelGrid
 from ..preprocessing import Preprocessing
+from .fields import is_kind as _is
+from .fields import names as _names
+from .fields import need as _need
+from .fields import number as _number
+from .fields import optional as _optional
+from .fields import typed as _typed
 from .jsonsafe import loads_bounded
 from .limits import DEFAULT_LIMITS, PackageLimits
+from .sections import AccuracyRecord, Calibration, InputSpec, ModelInfo, Quantization, accuracy_records
+
+if TYPE_CHECKING:
+    from .engines import EngineRecord
 
 SCHEMA_NAME = "liverlesion.model-package"
 SCHEMA_VERSION = 1
@@ -31,59 +41,6 @@ FILE_ROLES = ("onnx", "onnx-bare", "weights", "engine", "calibration", "calibrat
 DEVICE_BUILT_ROLES = ("engine", "calibration-cache")
 PRECISIONS = ("fp32", "fp16", "int8", "bf16")
 _SAFE_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]*(/[A-Za-z0-9][A-Za-z0-9._-]*)*$")
-#: Accuracy fields that ``inspect`` and ``precision="auto"`` read as numbers.
-_SCORES = ("lesion_dice", "liver_dice", "accuracy", "agreement_with_fp32")
-
-
-def _kind_name(kind: type | tuple[type, ...]) -> str:
-    names = {dict: "an object", list: "a list", str: "a string", int: "an integer", float: "a number",
-             bool: "true or false"}
-    if kind == (int, float):
-        return "a number"
-    kinds = kind if isinstance(kind, tuple) else (kind,)
-    return " or ".join(names.get(k, k.__name__) for k in kinds)
-
-
-def _is(value: Any, kind: type | tuple[type, ...]) -> bool:
-    if isinstance(value, bool):
-        return kind is bool or (isinstance(kind, tuple) and bool in kind)
-    return isinstance(value, kind)
-
-
-def _need(data: Mapping[str, Any], key: str, kind: type | tuple[type, ...], where: str) -> Any:
-    if key not in data:
-        raise PackageError(f"manifest: '{where}.{key}' is missing")
-    return _typed(data[key], kind, f"{where}.{key}")
-
-
-def _typed(value: Any, kind: type | tuple[type, ...], where: str) -> Any:
-    if not _is(value, kind):
-        raise PackageError(f"manifest: '{where}' must be {_kind_name(kind)}, got {type(value).__name__}")
-    return value
-
-
-def _optional(data: Mapping[str, Any], key: str, kind: type | tuple[type, ...], where: str) -> Any:
-    value = data.get(key)
-    return None if value is None else _typed(value, kind, f"{where}.{key}")
-
-
-def _number(value: Any, where: str, *, low: float = -math.inf, high: float = math.inf) -> float:
-    _typed(value, (int, float), where)
-    if not low <= value <= high:
-        raise PackageError(f"manifest: '{where}' is {value!r:.40}; accepted: a number from {low} to {high}")
-    return float(value)
-
-
-def _names(value: Any, where: str, limits: PackageLimits, *, distinct: bool = True) -> tuple[str, ...]:
-    """A list of short non-empty strings (distinct unless told otherwise)."""
-    items = _typed(value, list, where)
-    for k, item in enumerate(items):
-        if not _is(item, str) or not 0 < len(item) <= limits.name_chars:
-            raise PackageError(f"manifest: '{where}[{k}]' must be a non-empty string of at most "
-                               f"{limits.name_chars} characters, got {item!r:.60}")
-    if distinct and len(set(items)) != len(items):
-        raise PackageError(f"manifest: '{where}' lists a name twice: {items!r:.200}")
-    return tuple(items)
 
 
 @dataclass(frozen=True)
@@ -148,41 +105,6 @@ def _check_schema(data: Mapping[str, Any]) -> None:
         )
 
 
-def _check_model(data: Mapping[str, Any]) -> None:
-    model = _need(data, "model", dict, "manifest")
-    for key in ("name", "version", "arch"):
-        _need(model, key, str, "model")
-    _need(model, "config", dict, "model")
-    parameters = _optional(model, "parameters", int, "model")
-    if parameters is not None and parameters < 0:
-        raise PackageError("manifest: 'model.parameters' must be 0 or more")
-    if model.get("gflops_per_slice") is not None:
-        _number(model["gflops_per_slice"], "model.gflops_per_slice", low=0)
-    _optional(model, "created", str, "model")
-    _optional(model, "training", dict, "model")
-
-
-def _check_input(spec: Mapping[str, Any], limits: PackageLimits) -> None:
-    name = _need(spec, "name", str, "input")
-    if not 0 < len(name) <= limits.name_chars:
-        raise PackageError(f"manifest: 'input.name' must be 1 to {limits.name_chars} characters")
-    if spec.get("units") != "HU":
-        raise PackageError("manifest: input.units must be 'HU'")
-    max_batch = _optional(spec, "max_batch", int, "input")
-    if max_batch is not None and max_batch < 1:
-        raise PackageError(f"manifest: 'input.max_batch' is {max_batch}; accepted: a positive integer")
-    default = _optional(spec, "default_spacing_mm", list, "input")
-    if default is not None:
-        if len(default) != 2:
-            raise PackageError("manifest: 'input.default_spacing_mm' must be [row_mm, col_mm]")
-        low, high = SPACING_RANGE_MM  # the spacing of a slice given without one: a slice's range
-        for k, value in enumerate(default):
-            _number(value, f"input.default_spacing_mm[{k}]", low=low, high=high)
-    _optional(spec, "resample", dict, "input")
-    _optional(spec, "shape", list, "input")
-    _optional(spec, "dtype", str, "input")
-
-
 def _check_preprocessing(data: Mapping[str, Any], limits: PackageLimits) -> Preprocessing:
     spec = _need(data, "preprocessing", dict, "manifest")
     windows = _need(spec, "windows", list, "preprocessing")
@@ -200,47 +122,28 @@ def _check_preprocessing(data: Mapping[str, Any], limits: PackageLimits) -> Prep
         raise PackageError(f"manifest: bad preprocessing: {exc}") from None
 
 
-def _check_accuracy(data: Mapping[str, Any]) -> None:
-    """``accuracy``: precision -> record, with the fields read as numbers and verdicts well typed."""
-    records = _optional(data, "accuracy", dict, "manifest") or {}
-    for key, record in records.items():
-        where = f"accuracy.{key}"
-        _typed(record, dict, where)
-        for score in _SCORES:
-            if record.get(score) is not None:
-                _number(record[score], f"{where}.{score}", low=0, high=1)
-        _optional(record, "meets_target", bool, where)
-        _optional(record, "target_misses", list, where)
-        _optional(record, "data", str, where)
-        slices = _optional(record, "slices", int, where)
-        if slices is not None and slices < 0:
-            raise PackageError(f"manifest: '{where}.slices' must be 0 or more")
-        for metric, limit in (_optional(record, "target_max_loss", dict, where) or {}).items():
-            _number(limit, f"{where}.target_max_loss.{metric}")
-
-
-def _check_sections(data: Mapping[str, Any], limits: PackageLimits) -> None:
-    """Optional sections read by the runtime or ``inspect``: each of the type they are read as."""
+def _check_sections(data: Mapping[str, Any]) -> None:
+    """Optional sections kept as JSON (outputs, engine entries, versions, parity): each of the type read."""
     outputs = _optional(data, "outputs", dict, "manifest") or {}
     for name, spec in outputs.items():
         _typed(spec, dict, f"outputs.{name}")
     engines = _optional(data, "engines", list, "manifest") or []
     for k, engine in enumerate(engines):
         _typed(engine, dict, f"engines[{k}]")
-    _check_accuracy(data)
-    _optional(data, "calibration", dict, "manifest")
-    quantization = _optional(data, "quantization", dict, "manifest") or {}
-    blocks = _optional(quantization, "extra_excluded_blocks", list, "quantization") or []
-    _names(blocks, "quantization.extra_excluded_blocks", limits, distinct=False)
     versions = _optional(data, "versions", dict, "manifest") or {}
     for name, version in versions.items():
         _typed(version, str, f"versions.{name}")
     _optional(data, "parity", dict, "manifest")
 
 
+def _optional_section(data: Mapping[str, Any], key: str, parse: Any) -> Any:
+    value = data.get(key)
+    return None if value is None else parse(value)
+
+
 @dataclass(frozen=True)
 class Manifest:
-    """A validated manifest; ``raw`` keeps every field as written."""
+    """A validated manifest, as typed sections; ``raw`` keeps every field as written (for writing it back)."""
 
     raw: dict[str, Any]
     files: tuple[FileRecord, ...]
@@ -248,26 +151,50 @@ class Manifest:
     preprocessing: Preprocessing
     labels: tuple[str, ...]
     lesion_classes: tuple[str, ...]
+    input: InputSpec
+    model: ModelInfo
+    #: record key (``fp32``, ``int8``, ``int8-u8s8@openvino``...) -> record, in written order
+    accuracy: dict[str, AccuracyRecord]
+    calibration: Calibration | None = None
+    quantization: Quantization | None = None
 
     @property
     def arch(self) -> str:
-        return str(self.raw["model"]["arch"])
+        return self.model.arch
 
     @property
     def model_name(self) -> str:
-        return str(self.raw["model"]["name"])
+        return self.model.name
 
     @property
     def input_name(self) -> str:
-        return str(self.raw["input"]["name"])
+        return self.input.name
 
     @property
     def outputs(self) -> dict[str, Any]:
+        """Output name -> its spec (dtype, shape) as written."""
         return dict(self.raw.get("outputs") or {})
 
     @property
-    def engines(self) -> list[dict[str, Any]]:
-        return list(self.raw.get("engines") or [])
+    def versions(self) -> dict[str, str]:
+        """What made the package: tool -> version."""
+        return dict(self.raw.get("versions") or {})
+
+    @functools.cached_property
+    def engines(self) -> tuple[EngineRecord, ...]:
+        """The TensorRT engine records, each validated when first read (PackageError names a bad one).
+
+        Parsed on first use rather than on load, so that a bad engine record refuses the
+        engines only, as before, not a package opened with another backend.
+        """
+        from .engines import EngineRecord
+
+        return tuple(EngineRecord.from_dict(item) for item in self.raw.get("engines") or [])
+
+    @property
+    def engine_count(self) -> int:
+        """How many engine records the manifest lists (without parsing them)."""
+        return len(self.raw.get("engines") or [])
 
     def onnx_files(self, role: str = "onnx") -> list[FileRecord]:
         return [f for f in self.files if f.role == role]
@@ -286,14 +213,8 @@ class Manifest:
         if not isinstance(data, dict):
             raise PackageError("manifest: the top level must be a JSON object")
         _check_schema(data)
-        _check_model(data)
-        spec = _need(data, "input", dict, "manifest")
-        _check_input(spec, limits)
-        try:
-            grid = ModelGrid.from_dict(_need(spec, "grid", dict, "input"), side_range=limits.grid_side,
-                                       spacing_range=limits.grid_spacing_mm)
-        except InputError as exc:
-            raise PackageError(f"manifest: input.{exc}") from None
+        model = ModelInfo.from_dict(_need(data, "model", dict, "manifest"))
+        spec = InputSpec.from_dict(_need(data, "input", dict, "manifest"), limits)
         preprocessing = _check_preprocessing(data, limits)
         labels = _names(_need(data, "labels", list, "manifest"), "labels", limits)
         if not labels:
@@ -309,8 +230,12 @@ class Manifest:
             raise PackageError(f"manifest: a file is listed twice: {', '.join(twice)}")
         if not any(f.role == "onnx" for f in files):
             raise PackageError("manifest: the package lists no ONNX model file (role 'onnx')")
-        _check_sections(data, limits)
-        return cls(data, files, grid, preprocessing, labels, classes)
+        _check_sections(data)
+        accuracy = accuracy_records(_optional(data, "accuracy", dict, "manifest"))
+        calibration = _optional_section(data, "calibration", Calibration.from_dict)
+        quantization = _optional_section(data, "quantization", lambda q: Quantization.from_dict(q, limits))
+        return cls(data, files, spec.grid, preprocessing, labels, classes, spec, model, accuracy,
+                   calibration, quantization)
 
     def to_dict(self) -> dict[str, Any]:
         out = dict(self.raw)

@@ -57,17 +57,17 @@ class LesionAnalyzer:
         self._owns_package = owns_package
         self._post = Postprocessor.from_manifest(self.manifest)
         self._model = {"name": self.manifest.model_name, "arch": self.manifest.arch,
-                       "version": str(self.manifest.raw["model"]["version"])}
+                       "version": self.manifest.model.version}
         self._busy = threading.Condition()
         self._active = 0
         self._closed = False
         self.warmup_ms: list[float] = []
-        spec = self.manifest.raw["input"]
+        spec = self.manifest.input
         try:
-            self.default_spacing = check_spacing(spec.get("default_spacing_mm") or self.grid.spacing_mm)
+            self.default_spacing = check_spacing(spec.default_spacing_mm or self.grid.spacing_mm)
         except InputError as exc:
             raise PackageError(f"manifest: input.default_spacing_mm is not usable: {exc}") from None
-        limits = [b for b in (backend.max_batch, spec.get("max_batch")) if isinstance(b, int) and b > 0]
+        limits = [b for b in (backend.max_batch, spec.max_batch) if isinstance(b, int) and b > 0]
         self.max_batch = min(limits) if limits else None
 
     # -- loading ---------------------------------------------------------------------------------

@@ -30,7 +30,7 @@ or many frames alike, and the series report of a later issue needs the same shap
 lesion segment running through several slices, measured once.
 
 Every object written passes David Clunie's ``dciodvfy`` without an error and dcmtk's
-``dsrdump`` without a warning (tests/test_trust_outputs.py runs both). What the SEG
+``dsrdump`` without a warning (tests/sdk/test_trust_outputs.py runs both). What the SEG
 and SR copy from the source is checked first (``_check_source``), so a source that
 lacks it is refused with a typed error rather than a highdicom traceback.
 """

@@ -19,7 +19,7 @@ from liverlesion.sdk import geometry
 from liverlesion.sdk.geometry import Orientation
 from sdk_fixtures import drawn_slice, make_threshold_package
 
-SDK = Path(__file__).resolve().parents[1] / "src" / "liverlesion" / "sdk"
+SDK = Path(__file__).resolve().parents[2] / "src" / "liverlesion" / "sdk"
 ORIENTATIONS = [Orientation(*flags) for flags in itertools.product((False, True), repeat=3)]
 
 

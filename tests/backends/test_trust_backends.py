@@ -283,7 +283,7 @@ def test_a_tampered_calibration_cache_is_recalibrated_not_reused(tmp_path, monke
     from liverlesion.engines.plan import BuildOptions, plan_build
     from liverlesion.machine import cuda_memory
     from liverlesion.machine.gpu import GpuInfo
-    from test_engine_plan import FakeBuilderTrt  # a tensorrt module that calibrates unless given a cache
+    from trt_fakes import FakeBuilderTrt  # a tensorrt module that calibrates unless given a cache
 
     fake = FakeBuilderTrt("8.5.2.2")
     monkeypatch.setitem(sys.modules, "tensorrt", fake.module)

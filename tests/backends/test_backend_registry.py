@@ -15,7 +15,7 @@ from liverlesion.backends.registry import BACKEND_NAMES, BACKENDS, ROWS, backend
 from liverlesion.errors import BackendError, install_hint
 from liverlesion.machine.probe import Machine
 
-SRC = Path(__file__).resolve().parents[1] / "src" / "liverlesion"
+SRC = Path(__file__).resolve().parents[2] / "src" / "liverlesion"
 
 
 def test_every_row_names_a_class_of_its_module_and_the_extra_that_installs_it():

@@ -35,7 +35,7 @@ from trt_fakes import (
     stand_in_orin,
 )
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 
 
 @pytest.fixture

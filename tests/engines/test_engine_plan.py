@@ -6,7 +6,6 @@ import argparse
 import enum
 import json
 import sys
-import types
 from pathlib import Path
 
 import pytest
@@ -23,6 +22,7 @@ from liverlesion.machine import gpu as gpu_module
 from liverlesion.machine.gpu import GpuInfo
 from liverlesion.package import load_package, write_manifest
 from liverlesion.package.store import file_record, read_manifest
+from trt_fakes import FakeBuilderTrt, Flags10
 
 ORIN, XAVIER, THOR, ADA = (8, 7), (7, 2), (11, 0), (8, 9)
 SHAPE = (1, *GRID)
@@ -214,11 +214,6 @@ def test_8_5_does_not_need_the_fp16_or_qdq_files(tmp_path):
     assert plan(manifest, "8.5.2", "int8").onnx == "model_fp32.onnx"
 
 
-class Flags10(enum.IntEnum):
-    EXPLICIT_BATCH = 0
-    STRONGLY_TYPED = 1
-
-
 class Flags11(enum.IntEnum):
     STRONGLY_TYPED = 0
     PREFER_JIT_PYTHON_PLUGINS = 2
@@ -303,109 +298,6 @@ def test_cli_dispatches_build_engine(tmp_path, capsys, no_tensorrt_no_gpu):
 
 
 # -- carrying a plan out, against a fake tensorrt module ----------------------------------------------
-class FakeBuilderTrt:
-    """Records what build_engine asks of TensorRT; 'builds' a plan that names its flags."""
-
-    def __init__(self, version, dla_cores=2):
-        self.calls = []
-        self.module = module = types.ModuleType("tensorrt")
-        module.__version__ = version
-        module.NetworkDefinitionCreationFlag = Flags10 if not version.startswith("8.") else enum.IntEnum(
-            "Flags8", {"EXPLICIT_BATCH": 0})
-        module.MemoryPoolType = types.SimpleNamespace(WORKSPACE="WORKSPACE")
-        module.ProfilingVerbosity = types.SimpleNamespace(DETAILED="DETAILED")
-        module.BuilderFlag = types.SimpleNamespace(**{n: n for n in ("FP16", "INT8", "GPU_FALLBACK",
-                                                                       "VERSION_COMPATIBLE")})
-        module.DeviceType = types.SimpleNamespace(DLA="DLA", GPU="GPU")
-        module.Dims = tuple
-
-        class Severity(enum.IntEnum):
-            ERROR, WARNING, INFO = 1, 2, 3
-
-        class ILogger:
-            def __init__(self):
-                pass
-
-        ILogger.Severity = Severity
-        module.ILogger = ILogger
-        module.IInt8EntropyCalibrator2 = type("IInt8EntropyCalibrator2", (), {"__init__": lambda self: None})
-        module.IInt8MinMaxCalibrator = type("IInt8MinMaxCalibrator", (), {"__init__": lambda self: None})
-        calls = self.calls
-
-        class Config:
-            def __init__(self):
-                self.flags, self.profiles = [], []
-                self.default_device_type = "GPU"
-
-            def set_memory_pool_limit(self, pool, size):
-                calls.append(("workspace", pool, size))
-
-            def set_flag(self, flag):
-                self.flags.append(flag)
-
-            def add_optimization_profile(self, profile):
-                self.profiles.append(profile)
-
-            def create_timing_cache(self, data):
-                calls.append(("timing cache read", bytes(data)))
-                return "cache"
-
-            def set_timing_cache(self, cache, ignore_mismatch):
-                return True
-
-            def get_timing_cache(self):
-                return types.SimpleNamespace(serialize=lambda: b"TIMINGS")
-
-            def set_calibration_profile(self, profile):
-                self.calibration_profile = profile
-
-        class Profile(dict):
-            def set_shape(self, name, lo, opt, hi):
-                self[name] = (lo, opt, hi)
-
-        class Builder:
-            num_DLA_cores = dla_cores
-
-            def __init__(self, logger):
-                self.logger = logger
-
-            def create_network(self, flags):
-                calls.append(("network flags", flags))
-                return "network"
-
-            def create_builder_config(self):
-                self.config = Config()
-                return self.config
-
-            def create_optimization_profile(self):
-                return Profile()
-
-            def build_serialized_network(self, network, config):
-                calibrator = getattr(config, "int8_calibrator", None)
-                if calibrator is not None and calibrator.read_calibration_cache() is None:
-                    while calibrator.get_batch(["hu"]) is not None:
-                        calls.append(("calibration batch",))
-                    calibrator.write_calibration_cache(b"TRT-8502-EntropyCalibration2\n")
-                if config.default_device_type == "DLA":
-                    for line in ("---------- Layers Running on DLA ----------", "[DlaLayer] {ForeignNode[a]}",
-                                 "---------- Layers Running on GPU ----------", "[GpuLayer] ARG_MAX: b"):
-                        self.logger.log(Severity.INFO, line)
-                calls.append(("built", tuple(config.flags), config.profiles[0]["hu"]))
-                return b"PLAN " + ",".join(config.flags).encode()
-
-        class OnnxParser:
-            num_errors = 0
-
-            def __init__(self, network, logger):
-                pass
-
-            def parse_from_file(self, path):
-                calls.append(("parsed", Path(path).name))
-                return True
-
-        module.Builder, module.OnnxParser = Builder, OnnxParser
-
-
 def test_build_engine_carries_out_a_dla_plan_and_records_it(tmp_path, monkeypatch):
     fake = FakeBuilderTrt("10.3.0.30")
     monkeypatch.setitem(sys.modules, "tensorrt", fake.module)
