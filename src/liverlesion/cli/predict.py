@@ -38,7 +38,7 @@ def register(subparsers: Any) -> None:
         help="inference backend (default: auto, the fastest here)")
     add("--precision", choices=PRECISIONS, default="auto", help="model precision (default: auto)")
     add("--provider", choices=tuple(ROWS["onnxruntime"].variants), help="onnxruntime execution provider")
-    add("--threads", type=int, metavar="N", help="CPU threads for onnxruntime / torch")
+    add("--threads", type=int, metavar="N", help="CPU threads for onnxruntime / OpenVINO / torch")
     add("--index", type=int, metavar="K", help="axial slice of each NIfTI volume (0 = nearest the feet)")
     add("--frame", type=int, metavar="F", help="frame of each multi-frame DICOM object (0-based)")
     add("--spacing", type=float, nargs=2, metavar=("ROW_MM", "COL_MM"),
@@ -66,7 +66,7 @@ def _load_input(analyzer: Any, path: Path, args: argparse.Namespace) -> Any:
     """A SliceInput for one command-line input."""
     from ..errors import DataFormatError
     from ..input_limits import regular_file
-    from ..sdk import PredictOptions
+    from ..sdk.options import PredictOptions
 
     options = PredictOptions(index=args.index, frame=args.frame, allow_non_hu=args.allow_non_hu)
     if path.suffix.lower() == ".npy":

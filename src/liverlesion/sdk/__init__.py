@@ -20,7 +20,6 @@ from .inputs import (
     read_dicom,
     read_nifti_slice,
 )
-from .options import PredictOptions
 from .outputs import save_dicom, to_dicom_seg, to_dicom_sr, write_overlay
 from .postprocess import Postprocessor, postprocess
 from .prediction import Lesion, Prediction
@@ -32,7 +31,6 @@ __all__ = [
     "LesionAnalyzer",
     "Orientation",
     "Postprocessor",
-    "PredictOptions",
     "Prediction",
     "SliceInput",
     "check_hu_array",

@@ -79,10 +79,11 @@ class LesionAnalyzer:
              limits: PackageLimits | None = None) -> LesionAnalyzer:
         """Open a package (folder or .zip; checksums verified) and load it on a backend.
 
-        ``backend``: "auto", "tensorrt", "onnxruntime" or "torch"; ``precision``: "auto",
-        "fp32", "fp16" or "int8" (see ``sdk.selection`` for what auto picks, and
-        ``analyzer.selection`` for why). ``provider``: onnxruntime's "cpu", "cuda" or
-        "tensorrt". ``threads``: CPU threads of onnxruntime / torch. ``build_engine``:
+        ``backend``: "auto" or a registered backend ("tensorrt", "onnxruntime", "openvino",
+        "torch"); ``precision``: "auto", "fp32", "fp16", "int8" or "bf16" (see ``sdk.selection``
+        for what auto picks, and ``analyzer.selection`` for why). ``provider``: onnxruntime's
+        "cpu", "cuda" or "tensorrt". ``threads``: CPU threads of onnxruntime / OpenVINO / torch
+        (at most the usable CPUs). ``build_engine``:
         build a TensorRT engine for this GPU when the package has none (minutes; the
         package folder gains the engine). ``warmup``: run the model before returning.
         ``expect_digest``: the package digest ``liverlesion inspect`` prints; any other

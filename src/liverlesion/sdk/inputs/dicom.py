@@ -37,7 +37,7 @@ from typing import Any, BinaryIO, cast
 import numpy as np
 
 from ... import input_limits
-from ...errors import DicomError, InputError
+from ...errors import DicomError, InputError, install_hint
 from ...grid import check_spacing
 from ...input_limits import check_side, deflate_limit, regular_file
 from ..geometry import MAX_TILT_DEG, orientation_from_directions
@@ -183,7 +183,7 @@ def _decoder_check(ds: Any, what: str) -> str:
         options = "; or ".join(dep.split(" - requires ", 1)[-1] for dep in decoder.missing_dependencies)
         raise DicomError(
             f"{what}: its pixel data is compressed as {syntax.name} and no installed pydicom plugin decodes it; "
-            f"install {options} (pip install 'liverlesion[dicom]' installs pylibjpeg and "
+            f"install {options} ({install_hint('dicom')} installs pylibjpeg and "
             "pylibjpeg-openjpeg, the JPEG 2000 decoders)"
         )
     return str(syntax.name)
