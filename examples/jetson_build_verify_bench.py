@@ -84,13 +84,9 @@ def reference_labels(package: Any, slices: np.ndarray, batch: int) -> np.ndarray
 def ensure_engine(args: argparse.Namespace, precision: str) -> tuple[str, float | None]:
     """The engine file to use for ``precision``, and its build time when built now."""
     from liverlesion.backends.tensorrt import TensorRTBackend
-    from liverlesion.engines import (
-        BuildOptions,
-        build_engine,
-        detect_gpu,
-        installed_tensorrt_version,
-        plan_build,
-    )
+    from liverlesion.engines import BuildOptions, installed_tensorrt_version, plan_build
+    from liverlesion.engines.build import build_engine
+    from liverlesion.machine.gpu import detect_gpu
     from liverlesion.package import load_package
 
     with load_package(args.package) as package:
@@ -130,7 +126,8 @@ def int8_threshold(manifest: Any, given: float | None) -> float:
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     from liverlesion.backends.tensorrt import TensorRTBackend
-    from liverlesion.engines import detect_gpu, installed_tensorrt_version
+    from liverlesion.engines import installed_tensorrt_version
+    from liverlesion.machine.gpu import detect_gpu
     from liverlesion.package import load_package
 
     gpu = detect_gpu()

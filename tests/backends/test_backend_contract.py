@@ -1,13 +1,14 @@
 """One contract every backend keeps: its input spec, typed errors on bad input, threads sharing one instance
-give what serial calls give, FP32 agreement with a reference, the time of the run, and close.
+give what serial calls give, FP32 agreement with an independent reference (the torch network for the ONNX
+runtimes, onnxruntime for torch), the time of the run, close, and precision targets (each reduced precision
+a backend runs agrees with its FP32 as the package's accuracy record of that runtime says).
 
-Run by onnxruntime, torch, OpenVINO (skipped, naming the install line, where absent) and a fake TensorRT
-that records what it was asked to do (tests/trt_fakes.py). A new backend adds one entry to ``OPENERS``.
+Run by onnxruntime, torch, OpenVINO (skipped, saying why, where absent) and a fake TensorRT that records
+what it was asked to do (tests/trt_fakes.py). A new backend adds one entry to ``OPENERS``.
 """
 
 from __future__ import annotations
 
-import importlib.util
 import threading
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -18,8 +19,7 @@ import pytest
 
 from engine_fixtures import make_engine_package
 from liverlesion.backends import Backend
-from liverlesion.backends.onnxruntime import OnnxRuntimeBackend
-from liverlesion.backends.registry import BACKENDS
+from liverlesion.backends.registry import BACKENDS, backend_class
 from liverlesion.errors import InputError
 from liverlesion.package import load_package
 from trt_fakes import FakeDevice, add_fake_engine, reference, stand_in_orin
@@ -36,22 +36,24 @@ class Opened:
     device: FakeDevice | None = None
 
 
-def _onnxruntime_fp32(package: Any, request: pytest.FixtureRequest) -> Callable[[np.ndarray], dict[str, np.ndarray]]:
-    session = OnnxRuntimeBackend(package, "fp32", threads=1)
-    request.addfinalizer(session.close)
-    return session.infer
+def _open(name: str, package: Any, precision: str, request: pytest.FixtureRequest) -> Backend:
+    """Backend ``name`` on ``package``, one thread where its row takes threads; closed after the test."""
+    usable, why = backend_class(name).availability()
+    if not usable:
+        pytest.skip(why)
+    backend = backend_class(name)(package, precision, **({"threads": 1} if BACKENDS[name].threads else {}))
+    request.addfinalizer(backend.close)
+    return backend
 
 
 def _open_sdk_backend(name: str, sdk_world: Any, request: pytest.FixtureRequest) -> Opened:
-    if name == "openvino" and importlib.util.find_spec("openvino") is None:
-        pytest.skip(f"OpenVINO is not installed: {BACKENDS['openvino'].install}")
     package = load_package(sdk_world.package)
     request.addfinalizer(package.close)
-    from liverlesion.backends.registry import backend_class
-
-    backend = backend_class(name)(package, "fp32", threads=1)
-    request.addfinalizer(backend.close)
-    return Opened(backend, _onnxruntime_fp32(package, request))
+    backend = _open(name, package, "fp32", request)
+    # the torch reference rebuilds the trained network from its weights: independent of the ONNX graph the
+    # others run; torch itself is checked against onnxruntime
+    reference = _open("onnxruntime" if name == "torch" else "torch", package, "fp32", request)
+    return Opened(backend, reference.infer)
 
 
 def _open_fake_tensorrt(tmp_path: Any, monkeypatch: pytest.MonkeyPatch, request: pytest.FixtureRequest) -> Opened:
@@ -164,3 +166,54 @@ def test_close_then_infer_is_a_typed_error(opened):
         opened.backend.infer(hu)
     if opened.device is not None:
         assert opened.device.freed  # the fake device saw its memory released
+
+
+# -- precision targets: what the package's accuracy records claim, re-checked on each backend that runs it -----
+#: How far a measured FP32 agreement may fall below the recorded one: the export measured on onnxruntime with
+#: its default threads; another CPU's kernels (VNNI or not) may round a few pixels otherwise.
+AGREEMENT_SLACK = 0.002
+
+
+def _reduced(name: str, manifest: Any) -> list[tuple[str, str]]:
+    """(precision, record key) of each reduced precision ``name`` runs on this machine that the package records."""
+    from liverlesion.backends.choice import Request
+    from liverlesion.backends.registry import backend_module, probe_machine
+    from liverlesion.package.accuracy import CPU_INT8_FORM, accuracy_key
+
+    machine = probe_machine((name,))
+    found = []
+    for precision in ("fp16", "int8", "bf16"):
+        answer = backend_module(name).candidates(manifest, machine, Request((precision,)))
+        runtime = "openvino" if name == "openvino" else None  # OpenVINO's INT8 kernels have their own record
+        key = accuracy_key(manifest, precision, CPU_INT8_FORM, runtime)
+        record = manifest.accuracy.get(key)
+        # a record vouches for what it measured: OpenVINO's name their runtime, onnxruntime's name none
+        on_openvino = record is not None and str(record.extra.get("runtime", "")).startswith("openvino")
+        if answer.choices and record is not None and on_openvino == (name == "openvino"):
+            found.append((precision, key))
+    return found
+
+
+@pytest.mark.parametrize("name", ["onnxruntime", "openvino"])
+def test_reduced_precisions_agree_with_fp32_as_the_package_records(name, export_world, request):
+    from liverlesion.export.accuracy import load_eval_set, predict, target_misses
+    from liverlesion.metrics import agreement, evaluate_predictions
+
+    package = load_package(export_world.packages["joint"])
+    request.addfinalizer(package.close)
+    reduced = _reduced(name, package.manifest)
+    if not reduced:
+        pytest.skip(f"{name} runs no reduced precision of this package on this machine")
+    data = load_eval_set(export_world.eval_data, package.manifest.grid)
+
+    def scores(precision: str) -> tuple[np.ndarray, dict[str, Any]]:
+        maps, classes = predict("", data.hu, runner=_open(name, package, precision, request).infer)
+        return maps, evaluate_predictions(list(maps), list(data.labels), classes, data.classes)
+
+    fp32_maps, fp32 = scores("fp32")
+    for precision, key in reduced:
+        record = package.manifest.accuracy[key]
+        maps, measured = scores(precision)
+        assert agreement(maps, fp32_maps) >= record.agreement_with_fp32 - AGREEMENT_SLACK, (name, key)
+        if record.meets_target:
+            assert target_misses(precision, measured, fp32) == [], (name, key)

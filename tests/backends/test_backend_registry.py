@@ -47,6 +47,18 @@ def test_the_cli_and_bench_list_the_registry_rows():
     assert BACKEND_SPECS["onnxruntime-cuda"] == ("onnxruntime", "cuda")
 
 
+def test_bench_keeps_its_default_order_and_tries_what_each_row_runs():
+    from liverlesion.bench.configs import BACKEND_SPECS, configurations
+
+    # the default run and its table, as before the registry (commit 1a09bd7)
+    assert list(BACKEND_SPECS) == ["tensorrt", "onnxruntime", "onnxruntime-cuda", "onnxruntime-tensorrt", "torch",
+                                   "openvino"]
+    tried = [c.label for c in configurations()]
+    assert tried[-5:] == ["torch fp32", "openvino fp32", "openvino fp16", "openvino int8", "openvino bf16"]
+    assert not any(t.startswith("torch ") and t != "torch fp32" for t in tried)
+    assert [t for t in tried if t.endswith(" bf16")] == ["openvino bf16"]
+
+
 @pytest.mark.parametrize("name", BACKEND_NAMES)
 def test_on_a_bare_machine_each_backend_says_what_to_install(name, sdk_world):
     from liverlesion.package import load_package
@@ -59,13 +71,21 @@ def test_on_a_bare_machine_each_backend_says_what_to_install(name, sdk_world):
 
 def test_install_hints_are_made_from_the_extra_not_written_by_hand():
     written = re.compile(r"pip install 'liverlesion\[")
-    mine = ["backends", "engines", "machine", "bench", "cli", "sdk/selection.py", "sdk/loader.py"]
-    found = []
-    for part in mine:
-        for path in ([SRC / part] if part.endswith(".py") else sorted((SRC / part).rglob("*.py"))):
-            found += [f"{path.relative_to(SRC)}:{n}" for n, line in enumerate(path.read_text().splitlines(), 1)
-                      if written.search(line)]
+    found = [f"{path.relative_to(SRC)}:{n}" for path in sorted(SRC.rglob("*.py")) if path != SRC / "errors.py"
+             for n, line in enumerate(path.read_text().splitlines(), 1) if written.search(line)]
     assert found == []
+
+
+@pytest.mark.parametrize("name", BACKEND_NAMES)
+def test_backend_modules_name_their_extra_through_their_row(name):
+    """A literal extra in install_hint/require would go stale when the row's extra changes."""
+    path = SRC.parent / Path(*BACKENDS[name].module.split(".")).with_suffix(".py")
+    where = {"install_hint": 0, "require": 1}  # the argument that names the extra
+    literal = [f"{path.name}:{node.lineno}" for node in ast.walk(ast.parse(path.read_text()))
+               if isinstance(node, ast.Call) and getattr(node.func, "id", None) in where
+               and len(node.args) > where[node.func.id] and isinstance(node.args[where[node.func.id]], ast.Constant)
+               and node.args[where[node.func.id]].value == BACKENDS[name].extra]
+    assert literal == []
 
 
 def _imports(path: Path) -> set[str]:
@@ -90,7 +110,7 @@ def _imports(path: Path) -> set[str]:
     ("backends", ("liverlesion.sdk", "liverlesion.bench", "liverlesion.cli", "liverlesion.export")),
     ("package", ("liverlesion.backends", "liverlesion.engines", "liverlesion.sdk", "liverlesion.machine")),
     ("sdk/selection.py", ("liverlesion.engines",)),
-    ("sdk/analyzer.py", ("liverlesion.engines", "liverlesion.backends.registry")),
+    ("sdk/analyzer.py", ("liverlesion.engines",)),
     ("sdk/loader.py", ("liverlesion.engines",)),
 ])
 def test_layers_import_downwards_only(layer, forbidden):
@@ -146,3 +166,64 @@ def test_bench_opens_backends_through_the_sdk_loader(monkeypatch, sdk_world):
         with runner.open_config(package, BenchConfig("onnxruntime", "fp32"), threads=1) as opened:
             assert opened.backend.threads == 1 and opened.choice.options == {"provider": "cpu"}
     assert seen == [("onnxruntime", {"threads": 1})]
+
+
+def _register(monkeypatch, *rows):
+    """Stand extra rows into the registry, as a new backend module would add its row."""
+    from liverlesion.backends import registry
+    from liverlesion.sdk import selection
+
+    table = (*registry.ROWS, *rows)
+    by_name = {r.name: r for r in table}
+    for module in (registry, selection):
+        monkeypatch.setattr(module, "ROWS", table, raising=False)
+        monkeypatch.setattr(module, "BACKENDS", by_name, raising=False)
+        monkeypatch.setattr(module, "BACKEND_NAMES", tuple(by_name), raising=False)
+
+
+def _fake_module(monkeypatch, name, choices_for):
+    import sys
+    import types
+
+    from liverlesion.backends.choice import Choice
+
+    module = types.ModuleType(name)
+
+    def candidates(manifest, machine, request):
+        precisions = choices_for(request)
+        if not precisions:
+            return Candidates([], f"{name} cannot run it")
+        return Candidates([Choice(name, p, {}, "CPU", f"{name} {p}") for p in precisions], f"{name} runs it")
+
+    module.candidates = candidates
+    monkeypatch.setitem(sys.modules, name, module)
+
+
+def test_a_new_cpu_backend_needs_only_its_row_and_module(monkeypatch, sdk_world):
+    """select orders and explains from the rows: a new CPU backend sorts before the torch reference,
+    runs its own execution precisions, and refuses with its row's error type."""
+    from liverlesion.backends.registry import BackendRow
+    from liverlesion.errors import EngineError
+    from liverlesion.package import load_package
+    from liverlesion.sdk.selection import select
+
+    _fake_module(monkeypatch, "fake_cpu", lambda request: list(request.precisions or ("fp32",)))
+    _fake_module(monkeypatch, "fake_refuser", lambda request: [])
+    _register(monkeypatch,
+              BackendRow("fake_cpu", "fake_cpu", "FakeCpu", "fake", title="FakeRT",
+                         execution_precisions={"bf16": "fp32"}, cpu_rank=5),
+              BackendRow("fake_refuser", "fake_refuser", "FakeRefuser", "fake", refusal=EngineError))
+    machine = Machine(onnxruntime_version="1.32.0", ort_providers=("CPUExecutionProvider",), torch=True)
+    with load_package(sdk_world.package) as package:
+        manifest = package.manifest
+        order = [c.backend for c in select(manifest, machine).candidates]
+        assert order.index("onnxruntime") < order.index("fake_cpu") < order.index("torch")
+        assert [c.precision for c in select(manifest, machine, "fake_cpu", "bf16").candidates] == ["bf16"]
+        with pytest.raises(BackendError, match=r"bf16 runs on OpenVINO or FakeRT only .*"
+                                               r"backend='openvino' or backend='fake_cpu' or 'auto'"):
+            select(manifest, machine, "onnxruntime", "bf16")
+        with pytest.raises(EngineError, match="the fake_refuser backend cannot be used: fake_refuser: fake_refuser "
+                                              "cannot run it"):
+            select(manifest, machine, "fake_refuser")
+        with pytest.raises(BackendError, match="provider='cpu' applies to the onnxruntime backend, not 'fake_cpu'"):
+            select(manifest, machine, "fake_cpu", provider="cpu")

@@ -9,6 +9,7 @@ import re
 import pytest
 
 from engine_fixtures import make_engine_package
+from liverlesion.engine_tags import TrtVersion
 from liverlesion.engines import versions
 from liverlesion.engines.plan import BuildOptions, plan_build
 from liverlesion.engines.records import (
@@ -172,7 +173,7 @@ def run_engines_cli(root, *argv):
 
 @pytest.fixture
 def orin_with_trt_10_3(monkeypatch):
-    installed = versions.TrtVersion.parse("10.3.0.30")
+    installed = TrtVersion.parse("10.3.0.30")
     monkeypatch.setattr(versions, "installed_tensorrt_version", lambda: installed)
     orin = GpuInfo(0, "Orin", (8, 7), 8 * 2**30, integrated=True)
     monkeypatch.setattr(gpu_module, "detect_gpu", lambda index=0, refresh=False: orin)

@@ -6,20 +6,17 @@ from typing import Any
 
 import pytest
 
+from liverlesion.backends.onnxruntime import CPU_PRECISION_ORDER, CPU_PRECISION_ORDER_WITHOUT_CPU_INT8
+from liverlesion.backends.onnxruntime import TENSORRT_EP_PRECISION_ORDER as GPU_PRECISION_ORDER
+from liverlesion.backends.registry import probe_machine
 from liverlesion.errors import BackendError, EngineError, MissingDependencyError
 from liverlesion.grid import ModelGrid
 from liverlesion.labels import LESION_CLASSES, TARGET_LABELS
+from liverlesion.machine.probe import Machine
 from liverlesion.package import SCHEMA_NAME, SCHEMA_VERSION, Manifest
+from liverlesion.package.accuracy import accuracy_verdict
 from liverlesion.preprocessing import Preprocessing
-from liverlesion.sdk.selection import (
-    CPU_PRECISION_ORDER,
-    CPU_PRECISION_ORDER_WITHOUT_CPU_INT8,
-    GPU_PRECISION_ORDER,
-    Machine,
-    accuracy_verdict,
-    probe_machine,
-    select,
-)
+from liverlesion.sdk.selection import select
 
 SHA = "0" * 64
 ORIN = {"gpu_name": "Orin", "compute_capability": (8, 7), "tensorrt_version": "10.3.0",

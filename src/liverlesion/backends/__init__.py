@@ -5,9 +5,35 @@ probabilities out). Each is one row of ``registry`` (module and class as strings
 pydicom registers its pixel decoders, the extra, what it takes), so a missing runtime
 costs nothing until it is asked for, and then fails with a message naming the extra;
 each module's ``candidates`` says what it can run on a given machine (``choice``).
+The names below are imported on first use (PEP 562): the CLI's parser reads the rows
+without numpy or the package code.
 """
 
-from .base import Backend, TensorSpec
-from .registry import BACKENDS, BackendRow, available_backends, backend_class
+from __future__ import annotations
 
-__all__ = ["BACKENDS", "Backend", "BackendRow", "TensorSpec", "available_backends", "backend_class"]
+from typing import Any
+
+#: Names importable from here, and the module each lives in.
+_LAZY = {
+    "Backend": "liverlesion.backends.base",
+    "TensorSpec": "liverlesion.backends.base",
+    "BACKENDS": "liverlesion.backends.registry",
+    "BackendRow": "liverlesion.backends.registry",
+    "available_backends": "liverlesion.backends.registry",
+    "backend_class": "liverlesion.backends.registry",
+}
+__all__ = sorted(_LAZY)
+
+
+def __getattr__(name: str) -> Any:
+    if name in _LAZY:
+        import importlib
+
+        value = getattr(importlib.import_module(_LAZY[name]), name)
+        globals()[name] = value  # later lookups skip this function
+        return value
+    raise AttributeError(f"module 'liverlesion.backends' has no attribute {name!r}")
+
+
+def __dir__() -> list[str]:
+    return sorted(set(globals()) | set(_LAZY))

@@ -49,6 +49,10 @@ class Backend(abc.ABC):
     def _run(self, hu: np.ndarray) -> dict[str, np.ndarray]:
         """Run the graph on N x 1 x H x W float32 HU; return outputs by name."""
 
+    @abc.abstractmethod
+    def model_file(self) -> tuple[str, int]:
+        """The package file this backend runs (its path in the package) and its size in bytes."""
+
     def _release(self) -> None:  # noqa: B027 - optional hook, a no-op by default
         """Free runtime resources (sessions, contexts, device buffers); nothing by default."""
 

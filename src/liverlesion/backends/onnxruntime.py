@@ -13,7 +13,7 @@ from typing import Any, ClassVar
 
 import numpy as np
 
-from ..errors import BackendError, install_hint, require
+from ..errors import BackendError, require
 from ..machine.host import cache_root, threads_or_all
 from ..machine.probe import Machine
 from ..package import FileRecord, Manifest, ModelPackage
@@ -21,6 +21,9 @@ from ..package.accuracy import CPU_INT8_FORM, GPU_INT8_FORM, auto_precisions, in
 from .base import Backend
 from .choice import Candidates, Choice, Request
 from .registry import BACKENDS
+
+#: This backend's registry row (its extra names the install hint).
+ROW = BACKENDS["onnxruntime"]
 
 #: execution provider names, by the short name users give (the registry row's variants).
 PROVIDERS = BACKENDS["onnxruntime"].variants
@@ -65,7 +68,7 @@ def provider_for(machine: Machine, provider: str | None) -> tuple[str | None, st
 def candidates(manifest: Manifest, machine: Machine, request: Request) -> Candidates:
     """The package's ONNX files onnxruntime runs here, on the provider of :func:`provider_for`, fastest first."""
     if machine.onnxruntime_version is None:
-        return Candidates([], f"onnxruntime is not installed: {install_hint('onnxruntime')}")
+        return Candidates([], f"onnxruntime is not installed: {ROW.install}")
     chosen, why = provider_for(machine, request.provider)
     if chosen is None:
         return Candidates([], why)
@@ -124,7 +127,7 @@ class OnnxRuntimeBackend(Backend):
         """``threads``: intra-op threads (default, and at most: every CPU this process may use);
         ``engine_cache``: let the TensorRT provider reuse the engines it cached (False: build in memory)."""
         super().__init__(package, precision)
-        ort = require("onnxruntime", "onnxruntime", "the onnxruntime backend")
+        ort = require("onnxruntime", ROW.extra, "the onnxruntime backend")
         if provider not in PROVIDERS:
             raise _unknown_provider(provider)
         if PROVIDERS[provider] not in ort.get_available_providers():
@@ -190,13 +193,16 @@ class OnnxRuntimeBackend(Backend):
         try:
             import onnxruntime as ort
         except ImportError:
-            return False, f"onnxruntime is not installed: {install_hint('onnxruntime')}"
+            return False, f"onnxruntime is not installed: {ROW.install}"
         return True, f"onnxruntime {ort.__version__} with {', '.join(ort.get_available_providers())}"
 
     @property
     def device(self) -> str:
         return {"cpu": "CPU", "cuda": f"CUDA:{self.device_id}",
                 "tensorrt": f"CUDA:{self.device_id} (TensorRT EP)"}[self.provider]
+
+    def model_file(self) -> tuple[str, int]:
+        return self.record.path, int(self.record.size)
 
     def _run(self, hu: np.ndarray) -> dict[str, np.ndarray]:
         session = self._session

@@ -29,7 +29,7 @@ from typing import Any, ClassVar
 
 import numpy as np
 
-from ..errors import BackendError, install_hint, require
+from ..errors import BackendError, require
 from ..machine.host import cache_disabled, cache_root, threads_or_all
 from ..machine.probe import Machine
 from ..openvino_execution import (
@@ -46,11 +46,15 @@ from ..package.accuracy import CPU_INT8_FORM, auto_precisions, int8_file, precis
 from .base import Backend
 from .choice import Candidates, Choice, Request
 from .openvino_cache import CacheKey, prepare_folder, read_entry, write_entry
+from .registry import BACKENDS
+
+#: This backend's registry row (its extra names the install hint).
+ROW = BACKENDS["openvino"]
 
 log = logging.getLogger("liverlesion.backends.openvino")
 
 #: The package file each precision runs (bf16 and fp16 are execution precisions of the FP32 graph).
-FILE_PRECISION = {"fp32": "fp32", "bf16": "fp32", "fp16": "fp32", "int8": "int8"}
+FILE_PRECISION = {"fp32": "fp32", **BACKENDS["openvino"].execution_precisions, "int8": "int8"}
 #: Fastest first on OpenVINO CPU (docs/benchmarks.md); fp16 only where asked for.
 PRECISION_ORDER = ("int8", "bf16", "fp32")
 def candidates(manifest: Manifest, machine: Machine, request: Request) -> Candidates:
@@ -58,7 +62,7 @@ def candidates(manifest: Manifest, machine: Machine, request: Request) -> Candid
     if machine.openvino_error is not None:
         return Candidates([], f"OpenVINO is installed but its CPU plugin did not start: {machine.openvino_error}")
     if machine.openvino_version is None:
-        return Candidates([], f"OpenVINO is not installed: {install_hint('openvino')}")
+        return Candidates([], f"OpenVINO is not installed: {ROW.install}")
     have = precision_files(manifest)
     cpu_form = int8_file(manifest, CPU_INT8_FORM) is not None
     usable, refused = [], []
@@ -124,7 +128,7 @@ class OpenVinoBackend(Backend):
         """``threads``: CPU threads OpenVINO uses (default, and at most: every CPU this process may use);
         ``cache_dir``: root of the compiled-model cache (default :func:`cache_root`; False: no cache)."""
         super().__init__(package, precision)
-        ov = require("openvino", "openvino", "the openvino backend")
+        ov = require("openvino", ROW.extra, "the openvino backend")
         threads = threads_or_all(threads)
         self.record = select_file(package, precision)
         self.threads = threads
@@ -261,10 +265,13 @@ class OpenVinoBackend(Backend):
         try:
             import openvino as ov
         except ImportError:
-            return False, f"OpenVINO is not installed: {install_hint('openvino')}"
+            return False, f"OpenVINO is not installed: {ROW.install}"
         return True, f"OpenVINO {ov.get_version()} (CPU plugin)"
 
     # -- running ----------------------------------------------------------------------------------
+    def model_file(self) -> tuple[str, int]:
+        return self.record.path, int(self.record.size)
+
     def _run(self, hu: np.ndarray) -> dict[str, np.ndarray]:
         try:
             if len(hu) == 1:

@@ -2,8 +2,10 @@
 
 The CLI, the SDK (selection and loader) and bench read these rows; nothing else lists
 backends. Rows are strings, as pydicom registers its pixel decoders, so a missing runtime
-costs nothing until it is asked for. Adding a backend: one module (a :class:`Backend`
-subclass and a ``candidates`` function, see ``backends.choice``) and one row here.
+costs nothing until it is asked for. The rows also carry what ``select`` orders and
+explains by (CPU rank, the reference, execution precisions, the refusal's type), so adding
+a backend is one module (a :class:`Backend` subclass and a ``candidates`` function, see
+``backends.choice``) and one row here. This module imports nothing heavy (no numpy).
 """
 
 from __future__ import annotations
@@ -14,7 +16,7 @@ from dataclasses import dataclass, field
 from types import MappingProxyType, ModuleType
 from typing import Any
 
-from ..errors import BackendError, install_hint
+from ..errors import BackendError, EngineError, LiverLesionError, install_hint
 from ..machine.probe import Machine, probe_facts
 
 
@@ -26,28 +28,57 @@ class BackendRow:
     module: str
     cls: str
     extra: str
+    #: The runtime's name in messages ("OpenVINO"); the row's name when empty.
+    title: str = ""
     #: Whether its constructor takes ``threads`` (CPU threads).
     threads: bool = False
-    #: Named variants it runs, by the short name users give (onnxruntime: its execution providers).
+    #: Named variants it runs, by the short name users give (onnxruntime: its execution providers);
+    #: a backend with variants is the one a ``provider`` request goes to.
     variants: Mapping[str, str] = field(default_factory=lambda: MappingProxyType({}))
-    #: Whether it runs on a GPU (the CLI and bench say so; auto tries GPU backends first).
+    #: Precisions of the package's files it runs (each from the file of that precision).
+    precisions: tuple[str, ...] = ("fp32", "fp16", "int8")
+    #: Precisions it runs as an execution precision of another file's graph (OpenVINO: bf16 of the FP32 graph).
+    execution_precisions: Mapping[str, str] = field(default_factory=lambda: MappingProxyType({}))
+    #: Whether it runs only on a GPU (auto tries such backends first).
     gpu: bool = False
+    #: Where auto puts it among the CPU backends on a machine where none runs on a GPU (lower first).
+    cpu_rank: int = 10
+    #: The FP32 reference: auto tries it after every other backend.
+    reference: bool = False
+    #: The runtime suggested when no backend can run a package (one row).
+    suggested: bool = False
+    #: The error an explicit request for this backend raises when it cannot be served.
+    refusal: type[LiverLesionError] = BackendError
 
     @property
     def install(self) -> str:
         """The command that installs this backend's runtime."""
         return install_hint(self.extra)
 
+    def runs(self, precision: str) -> bool:
+        """Whether it can run ``precision`` at all (from a file of its own or as an execution precision)."""
+        return precision in self.precisions or precision in self.execution_precisions
 
-#: Backends in the order ``backend="auto"`` considers them on a GPU machine (``select`` reorders on CPU).
+    @property
+    def display(self) -> str:
+        """The runtime's name in messages."""
+        return self.title or self.name
+
+
+#: Backends in the order ``backend="auto"`` considers them on a GPU machine (``select`` reorders on CPU:
+#: by ``reference``, then ``cpu_rank``, the fastest CPU backend first, docs/benchmarks.md).
 ROWS: tuple[BackendRow, ...] = (
-    BackendRow("tensorrt", "liverlesion.backends.tensorrt", "TensorRTBackend", "tensorrt", gpu=True),
+    BackendRow("tensorrt", "liverlesion.backends.tensorrt", "TensorRTBackend", "tensorrt", title="TensorRT",
+               gpu=True, refusal=EngineError),
     BackendRow("onnxruntime", "liverlesion.backends.onnxruntime", "OnnxRuntimeBackend", "onnxruntime",
                threads=True, variants=MappingProxyType({"cpu": "CPUExecutionProvider",
                                                         "cuda": "CUDAExecutionProvider",
-                                                        "tensorrt": "TensorrtExecutionProvider"})),
-    BackendRow("openvino", "liverlesion.backends.openvino", "OpenVinoBackend", "openvino", threads=True),
-    BackendRow("torch", "liverlesion.backends.torch", "TorchBackend", "train", threads=True),
+                                                        "tensorrt": "TensorrtExecutionProvider"}),
+               cpu_rank=1, suggested=True),
+    BackendRow("openvino", "liverlesion.backends.openvino", "OpenVinoBackend", "openvino", title="OpenVINO",
+               threads=True, execution_precisions=MappingProxyType({"bf16": "fp32", "fp16": "fp32"}), cpu_rank=0),
+    BackendRow("torch", "liverlesion.backends.torch", "TorchBackend", "train", title="PyTorch", threads=True,
+               precisions=("fp32",), reference=True),
 )
 BACKENDS: dict[str, BackendRow] = {row.name: row for row in ROWS}
 BACKEND_NAMES: tuple[str, ...] = tuple(BACKENDS)

@@ -23,8 +23,9 @@ from typing import TYPE_CHECKING, Any, ClassVar
 
 import numpy as np
 
+from ..engine_tags import TrtVersion
 from ..engines.records import EngineRecord, engine_compatibility, engine_records, select_engine
-from ..engines.versions import TrtVersion, import_tensorrt, installed_tensorrt_version
+from ..engines.versions import import_tensorrt, installed_tensorrt_version
 from ..errors import BackendError, EngineError, LiverLesionError, install_hint
 from ..machine.cuda_memory import CudaMemory, available_implementations, open_cuda_memory
 from ..machine.gpu import GpuInfo, detect_gpu
@@ -35,6 +36,10 @@ from ..package.accuracy import GPU_INT8_FORM, auto_precisions, precision_files
 from ..package.digest import pinned_onnx
 from .base import Backend
 from .choice import Candidates, Choice, Request
+from .registry import BACKENDS
+
+#: This backend's registry row (its extra names the install hint).
+ROW = BACKENDS["tensorrt"]
 
 if TYPE_CHECKING:
     import tensorrt as trt
@@ -65,7 +70,7 @@ PIN_REFUSAL = ("built on a device after export, outside the pinned digest: not u
 
 
 def _engines(manifest: Manifest, pinned: bool, trusted: bool) -> tuple[list[Any], list[tuple[Any, str]]]:
-    """The engine records a load may use, and those it may not with why (the pin rule of ``sdk.selection``)."""
+    """The engine records a load may use, and those it may not with why (the pin rule: see ``Request.untrusted``)."""
     records = engine_records(manifest)
     if not pinned:
         return records, []
@@ -147,11 +152,11 @@ class TensorRTBackend(Backend):
     @classmethod
     def availability(cls) -> tuple[bool, str]:
         if not tensorrt_installed():
-            return False, (f"TensorRT is not installed: {install_hint('tensorrt')} (on Jetson: "
+            return False, (f"TensorRT is not installed: {ROW.install} (on Jetson: "
                            "JetPack's python3-libnvinfer)")
         memories = available_implementations()
         if not memories:
-            return False, (f"neither cuda-python nor pycuda is installed: {install_hint('tensorrt')} "
+            return False, (f"neither cuda-python nor pycuda is installed: {ROW.install} "
                            f"or {install_hint('pycuda')}")
         gpu = detect_gpu()
         if gpu is None:
@@ -326,6 +331,9 @@ class TensorRTBackend(Backend):
                 raise EngineError("TensorRT failed to enqueue the engine while capturing a CUDA graph")
             self._graph = graph
         memory.launch_graph(self._graph, self._stream)
+
+    def model_file(self) -> tuple[str, int]:
+        return self.record.file, self.package.path(self.record.file).stat().st_size
 
     def _run(self, hu: np.ndarray) -> dict[str, np.ndarray]:
         count = hu.shape[0]

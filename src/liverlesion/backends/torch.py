@@ -19,22 +19,27 @@ from typing import Any, ClassVar
 
 import numpy as np
 
-from ..errors import BackendError, PackageError, install_hint, require
+from ..errors import BackendError, PackageError, require
+from ..machine import runtimes
 from ..machine.host import threads_or_all
 from ..machine.probe import Machine
 from ..package import FileRecord, Manifest, ModelPackage
 from .base import Backend
 from .choice import Candidates, Choice, Request
+from .registry import BACKENDS
+
+#: This backend's registry row (its extra names the install hint).
+ROW = BACKENDS["torch"]
 
 
 def candidates(manifest: Manifest, machine: Machine, request: Request) -> Candidates:
     """The FP32 reference, where torch is installed and the package has its weights."""
     if not machine.torch:
-        return Candidates([], f"torch (or safetensors) is not installed: {install_hint('train')}")
+        return Candidates([], f"torch (or safetensors) is not installed: {ROW.install}")
     if manifest.find(role="weights", format="safetensors") is None:
         return Candidates([], "the package has no weights (role 'weights', model.safetensors) for the torch "
                               "reference")
-    if request.precisions is not None and "fp32" not in request.precisions:
+    if request.precisions is not None and not set(request.precisions) & set(ROW.precisions):
         return Candidates([], "the torch backend is the FP32 reference; it runs fp32 only")
     return Candidates([Choice("torch", "fp32", {}, "CPU", "the PyTorch FP32 reference on CPU")],
                       "the PyTorch FP32 reference")
@@ -45,7 +50,7 @@ WEIGHTS_FORMAT = "liverlesion-weights"
 
 def weights_description(package: ModelPackage, record: FileRecord) -> dict[str, Any]:
     """The model config (and grid, windows, labels) stored with the weights, from the safetensors header."""
-    safetensors = require("safetensors", "train", "the torch backend")
+    safetensors = require("safetensors", ROW.extra, "the torch backend")
     try:
         with safetensors.safe_open(str(package.path(record)), framework="np") as handle:
             text = (handle.metadata() or {}).get("liverlesion")
@@ -77,13 +82,14 @@ class TorchBackend(Backend):
                                f"{precision!r}; use the onnxruntime or tensorrt backend for fp16 and int8")
         # None keeps torch's own default (its physical cores); checked before any loading
         threads = None if threads is None else threads_or_all(threads)
-        torch = require("torch", "train", "the torch backend")
+        torch = require("torch", ROW.extra, "the torch backend")
         self._torch = torch
         record = package.manifest.find(role="weights", format="safetensors")
         if record is None:
             raise BackendError(f"package {package.root} has no weights (role 'weights', format "
                                "'safetensors') for the torch backend; re-export it with liverlesion export, "
                                "or use onnxruntime")
+        self._weights = record
         description = weights_description(package, record)
         self._check(description)
         from safetensors.torch import load_file
@@ -124,16 +130,13 @@ class TorchBackend(Backend):
 
     @classmethod
     def availability(cls) -> tuple[bool, str]:
-        import importlib.util
-
-        for module in ("torch", "safetensors"):
-            try:
-                found = importlib.util.find_spec(module) is not None
-            except (ImportError, ValueError):
-                found = False
-            if not found:
-                return False, f"{module} is not installed: {install_hint('train')}"
+        missing = runtimes.torch_missing()  # looked up when called: tests stand a machine in
+        if missing is not None:
+            return False, f"{missing} is not installed: {ROW.install}"
         return True, "PyTorch (the FP32 reference, CPU)"
+
+    def model_file(self) -> tuple[str, int]:
+        return self._weights.path, int(self._weights.size)
 
     def _run(self, hu: np.ndarray) -> dict[str, np.ndarray]:
         torch = self._torch

@@ -10,21 +10,22 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 
 from ..backends.choice import PRECISIONS
-from ..backends.registry import ROWS
+from ..backends.registry import BACKENDS, ROWS
 from ..errors import InputError
 
-#: Precisions only some backends execute: bf16 is OpenVINO's execution precision of the FP32 graph.
-ONLY_ON = {"bf16": ("openvino",)}
 DEFAULT_BATCH_SIZES = (1, 8)
-#: The reference rows users compare against (listed last).
+#: The reference rows users compare against.
 REFERENCES = {"torch": "PyTorch eager FP32"}
+#: The order of the default run and its table, as before the registry (backends not named here follow, as
+#: registered): a presentation order, not a rule.
+ORDER = ("tensorrt", "onnxruntime", "torch", "openvino")
 
 
 def _specs() -> dict[str, tuple[str, str | None]]:
     """One name per registry row and variant: a row's first variant takes the row's name, the others
-    ``<row>-<variant>`` (``onnxruntime-cuda``); the reference rows come last."""
+    ``<row>-<variant>`` (``onnxruntime-cuda``), in :data:`ORDER`."""
     specs: dict[str, tuple[str, str | None]] = {}
-    for entry in sorted(ROWS, key=lambda r: r.name in REFERENCES):
+    for entry in sorted(ROWS, key=lambda r: ORDER.index(r.name) if r.name in ORDER else len(ORDER)):
         variants = list(entry.variants) or [None]
         for i, variant in enumerate(variants):
             specs[entry.name if i == 0 else f"{entry.name}-{variant}"] = (entry.name, variant)
@@ -61,13 +62,12 @@ class BenchConfig:
 
 def configurations(backends: Sequence[str] = tuple(BACKEND_SPECS),
                    precisions: Sequence[str] = PRECISIONS) -> list[BenchConfig]:
-    """Every requested backend x precision; torch only at FP32 (it is the FP32 reference, nothing else),
-    bf16 only on OpenVINO."""
+    """Every requested backend x precision its registry row runs (torch, the reference, only FP32;
+    bf16, an execution precision of the FP32 graph, only on OpenVINO)."""
     unknown = [b for b in backends if b not in BACKEND_SPECS]
     if unknown:
         raise InputError(f"unknown backend(s) {', '.join(unknown)}; accepted: {', '.join(BACKEND_SPECS)}")
     bad = [p for p in precisions if p not in PRECISIONS]
     if bad:
         raise InputError(f"unknown precision(s) {', '.join(bad)}; accepted: {', '.join(PRECISIONS)}")
-    return [BenchConfig(b, p) for b in backends for p in precisions
-            if (b != "torch" or p == "fp32") and b in ONLY_ON.get(p, (b,))]
+    return [BenchConfig(b, p) for b in backends for p in precisions if BACKENDS[BACKEND_SPECS[b][0]].runs(p)]

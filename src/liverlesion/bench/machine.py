@@ -1,7 +1,7 @@
 """The machine a benchmark ran on: CPU, GPU and driver, runtime versions, load.
 
-Versions come from installed package metadata, so torch, TensorRT and OpenVINO are not
-imported just to be named. The GPU is found through ``machine.gpu`` (the CUDA driver via
+Versions come from ``machine.runtimes`` (installed package metadata), so torch, TensorRT and
+OpenVINO are not imported just to be named. The GPU is found through ``machine.gpu`` (the CUDA driver via
 ctypes), which answers None instead of failing where there is no driver.
 """
 
@@ -12,16 +12,8 @@ import platform
 from typing import Any
 
 from .. import __version__
-from ..machine.host import cpu_count, cpu_flags, cpu_model, installed_version
-
-#: Runtimes whose versions the header names, each with the distributions that may provide it.
-RUNTIMES: dict[str, tuple[str, ...]] = {
-    "tensorrt": ("tensorrt", "tensorrt-cu13", "tensorrt-cu12", "tensorrt-cu11", "tensorrt-lean"),
-    "onnxruntime": ("onnxruntime", "onnxruntime-gpu", "onnxruntime-openvino", "onnxruntime-directml"),
-    "torch": ("torch",),
-    "openvino": ("openvino",),
-    "numpy": ("numpy",),
-}
+from ..machine.host import cpu_count, cpu_flags, cpu_model
+from ..machine.runtimes import runtime_versions
 
 
 def gpu_info() -> dict[str, Any] | None:
@@ -50,7 +42,7 @@ def machine_info() -> dict[str, Any]:
         "load_average": load, "os": platform.platform(), "python": platform.python_version(),
         "gpu": gpu_info(),
         "versions": {"liverlesion": __version__,
-                     **{name: installed_version(dists) for name, dists in RUNTIMES.items()}},
+                     **runtime_versions()},
     }
 
 

@@ -25,13 +25,14 @@ from typing import Any
 import numpy as np
 
 from .. import __version__
-from ..errors import BackendError, InputError, LiverLesionError, MissingDependencyError
+from ..backends.registry import probe_machine
+from ..errors import InputError, LiverLesionError, MissingDependencyError
 from ..metrics import agreement, evaluate_predictions
 from ..package import ModelPackage, load_package
 from ..sdk.analyzer import LesionAnalyzer
 from ..sdk.inputs import SliceInput, load_slice
-from ..sdk.loader import open_choice
-from ..sdk.selection import Choice, probe_machine, select
+from ..sdk.loader import load_error, open_choice
+from ..sdk.selection import Choice, select
 from .configs import BACKEND_SPECS, DEFAULT_BATCH_SIZES, PRECISIONS, BenchConfig, configurations
 from .data import BenchData
 from .machine import machine_info
@@ -97,29 +98,14 @@ def open_config(package: ModelPackage, config: BenchConfig, *, threads: int | No
     selection = select(package.manifest, machine, config.backend, config.precision, provider=config.provider)
     try:  # the SDK's own loader: the row says what the backend takes; no engine is built here
         _, backend, choice = open_choice(package, selection.candidates[0], threads=threads)
-    except LiverLesionError:
-        raise
-    except Exception as exc:  # runtimes raise their own types; the row reports them
-        raise BackendError(f"the {selection.candidates[0].backend} backend failed to load: "
-                           f"{type(exc).__name__}: {exc}") from exc
+    except Exception as exc:  # noqa: BLE001 - runtimes raise their own types; load_error types them
+        raise load_error(selection.candidates[0], exc)  # noqa: B904 - it carries its cause
     try:
         analyzer = LesionAnalyzer(package, backend, selection.loaded(choice), owns_package=False)
     except BaseException:
         backend.close()
         raise
     return Opened(config, analyzer, backend, choice)
-
-
-def model_file(package: ModelPackage, opened: Opened) -> tuple[str | None, int | None]:
-    """The file the backend runs (ONNX, TensorRT plan or weights) and its size in bytes."""
-    backend = opened.backend
-    if opened.choice.backend in ("onnxruntime", "openvino"):
-        return backend.record.path, int(backend.record.size)
-    if opened.choice.backend == "tensorrt":
-        path = package.path(backend.record.file)
-        return backend.record.file, path.stat().st_size
-    record = package.manifest.find(role="weights", format="safetensors")
-    return (None, None) if record is None else (record.path, int(record.size))
 
 
 # -- one configuration ----------------------------------------------------------------------------
@@ -236,7 +222,7 @@ def _run_config(package: ModelPackage, config: BenchConfig, inputs: _Inputs, dat
     before = device_memory_used(0) if on_gpu else None
     rows = []
     with opened:
-        path, size = model_file(package, opened)
+        path, size = opened.backend.model_file()
         limit = opened.analyzer.max_batch
         runnable = [b for b in options.batch_sizes if limit is None or b <= limit]
         try:

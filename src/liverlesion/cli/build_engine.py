@@ -40,12 +40,8 @@ def register(subparsers: Any) -> None:
 
 def _target(args: argparse.Namespace) -> tuple[str, tuple[int, int] | str]:
     """The TensorRT version and compute capability to plan for; built engines must match this machine."""
-    from ..engines.versions import (
-        TrtVersion,
-        import_tensorrt,
-        installed_tensorrt_version,
-        parse_compute_capability,
-    )
+    from ..engine_tags import TrtVersion, parse_compute_capability
+    from ..engines.versions import import_tensorrt, installed_tensorrt_version
     from ..errors import EngineError
     from ..machine.gpu import detect_gpu
 

@@ -2,28 +2,38 @@
 
 The decisions live in :mod:`.plan` as plain, tested data; :mod:`.build` carries them
 out with the tensorrt module, imported only when a build runs. :mod:`.records`
-says which recorded engine runs on which machine; :mod:`.gpu` finds the GPU
-without risking a crash where there is no driver.
+says which recorded engine runs on which machine. The GPU and the installed TensorRT are
+found by ``liverlesion.machine``. The names below are imported on first use (PEP 562), so
+the CLI's parser reads the plan's defaults without numpy.
 """
 
-from ..machine.gpu import GpuInfo, detect_gpu
-from ..machine.runtimes import tensorrt_installed
-from .int8_calibrator import CalibrationBatches, make_entropy_calibrator, read_cache, write_cache
-from .plan import BuildOptions, BuildPlan, CalibratorPlan, ShapeProfile, engine_file_name, plan_build
-from .records import (
-    EngineRecord,
-    add_engine_record,
-    engine_compatibility,
-    engine_records,
-    make_record,
-    select_engine,
-)
-from .versions import TrtVersion, import_tensorrt, installed_tensorrt_version
+from __future__ import annotations
 
-__all__ = [
-    "BuildOptions", "BuildPlan", "CalibrationBatches", "CalibratorPlan", "EngineRecord", "GpuInfo",
-    "ShapeProfile", "TrtVersion", "add_engine_record", "detect_gpu", "engine_compatibility",
-    "engine_file_name", "engine_records", "import_tensorrt", "installed_tensorrt_version",
-    "make_entropy_calibrator", "make_record", "plan_build", "read_cache", "select_engine",
-    "tensorrt_installed", "write_cache",
-]
+from typing import Any
+
+#: Names importable from here, and the module each lives in.
+_LAZY = {
+    **dict.fromkeys(("CalibrationBatches", "make_entropy_calibrator", "read_cache", "write_cache"),
+                    "liverlesion.engines.int8_calibrator"),
+    **dict.fromkeys(("BuildOptions", "BuildPlan", "CalibratorPlan", "ShapeProfile", "engine_file_name",
+                     "plan_build"), "liverlesion.engines.plan"),
+    **dict.fromkeys(("EngineRecord", "add_engine_record", "engine_compatibility", "engine_records", "make_record",
+                     "select_engine"), "liverlesion.engines.records"),
+    **dict.fromkeys(("import_tensorrt", "installed_tensorrt_version"), "liverlesion.engines.versions"),
+    "TrtVersion": "liverlesion.engine_tags",
+}
+__all__ = sorted(_LAZY)
+
+
+def __getattr__(name: str) -> Any:
+    if name in _LAZY:
+        import importlib
+
+        value = getattr(importlib.import_module(_LAZY[name]), name)
+        globals()[name] = value  # later lookups skip this function
+        return value
+    raise AttributeError(f"module 'liverlesion.engines' has no attribute {name!r}")
+
+
+def __dir__() -> list[str]:
+    return sorted(set(globals()) | set(_LAZY))

@@ -43,13 +43,14 @@ from pathlib import Path
 from typing import Any
 
 from ..atomic import atomic_write_bytes
+from ..engine_tags import TrtVersion
 from ..errors import EngineError
 from ..machine.gpu import detect_gpu
 from ..package.store import file_record, sha256_file
 from .int8_calibrator import CalibrationBatches, make_entropy_calibrator
 from .plan import BuildPlan
 from .records import EngineRecord, add_engine_record, make_record
-from .versions import TrtVersion, import_tensorrt
+from .versions import import_tensorrt
 
 
 def network_flags(enum: Any, names: Iterable[str]) -> int:

@@ -14,8 +14,8 @@ import re
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
+from ..engine_tags import TrtVersion, format_compute_capability, parse_compute_capability, sm_tag
 from ..errors import EngineError
-from ..machine.gpu import format_compute_capability, sm_tag
 from ..package import FileRecord, Manifest
 from ..package.accuracy import GPU_INT8_FORM
 from .versions import (
@@ -23,10 +23,8 @@ from .versions import (
     CHECKED_RELEASES,
     SMALL_JETSONS,
     STRONGLY_TYPED,
-    TrtVersion,
     code_path,
     dla_refusal,
-    parse_compute_capability,
     version_compatible_refusal,
 )
 

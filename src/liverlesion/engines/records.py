@@ -11,12 +11,12 @@ from collections.abc import Iterable, Mapping
 from pathlib import Path
 from typing import Any
 
+from ..engine_tags import TrtVersion, parse_compute_capability, sm_tag
 from ..errors import EngineError, install_hint
-from ..machine.gpu import sm_tag
 from ..package import FileRecord, Manifest, write_manifest
 from ..package.engines import EngineRecord
 from ..package.store import file_record, read_manifest
-from .versions import TrtVersion, parse_compute_capability, runtime_can_run
+from .versions import runtime_can_run
 
 __all__ = ["EngineRecord", "add_engine_record", "engine_compatibility", "engine_records", "make_record",
            "select_engine", "utc_now"]

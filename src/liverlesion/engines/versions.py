@@ -10,9 +10,7 @@ from __future__ import annotations
 
 from types import ModuleType
 
-from ..engine_tags import TrtVersion as TrtVersion  # named here as before; the manifest parses them too
-from ..engine_tags import parse_compute_capability as parse_compute_capability
-from ..engine_tags import sm_tag
+from ..engine_tags import TrtVersion, sm_tag
 from ..errors import EngineError, MissingDependencyError, install_hint, require
 from ..machine.runtimes import tensorrt_version
 

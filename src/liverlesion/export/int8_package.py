@@ -52,7 +52,7 @@ from .sensitivity import activation_errors, block_sensitivity, worst_tensors
 
 #: Accuracy record of the CPU-form INT8 model (the TensorRT form keeps the key "int8").
 CPU_FORM_KEY = "int8-u8s8"
-#: The same file measured on OpenVINO (see ``sdk.selection.accuracy_key``).
+#: The same file measured on OpenVINO (see ``package.accuracy.accuracy_key``).
 CPU_FORM_OPENVINO_KEY = "int8-u8s8@openvino"
 #: Slices used for the per-tensor error study (all intermediate tensors are held in memory).
 _ERROR_SLICES = 4

@@ -27,14 +27,15 @@ import onnx
 
 from ..errors import InputError
 from ..model.fused import INPUT_NAME, NETWORK_SCOPE
+from ..package.accuracy import CPU_INT8_FORM, GPU_INT8_FORM
 from .calibration import CalibrationReader
 
 METHODS = ("minmax", "percentile", "entropy")
 #: INT8 forms: the manifest's ``form`` field and the runtimes each is meant for.
 FORMS: dict[str, dict[str, Any]] = {
-    "s8s8": {"form": "qdq-s8s8", "runtimes": ["tensorrt", "onnxruntime-tensorrt"],
+    "s8s8": {"form": GPU_INT8_FORM, "runtimes": ["tensorrt", "onnxruntime-tensorrt"],
              "activations": "int8 symmetric per-tensor", "weights": "int8 symmetric per-channel", "bias": "float"},
-    "u8s8": {"form": "qdq-u8s8", "runtimes": ["onnxruntime-cpu", "openvino"],
+    "u8s8": {"form": CPU_INT8_FORM, "runtimes": ["onnxruntime-cpu", "openvino"],
              "activations": "uint8 asymmetric per-tensor (zero points)", "weights": "int8 symmetric per-channel",
              "bias": "int32"},
 }

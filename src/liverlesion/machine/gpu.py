@@ -18,8 +18,7 @@ import sys
 from dataclasses import dataclass
 from typing import Any
 
-from ..engine_tags import format_compute_capability as format_compute_capability  # named here as before
-from ..engine_tags import sm_tag as sm_tag
+from ..engine_tags import format_compute_capability, sm_tag
 
 _CUDA_SUCCESS = 0
 _ATTR_INTEGRATED = 18

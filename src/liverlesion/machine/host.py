@@ -3,7 +3,6 @@ installed distributions' versions."""
 
 from __future__ import annotations
 
-import importlib.metadata
 import logging
 import operator
 import os
@@ -66,16 +65,6 @@ def threads_or_all(threads: int | None) -> int:
                         value, usable, usable)
         return usable
     return value
-
-
-def installed_version(distributions: tuple[str, ...]) -> str | None:
-    """The version of the first of ``distributions`` that is installed (package metadata, no import), or None."""
-    for name in distributions:
-        try:
-            return importlib.metadata.version(name)
-        except importlib.metadata.PackageNotFoundError:
-            continue
-    return None
 
 
 def cpu_model() -> str:

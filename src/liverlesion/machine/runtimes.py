@@ -7,9 +7,21 @@ TensorRT is looked for without importing it; onnxruntime and OpenVINO are import
 from __future__ import annotations
 
 import importlib
+import importlib.metadata
 import importlib.util
 import sys
 from typing import Any
+
+from ..engine_tags import TrtVersion
+
+#: Runtimes a report names, each with the distributions that may provide it (read from metadata, no import).
+DISTRIBUTIONS: dict[str, tuple[str, ...]] = {
+    "tensorrt": ("tensorrt", "tensorrt-cu13", "tensorrt-cu12", "tensorrt-cu11", "tensorrt-lean"),
+    "onnxruntime": ("onnxruntime", "onnxruntime-gpu", "onnxruntime-openvino", "onnxruntime-directml"),
+    "torch": ("torch",),
+    "openvino": ("openvino",),
+    "numpy": ("numpy",),
+}
 
 
 def installed(module: str) -> bool:
@@ -45,7 +57,9 @@ def tensorrt_version() -> str | None:
     except ImportError:
         return None
     version = getattr(module, "__version__", None)
-    return version if isinstance(version, str) and hasattr(module, "Builder") else None
+    if not isinstance(version, str) or not hasattr(module, "Builder"):
+        return None
+    return str(TrtVersion.parse(version))  # "10.3" -> "10.3.0", as engine records name it
 
 
 def onnxruntime_facts() -> dict[str, Any]:
@@ -75,6 +89,30 @@ def openvino_facts() -> dict[str, Any]:
             "openvino_capabilities": tuple(str(c) for c in capabilities)}
 
 
+#: What the torch reference needs (the train extra's runtime part).
+TORCH_MODULES = ("torch", "safetensors")
+
+
 def torch_installed() -> bool:
     """Whether the torch reference can run: torch and safetensors both found (neither imported)."""
-    return installed("torch") and installed("safetensors")
+    return torch_missing() is None
+
+
+def torch_missing() -> str | None:
+    """The first module of :data:`TORCH_MODULES` that is not found, None when all are (none imported)."""
+    return next((module for module in TORCH_MODULES if not installed(module)), None)
+
+
+def installed_version(distributions: tuple[str, ...]) -> str | None:
+    """The version of the first of ``distributions`` that is installed (package metadata, no import), or None."""
+    for name in distributions:
+        try:
+            return importlib.metadata.version(name)
+        except importlib.metadata.PackageNotFoundError:
+            continue
+    return None
+
+
+def runtime_versions() -> dict[str, str | None]:
+    """Each runtime of :data:`DISTRIBUTIONS` and its installed version (None: absent), importing none."""
+    return {name: installed_version(dists) for name, dists in DISTRIBUTIONS.items()}

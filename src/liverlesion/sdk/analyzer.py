@@ -20,6 +20,7 @@ from typing import Any
 
 import numpy as np
 
+from ..backends.registry import BACKEND_NAMES, probe_machine
 from ..errors import BackendError, InputError, LiverLesionError, PackageError
 from ..grid import ModelGrid, check_spacing
 from ..package import ModelPackage, PackageLimits, load_package
@@ -30,7 +31,7 @@ from .loader import load_first
 from .options import PredictOptions
 from .postprocess import Postprocessor
 from .prediction import Prediction
-from .selection import BACKEND_NAMES, Selection, probe_machine, select
+from .selection import Selection, select
 
 log = logging.getLogger("liverlesion.sdk")
 

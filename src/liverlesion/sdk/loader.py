@@ -44,6 +44,15 @@ def open_choice(package: ModelPackage, choice: Choice, *, threads: int | None = 
     return package, loaded, choice
 
 
+def load_error(choice: Choice, exc: Exception) -> LiverLesionError:
+    """A backend's failure to load as a LiverLesionError (runtimes raise their own types)."""
+    if isinstance(exc, LiverLesionError):
+        return exc
+    error = BackendError(f"the {choice.backend} backend failed to load: {type(exc).__name__}: {exc}")
+    error.__cause__ = exc
+    return error
+
+
 def load_first(package: ModelPackage, selection: Selection, *, threads: int | None, explicit: bool,
                archive: bool = False) -> tuple[ModelPackage, Any, Selection]:
     """Load the first choice that loads; an explicit request's own error is raised as is."""
@@ -52,12 +61,9 @@ def load_first(package: ModelPackage, selection: Selection, *, threads: int | No
     for choice in selection.candidates:
         try:
             package, loaded, choice = open_choice(package, choice, threads=threads, archive=archive)
-        except Exception as exc:  # auto tries the next choice whatever the runtime raised
+        except Exception as exc:  # noqa: BLE001 - auto tries the next choice whatever the runtime raised
             if explicit and len(selection.candidates) == 1:
-                if isinstance(exc, LiverLesionError):
-                    raise
-                raise BackendError(f"the {choice.backend} backend failed to load: "
-                                   f"{type(exc).__name__}: {exc}") from exc
+                raise load_error(choice, exc)  # noqa: B904 - it carries its cause
             log.warning("liverlesion: %s failed to load (%s); trying the next choice", choice.label(), exc)
             failures.append((choice, f"{type(exc).__name__}: {exc}"))
             last = exc
