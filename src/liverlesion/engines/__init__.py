@@ -9,7 +9,7 @@ the CLI's parser reads the plan's defaults without numpy.
 
 from __future__ import annotations
 
-from typing import Any
+from ..lazy import lazy_exports
 
 #: Names importable from here, and the module each lives in.
 _LAZY = {
@@ -25,15 +25,4 @@ _LAZY = {
 __all__ = sorted(_LAZY)
 
 
-def __getattr__(name: str) -> Any:
-    if name in _LAZY:
-        import importlib
-
-        value = getattr(importlib.import_module(_LAZY[name]), name)
-        globals()[name] = value  # later lookups skip this function
-        return value
-    raise AttributeError(f"module 'liverlesion.engines' has no attribute {name!r}")
-
-
-def __dir__() -> list[str]:
-    return sorted(set(globals()) | set(_LAZY))
+__getattr__, __dir__ = lazy_exports(__name__, globals(), _LAZY)
