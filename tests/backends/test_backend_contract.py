@@ -9,7 +9,6 @@ what it was asked to do (tests/trt_fakes.py). A new backend adds one entry to ``
 
 from __future__ import annotations
 
-import threading
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
@@ -17,6 +16,7 @@ from typing import Any
 import numpy as np
 import pytest
 
+from concurrency import run_together
 from engine_fixtures import make_engine_package
 from liverlesion.backends import Backend
 from liverlesion.backends.registry import BACKENDS, backend_class
@@ -135,23 +135,11 @@ def test_threads_sharing_one_instance_get_what_serial_calls_get(opened):
     inputs = [batch(opened, n, seed=10 + i) for i, n in enumerate((1, 2, 3, 1, 2, 4, 1, 3))]
     serial = [opened.backend.infer(hu) for hu in inputs]
     results: dict[int, dict[str, np.ndarray]] = {}
-    errors: list[BaseException] = []
-    start = threading.Barrier(4)
-
     def work(offset: int) -> None:
-        try:
-            start.wait()
-            for i in range(offset, len(inputs), 4):
-                results[i] = opened.backend.infer(inputs[i])
-        except BaseException as exc:  # noqa: BLE001 - reported below
-            errors.append(exc)
+        for i in range(offset, len(inputs), 4):
+            results[i] = opened.backend.infer(inputs[i])
 
-    threads = [threading.Thread(target=work, args=(k,)) for k in range(4)]
-    for thread in threads:
-        thread.start()
-    for thread in threads:
-        thread.join()
-    assert not errors
+    assert run_together(4, work) == []
     for i, expected in enumerate(serial):
         np.testing.assert_array_equal(results[i]["labels"], expected["labels"])
         np.testing.assert_allclose(results[i]["probabilities"], expected["probabilities"], atol=1e-6)

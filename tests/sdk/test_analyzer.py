@@ -8,7 +8,6 @@ import logging
 import shutil
 import subprocess
 import sys
-import threading
 from pathlib import Path
 
 import numpy as np
@@ -17,6 +16,7 @@ import pytest
 from pydicom.pixels import get_decoder
 from pydicom.uid import Comprehensive3DSRStorage, SegmentationStorage
 
+from concurrency import run_together
 from dicom_files import real
 from liverlesion import LesionAnalyzer, Prediction
 from liverlesion.data.lesion_slices import read_lesion_slices
@@ -297,23 +297,12 @@ def test_eight_threads_sharing_one_analyzer_get_the_serial_results(backend, requ
     inputs = [(x.hu, x.spacing_mm) for x in phantom_slices[:5]]
     serial = [analyzer.predict(hu, spacing=s) for hu, s in inputs]
     results: dict[tuple[int, int], Prediction] = {}
-    errors: list[BaseException] = []
-    start = threading.Barrier(8)
-
     def work(thread: int) -> None:
-        try:
-            start.wait()
-            for k in range(25):
-                hu, spacing = inputs[(thread + k) % len(inputs)]
-                results[thread, k] = analyzer.predict(hu, spacing=spacing)
-        except BaseException as exc:  # noqa: BLE001 - reported below
-            errors.append(exc)
+        for k in range(25):
+            hu, spacing = inputs[(thread + k) % len(inputs)]
+            results[thread, k] = analyzer.predict(hu, spacing=spacing)
 
-    threads = [threading.Thread(target=work, args=(t,)) for t in range(8)]
-    for t in threads:
-        t.start()
-    for t in threads:
-        t.join()
+    errors = run_together(8, work)
     assert not errors, errors
     assert len(results) == 200
     for (thread, k), prediction in results.items():
