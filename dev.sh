@@ -21,6 +21,9 @@ setup() {
   # TensorRT's type stubs declare a dependency on tensorrt itself, which cannot be
   # installed without NVIDIA's binaries: install the stubs alone, for mypy.
   "$VENV/bin/python" -m pip install -q --no-deps -c constraints/dev.txt tensorrt-stubs
+  # TensorRT-RTX alone (not its extra's cuda-python, which only a GPU machine uses): NVIDIA's ONNX parser
+  # and builder run on a CPU, so the tests and the export gate build every graph with it.
+  "$VENV/bin/python" -m pip install -q -c constraints/dev.txt tensorrt-rtx-cu12
   echo "$want" > "$stamp"
 }
 

@@ -12,7 +12,7 @@ from types import ModuleType
 
 from ..engine_tags import TrtVersion, sm_tag
 from ..errors import EngineError, MissingDependencyError, install_hint, require
-from ..machine.runtimes import tensorrt_version
+from ..machine.runtimes import tensorrt_rtx_version, tensorrt_version
 
 #: Code paths, by TensorRT generation.
 BUILDER_FLAGS = "builder-flags"
@@ -89,6 +89,21 @@ def import_tensorrt() -> ModuleType:
             f"the 'tensorrt' module found at {where} is not NVIDIA's TensorRT Python package (type stubs "
             f"alone?): {install_hint('tensorrt')}, or on Jetson install JetPack's python3-libnvinfer")
     return module
+
+
+def import_tensorrt_rtx() -> ModuleType:
+    """The tensorrt_rtx module (TensorRT for RTX), or MissingDependencyError naming the extra to install."""
+    module = require("tensorrt_rtx", "tensorrt-rtx", "Building or running TensorRT-RTX engines")
+    if not isinstance(getattr(module, "__version__", None), str) or not hasattr(module, "Builder"):
+        raise MissingDependencyError(f"the 'tensorrt_rtx' module found is not NVIDIA's TensorRT-RTX package: "
+                                     f"{install_hint('tensorrt-rtx')}")
+    return module
+
+
+def installed_tensorrt_rtx_version() -> TrtVersion | None:
+    """The installed TensorRT-RTX's version (its own 1.x numbering), or None when it is absent."""
+    version = tensorrt_rtx_version()
+    return None if version is None else TrtVersion.parse(version)
 
 
 def installed_tensorrt_version() -> TrtVersion | None:

@@ -17,6 +17,7 @@ from ..engine_tags import TrtVersion
 #: Runtimes a report names, each with the distributions that may provide it (read from metadata, no import).
 DISTRIBUTIONS: dict[str, tuple[str, ...]] = {
     "tensorrt": ("tensorrt", "tensorrt-cu13", "tensorrt-cu12", "tensorrt-cu11", "tensorrt-lean"),
+    "tensorrt-rtx": ("tensorrt-rtx-cu13", "tensorrt-rtx-cu12", "tensorrt-rtx"),
     "onnxruntime": ("onnxruntime", "onnxruntime-gpu", "onnxruntime-openvino", "onnxruntime-directml"),
     "torch": ("torch",),
     "openvino": ("openvino",),
@@ -60,6 +61,30 @@ def tensorrt_version() -> str | None:
     if not isinstance(version, str) or not hasattr(module, "Builder"):
         return None
     return str(TrtVersion.parse(version))  # "10.3" -> "10.3.0", as engine records name it
+
+
+def tensorrt_rtx_installed() -> bool:
+    """Whether NVIDIA's TensorRT-RTX Python package (module ``tensorrt_rtx``) can be found, without importing it."""
+    if "tensorrt_rtx" in sys.modules:
+        return isinstance(getattr(sys.modules["tensorrt_rtx"], "__version__", None), str)
+    return installed("tensorrt_rtx")
+
+
+def tensorrt_rtx_version() -> str | None:
+    """The installed TensorRT-RTX's version (e.g. "1.7.1.116"), None when absent or not NVIDIA's package.
+
+    Its own numbering (1.x), never compared with TensorRT's (8.5 .. 11.x).
+    """
+    if not tensorrt_rtx_installed():
+        return None
+    try:
+        module = importlib.import_module("tensorrt_rtx")
+    except (ImportError, OSError):  # a wheel whose shared libraries are missing
+        return None
+    version = getattr(module, "__version__", None)
+    if not isinstance(version, str) or not hasattr(module, "Builder"):
+        return None
+    return str(TrtVersion.parse(version))
 
 
 def onnxruntime_facts() -> dict[str, Any]:
