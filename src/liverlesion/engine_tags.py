@@ -11,6 +11,13 @@ from dataclasses import dataclass
 
 from .errors import EngineError
 
+#: The NVIDIA runtimes an engine is built with: TensorRT (8.5 .. 11.x: Jetson, servers) and TensorRT for RTX
+#: (1.x: RTX workstations and desktops), each with its own version numbering and its own plans.
+TENSORRT = "tensorrt"
+TENSORRT_RTX = "tensorrt-rtx"
+ENGINE_RUNTIMES = (TENSORRT, TENSORRT_RTX)
+RUNTIME_TITLES = {TENSORRT: "TensorRT", TENSORRT_RTX: "TensorRT-RTX"}
+
 
 @dataclass(frozen=True, order=True)
 class TrtVersion:
@@ -50,6 +57,11 @@ def format_compute_capability(cc: tuple[int, int]) -> str:
 def sm_tag(cc: tuple[int, int]) -> str:
     """(8, 7) -> 'sm87', (11, 0) -> 'sm110'."""
     return f"sm{cc[0]}{cc[1]}"
+
+
+def sm_tags(ccs: tuple[tuple[int, int], ...]) -> str:
+    """((8, 6), (12, 0)) -> 'sm86-sm120'."""
+    return "-".join(sm_tag(cc) for cc in ccs)
 
 
 def parse_compute_capability(value: str | tuple[int, int] | list[int]) -> tuple[int, int]:

@@ -175,6 +175,7 @@ def run_engines_cli(root, *argv):
 def orin_with_trt_10_3(monkeypatch):
     installed = TrtVersion.parse("10.3.0.30")
     monkeypatch.setattr(versions, "installed_tensorrt_version", lambda: installed)
+    monkeypatch.setattr(versions, "installed_tensorrt_rtx_version", lambda: None)
     orin = GpuInfo(0, "Orin", (8, 7), 8 * 2**30, integrated=True)
     monkeypatch.setattr(gpu_module, "detect_gpu", lambda index=0, refresh=False: orin)
 
@@ -187,7 +188,8 @@ def test_engines_command_says_what_runs_here(tmp_path, capsys, orin_with_trt_10_
     (root / tampered.file).write_bytes(b"X" * tampered.size)
     assert run_engines_cli(root, "--json") == 0
     report = json.loads(capsys.readouterr().out)
-    assert report["machine"] == {"tensorrt": "10.3.0.30", "gpu": "Orin", "compute_capability": "8.7"}
+    assert report["machine"] == {"tensorrt": "10.3.0.30", "tensorrt_rtx": None, "gpu": "Orin",
+                                 "compute_capability": "8.7"}
     runs = {row["file"]: (row["runs_here"], row["reason"]) for row in report["engines"]}
     assert runs["engines/joint_fp16_sm87_trt10.3.0.engine"][0] is True
     assert runs["engines/joint_int8_sm87_trt8.5.2.engine"][0] is False

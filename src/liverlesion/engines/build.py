@@ -43,14 +43,14 @@ from pathlib import Path
 from typing import Any
 
 from ..atomic import atomic_write_bytes
-from ..engine_tags import TrtVersion
+from ..engine_tags import RUNTIME_TITLES, TENSORRT_RTX, TrtVersion, format_compute_capability
 from ..errors import EngineError
 from ..machine.gpu import detect_gpu
 from ..package.store import file_record, sha256_file
 from .int8_calibrator import CalibrationBatches, make_entropy_calibrator
 from .plan import BuildPlan
 from .records import EngineRecord, add_engine_record, make_record
-from .versions import import_tensorrt
+from .versions import import_tensorrt, import_tensorrt_rtx
 
 
 def network_flags(enum: Any, names: Iterable[str]) -> int:
@@ -99,29 +99,53 @@ def _logger(trt: Any, echo: Callable[[str], None]) -> Any:
     return CapturingLogger()
 
 
-def _check_target(plan: BuildPlan, installed: TrtVersion) -> str:
-    """The GPU name, after checking that this machine is the one the plan was made for."""
+def _check_target(plan: BuildPlan, installed: TrtVersion) -> tuple[str, tuple[str, ...]]:
+    """(GPU name, the compute capabilities it targets), after checking that this machine suits the plan.
+
+    TensorRT builds on the GPU that will run the engine; TensorRT-RTX builds on any machine (ahead of
+    time), so its GPU name is the build machine's GPU, or empty when it has none.
+    """
     planned = TrtVersion.parse(plan.tensorrt)
+    title = RUNTIME_TITLES.get(plan.runtime, plan.runtime)
     if planned.release != installed.release:
-        raise EngineError(f"the plan is for TensorRT {planned}, this is {installed}: plan again here")
+        raise EngineError(f"the plan is for {title} {planned}, this is {installed}: plan again here")
     gpu = detect_gpu()
+    if plan.runtime == TENSORRT_RTX:
+        return ("" if gpu is None else gpu.name), plan.targets
     if gpu is None:
         raise EngineError("building an engine needs the NVIDIA GPU that will run it, and none was found")
     if gpu.cc_text != plan.compute_capability:
         raise EngineError(f"the plan is for compute capability {plan.compute_capability}, this GPU "
                           f"({gpu.name}) is {gpu.cc_text}: build on the GPU model that runs the engine")
-    return gpu.name
+    return gpu.name, (gpu.cc_text,)  # what the builder targets: the GPU it builds on
+
+
+def _rtx_targets(trt: Any, config: Any, plan: BuildPlan) -> tuple[str, ...]:
+    """Set TensorRT-RTX's target compute capabilities; returns those the builder config then holds."""
+    if plan.default_targets:
+        return plan.targets  # left to TensorRT-RTX, which keeps its portable set internal
+    config.num_compute_capabilities = len(plan.targets)
+    for index, text in enumerate(plan.targets):
+        major, minor = text.split(".")
+        value = getattr(trt.ComputeCapability, f"SM{major}{minor}", None)
+        if value is None or not config.set_compute_capability(value, index):
+            raise EngineError(f"TensorRT-RTX {trt.__version__} cannot target compute capability {text}")
+    held = []
+    for index in range(config.num_compute_capabilities):
+        value = int(config.get_compute_capability(index))  # SM86 is 86, SM120 is 120
+        held.append(format_compute_capability((value // 10, value % 10)))
+    return tuple(held)
 
 
 def build_engine(root: str | Path, plan: BuildPlan, *, log: Callable[[str], None] = print,
                  memory: str | None = None) -> EngineRecord:
     """Build ``plan`` into ``root/plan.engine_file`` and record it in the manifest."""
-    import_tensorrt()
-    import tensorrt as trt
+    trt: Any = import_tensorrt_rtx() if plan.runtime == TENSORRT_RTX else import_tensorrt()
+    title = RUNTIME_TITLES.get(plan.runtime, plan.runtime)
 
     root = Path(root)
     installed = TrtVersion.parse(trt.__version__)
-    gpu_name = _check_target(plan, installed)
+    gpu_name, targets = _check_target(plan, installed)
     onnx_path = root / plan.onnx
     if not onnx_path.is_file() or sha256_file(onnx_path) != plan.onnx_sha256:
         raise EngineError(f"{onnx_path} is missing or changed since the plan was made; plan again")
@@ -134,8 +158,10 @@ def build_engine(root: str | Path, plan: BuildPlan, *, log: Callable[[str], None
     parser = trt.OnnxParser(network, logger)
     if not parser.parse_from_file(str(onnx_path)):
         errors = "; ".join(str(parser.get_error(i)) for i in range(parser.num_errors))
-        raise EngineError(f"TensorRT {installed} could not parse {plan.onnx}: {errors}")
+        raise EngineError(f"{title} {installed} could not parse {plan.onnx}: {errors}")
     config = builder.create_builder_config()
+    if plan.runtime == TENSORRT_RTX:
+        targets = _rtx_targets(trt, config, plan)
     config.set_memory_pool_limit(trt.MemoryPoolType.WORKSPACE, plan.workspace_bytes)
     config.profiling_verbosity = getattr(trt.ProfilingVerbosity, plan.profiling_verbosity)
     for flag in plan.builder_flags:
@@ -180,12 +206,13 @@ def build_engine(root: str | Path, plan: BuildPlan, *, log: Callable[[str], None
             shape = trt.Dims(list(calib.profile))  # calibration runs at this one shape
             calib_profile.set_shape(plan.profile.input, shape, shape, shape)
             config.set_calibration_profile(calib_profile)
-        log(f"building {plan.engine_file} (TensorRT {installed}, {plan.code_path}, {plan.precision})")
+        log(f"building {plan.engine_file} ({title} {installed}, {plan.code_path}, {plan.precision}, for "
+            f"{', '.join(targets)})")
         start = time.perf_counter()
         serialized = builder.build_serialized_network(network, config)
         seconds = time.perf_counter() - start
     if serialized is None:
-        raise EngineError("TensorRT failed to build the engine (see its log above); on an 8 GB Jetson try a "
+        raise EngineError(f"{title} failed to build the engine (see its log above); on an 8 GB Jetson try a "
                           "smaller --workspace-mb, add swap, or close other GPU programs")
 
     engine_path = root / plan.engine_file
@@ -201,7 +228,7 @@ def build_engine(root: str | Path, plan: BuildPlan, *, log: Callable[[str], None
                                        slices_sha256=plan.calibrator.slices_sha256))
     placement = parse_layer_placement(logger.lines)
     record = make_record(root, plan.engine_file, plan.to_dict(), gpu_name=gpu_name,
-                         build_seconds=round(seconds, 2), placement=placement)
+                         build_seconds=round(seconds, 2), placement=placement, targets=targets)
     add_engine_record(root, record, extra_files)
     if placement is not None and plan.dla_core is not None:
         log(f"layer placement: {placement['dla']} on DLA, {placement['gpu']} on GPU")

@@ -11,20 +11,33 @@ builder turns network flags into a bit mask with ``1 << int(flag)`` because
 from __future__ import annotations
 
 import re
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from typing import Any
 
-from ..engine_tags import TrtVersion, format_compute_capability, parse_compute_capability, sm_tag
+from ..engine_tags import (
+    ENGINE_RUNTIMES,
+    TENSORRT,
+    TENSORRT_RTX,
+    TrtVersion,
+    format_compute_capability,
+    parse_compute_capability,
+    sm_tag,
+    sm_tags,
+)
 from ..errors import EngineError
 from ..package import FileRecord, Manifest
 from ..package.accuracy import GPU_INT8_FORM
 from .versions import (
     BUILDER_FLAGS,
     CHECKED_RELEASES,
+    RTX_AHEAD_OF_TIME,
+    RTX_CHECKED_RELEASES,
+    RTX_DEFAULT_TARGETS,
     SMALL_JETSONS,
     STRONGLY_TYPED,
     code_path,
     dla_refusal,
+    rtx_target_refusal,
     version_compatible_refusal,
 )
 
@@ -38,10 +51,14 @@ INT8_FORM = GPU_INT8_FORM  # TensorRT builds from the symmetric Q/DQ form
 
 @dataclass(frozen=True)
 class BuildOptions:
-    """What the user asks for; defaults suit a Jetson building for latency."""
+    """What the user asks for; defaults suit a Jetson building for latency.
+
+    TensorRT builds for one GPU, ``compute_capability``; TensorRT-RTX (``runtime="tensorrt-rtx"``) builds on
+    any machine for ``compute_capabilities`` (none: its portable default set).
+    """
 
     precision: str
-    compute_capability: tuple[int, int] | str
+    compute_capability: tuple[int, int] | str | None = None
     max_batch: int = DEFAULT_MAX_BATCH
     opt_batch: int = 1
     workspace_mb: int = DEFAULT_WORKSPACE_MB
@@ -52,6 +69,8 @@ class BuildOptions:
     #: Reuse a calibration cache recorded for this TensorRT, GPU and slice set (False: calibrate anew; a
     #: pinned load does so, since caches are device-built and outside the package digest).
     reuse_calibration_cache: bool = True
+    runtime: str = TENSORRT
+    compute_capabilities: tuple[tuple[int, int] | str, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -107,6 +126,12 @@ class BuildPlan:
     engine_file: str
     profiling_verbosity: str = "DETAILED"
     warnings: tuple[str, ...] = field(default=())
+    #: "tensorrt" or "tensorrt-rtx"; ``tensorrt`` above is that runtime's version.
+    runtime: str = TENSORRT
+    #: Every compute capability the engine is built for (TensorRT: the one GPU; TensorRT-RTX: its targets).
+    targets: tuple[str, ...] = ()
+    #: TensorRT-RTX only: no target was named, so the builder used its own portable default set.
+    default_targets: bool = False
 
     @property
     def max_batch(self) -> int:
@@ -185,13 +210,93 @@ def engine_file_name(arch: str, precision: str, cc: tuple[int, int], version: Tr
     return f"{ENGINES_DIR}/{safe}_{precision}_{sm_tag(cc)}_trt{version.short()}{suffix}.engine"
 
 
+def rtx_engine_file_name(arch: str, precision: str, targets: tuple[tuple[int, int], ...], version: TrtVersion,
+                         default_targets: bool) -> str:
+    """e.g. ``engines/joint_fp16_sm86-sm120_rtx1.7.1.engine`` (``portable`` for TensorRT-RTX's default set)."""
+    safe = re.sub(r"[^A-Za-z0-9-]+", "-", arch).strip("-") or "model"
+    where = "portable" if default_targets else sm_tags(targets)
+    return f"{ENGINES_DIR}/{safe}_{precision}_{where}_rtx{version.short()}.engine"
+
+
+def _plan_rtx(version: TrtVersion, options: BuildOptions, manifest: Manifest) -> BuildPlan:
+    """TensorRT-RTX: strongly typed from the precision's own ONNX, ahead of time for named GPU families."""
+    if version.major < 1:
+        raise EngineError(f"TensorRT-RTX {version} is not a release liverlesion knows; it builds with 1.x")
+    refused = {"dla_core": "TensorRT-RTX has no DLA (a Jetson feature); drop --dla-core",
+               "version_compatible": "TensorRT-RTX cannot build version-compatible engines (it ships no lean "
+                                     "runtime); drop --version-compatible",
+               "timing_cache": "TensorRT-RTX builds ahead of time without timing kernels, and a timing cache "
+                               "makes it query a GPU; drop --timing-cache"}
+    asked = {"dla_core": options.dla_core is not None, "version_compatible": bool(options.version_compatible),
+             "timing_cache": options.timing_cache is not None}
+    for name, reason in refused.items():
+        if asked[name]:
+            raise EngineError(reason)
+    named = list(options.compute_capabilities)
+    if not named and options.compute_capability is not None:
+        named = [options.compute_capability]
+    targets = tuple(dict.fromkeys(parse_compute_capability(c) for c in named))  # in order, no repeats
+    for cc in targets:
+        reason = rtx_target_refusal(cc)
+        if reason:
+            raise EngineError(reason)
+    default = not targets
+    warnings: list[str] = []
+    if version.major > 1 or (version.major == 1 and version.release[:2] > (1, 7)):
+        warnings.append(f"TensorRT-RTX {version} is newer than the releases liverlesion was checked against "
+                        f"({', '.join(RTX_CHECKED_RELEASES)})")
+    if default:
+        targets = RTX_DEFAULT_TARGETS
+        warnings.append("no --compute-capability given: built for TensorRT-RTX's portable set ("
+                        f"{', '.join(format_compute_capability(c) for c in targets)}); name the fleet's GPUs "
+                        "(e.g. 8.6 8.9 12.0, or 7.5 for Turing) for a smaller engine")
+    if options.precision == "int8":
+        warnings.append("TensorRT-RTX lists INT8 as weight-only GEMM: the engine keeps int8 weights, and whether "
+                        "its Q/DQ convolutions run as INT8 kernels is decided at JIT time on the GPU")
+        if (7, 5) in targets:
+            warnings.append("Turing (7.5) has no INT8 in TensorRT-RTX's support matrix: build fp16 for it")
+    max_batch = _positive("max batch", options.max_batch)
+    opt_batch = _positive("opt batch", options.opt_batch)
+    if opt_batch > max_batch:
+        raise EngineError(f"opt batch {opt_batch} is larger than max batch {max_batch}")
+    workspace_mb = _positive("workspace (MiB)", options.workspace_mb, minimum=16)
+    onnx = _onnx_for(manifest, RTX_AHEAD_OF_TIME, options.precision)
+    rows, cols = manifest.grid.size
+    shape = (1, int(rows), int(cols))
+    return BuildPlan(
+        tensorrt=str(version), code_path=RTX_AHEAD_OF_TIME, precision=options.precision,
+        compute_capability=format_compute_capability(targets[0]), onnx=onnx.path, onnx_sha256=onnx.sha256,
+        network_flags=("STRONGLY_TYPED",), builder_flags=(),
+        profile=ShapeProfile(input=manifest.input_name, min=(1, *shape), opt=(opt_batch, *shape),
+                             max=(max_batch, *shape)),
+        workspace_bytes=workspace_mb * 2**20, device="GPU", dla_core=None, timing_cache=None,
+        version_compatible=False, calibrator=None,
+        engine_file=rtx_engine_file_name(manifest.arch, options.precision, targets, version, default),
+        warnings=tuple(warnings), runtime=TENSORRT_RTX,
+        targets=tuple(format_compute_capability(c) for c in targets), default_targets=default)
+
+
 def plan_build(trt_version: str, options: BuildOptions, manifest: Manifest) -> BuildPlan:
-    """Decide how to build the engine; EngineError when the request cannot be met."""
+    """Decide how to build the engine; EngineError when the request cannot be met.
+
+    ``trt_version`` is the version of ``options.runtime``: TensorRT's (8.5 .. 11.x) or TensorRT-RTX's (1.x),
+    never compared with the other's table.
+    """
+    if options.runtime not in ENGINE_RUNTIMES:
+        raise EngineError(f"runtime {options.runtime!r} is not an engine runtime; accepted: "
+                          f"{', '.join(ENGINE_RUNTIMES)}")
     version = TrtVersion.parse(trt_version)
-    path = code_path(version)
     if options.precision not in PRECISIONS:
         raise EngineError(f"precision {options.precision!r} is not buildable; accepted: "
                           f"{', '.join(PRECISIONS)}")
+    if options.runtime == TENSORRT_RTX:
+        return _plan_rtx(version, options, manifest)
+    if options.compute_capabilities and options.compute_capability is None and len(options.compute_capabilities) == 1:
+        options = replace(options, compute_capability=options.compute_capabilities[0])
+    if options.compute_capability is None or len(options.compute_capabilities) > 1:
+        raise EngineError("a TensorRT engine is built for one GPU: give its compute capability (e.g. 8.7); "
+                          "TensorRT-RTX (--runtime tensorrt-rtx) builds for several at once")
+    path = code_path(version)
     cc = parse_compute_capability(options.compute_capability)
     max_batch = _positive("max batch", options.max_batch)
     opt_batch = _positive("opt batch", options.opt_batch)
@@ -262,5 +367,5 @@ def plan_build(trt_version: str, options: BuildOptions, manifest: Manifest) -> B
         calibrator=calibrator,
         engine_file=engine_file_name(manifest.arch, options.precision, cc, version, options.dla_core,
                                      bool(options.version_compatible)),
-        warnings=tuple(warnings),
+        warnings=tuple(warnings), targets=(format_compute_capability(cc),),
     )

@@ -1,7 +1,8 @@
 """Engine records (``package.engines.EngineRecord``): whether one runs here, and writing a new one.
 
 TensorRT plans run only with the TensorRT that built them (unless version-compatible)
-and on the GPU model they were built for.
+and on the GPU model they were built for. TensorRT-RTX plans run only with the exact
+TensorRT-RTX release that built them, on any GPU whose compute capability they target.
 """
 
 from __future__ import annotations
@@ -11,7 +12,7 @@ from collections.abc import Iterable, Mapping
 from pathlib import Path
 from typing import Any
 
-from ..engine_tags import TrtVersion, parse_compute_capability, sm_tag
+from ..engine_tags import TENSORRT, TENSORRT_RTX, TrtVersion, parse_compute_capability, sm_tag
 from ..errors import EngineError, install_hint
 from ..package import FileRecord, Manifest, write_manifest
 from ..package.engines import EngineRecord
@@ -22,9 +23,28 @@ __all__ = ["EngineRecord", "add_engine_record", "engine_compatibility", "engine_
            "select_engine", "utc_now"]
 
 
-def _rebuild_hint(record: EngineRecord) -> str:
+def _rebuild_hint(record: EngineRecord, cc: tuple[int, int] | None = None) -> str:
+    if record.runtime == TENSORRT_RTX:
+        targets = " ".join([*record.compute_capabilities, *([f"{cc[0]}.{cc[1]}"] if cc else [])])
+        return ("rebuild it (on any machine, GPU or not): liverlesion build-engine PACKAGE --runtime tensorrt-rtx "
+                f"--precision {record.precision} --compute-capability {targets}")
     dla = f" --dla-core {record.dla_core}" if record.dla_core is not None else ""
     return f"rebuild it on this machine: liverlesion build-engine PACKAGE --precision {record.precision}{dla}"
+
+
+def _rtx_compatibility(record: EngineRecord, runtime: TrtVersion, cc: tuple[int, int]) -> tuple[bool, str]:
+    targets = [parse_compute_capability(c) for c in record.compute_capabilities]
+    if cc not in targets:
+        return False, (f"built for {', '.join(sm_tag(t) for t in targets)}, this GPU is {sm_tag(cc)}; "
+                       f"{_rebuild_hint(record, cc)}")
+    built = TrtVersion.parse(record.tensorrt)
+    same = built.release == runtime.release and (built.build is None or runtime.build is None
+                                                 or built.build == runtime.build)
+    if not same:
+        return False, (f"it was built with TensorRT-RTX {built} and this is TensorRT-RTX {runtime} (plans need the "
+                       f"exact release); {_rebuild_hint(record)}")
+    return True, (f"built for {sm_tag(cc)} among its targets and TensorRT-RTX {runtime.short()}; its kernels are "
+                  "compiled for this GPU at the first load (JIT), then cached")
 
 
 def engine_records(manifest: Manifest) -> list[EngineRecord]:
@@ -35,14 +55,18 @@ def engine_records(manifest: Manifest) -> list[EngineRecord]:
 def engine_compatibility(record: EngineRecord, trt_version: str | TrtVersion | None,
                          compute_capability: str | tuple[int, int] | None,
                          gpu_name: str | None = None) -> tuple[bool, str]:
-    """(can this machine run the engine, why or why not)."""
+    """(can this machine run the engine, why or why not); ``trt_version`` is that of the record's runtime here."""
     if trt_version is None:
+        if record.runtime == TENSORRT_RTX:
+            return False, f"TensorRT-RTX is not installed: {install_hint('tensorrt-rtx')}"
         return False, (f"TensorRT is not installed: {install_hint('tensorrt')} (on Jetson: JetPack's "
                        "python3-libnvinfer)")
     if compute_capability is None:
         return False, "no CUDA GPU found (no NVIDIA driver, or no device)"
     runtime = trt_version if isinstance(trt_version, TrtVersion) else TrtVersion.parse(trt_version)
     cc = parse_compute_capability(compute_capability)
+    if record.runtime == TENSORRT_RTX:
+        return _rtx_compatibility(record, runtime, cc)
     built_cc = parse_compute_capability(record.compute_capability)
     if cc != built_cc:
         return False, (f"built for {record.gpu_name or 'a GPU'} ({sm_tag(built_cc)}), this GPU is "
@@ -59,10 +83,11 @@ def engine_compatibility(record: EngineRecord, trt_version: str | TrtVersion | N
 
 def select_engine(records: Iterable[EngineRecord], precision: str, trt_version: str | TrtVersion | None,
                   compute_capability: str | tuple[int, int] | None, gpu_name: str | None = None,
-                  *, dla: bool | None = None) -> tuple[EngineRecord | None, list[tuple[EngineRecord, str]]]:
-    """The first engine of ``precision`` that runs here (GPU engines before DLA ones unless
-    ``dla`` says), and why each other candidate does not."""
-    candidates = [r for r in records if r.precision == precision]
+                  *, dla: bool | None = None,
+                  runtime: str = TENSORRT) -> tuple[EngineRecord | None, list[tuple[EngineRecord, str]]]:
+    """The first ``runtime`` engine of ``precision`` that runs here (GPU engines before DLA ones unless
+    ``dla`` says), and why each other candidate does not; ``trt_version`` is that runtime's here."""
+    candidates = [r for r in records if r.precision == precision and r.runtime == runtime]
     if dla is None:
         candidates.sort(key=lambda r: r.dla_core is not None)
     else:
@@ -82,18 +107,23 @@ def utc_now() -> str:
 
 def make_record(root: str | Path, engine_file: str, plan: Mapping[str, Any], *, gpu_name: str,
                 build_seconds: float | None = None, placement: Mapping[str, Any] | None = None,
-                **extra: Any) -> EngineRecord:
-    """Describe an engine file already written inside the package, from its build plan."""
+                targets: tuple[str, ...] | None = None, **extra: Any) -> EngineRecord:
+    """Describe an engine file already written inside the package, from its build plan.
+
+    ``targets``: the compute capabilities the builder was actually set to (default: the plan's).
+    """
     written = file_record(root, engine_file, "engine", str(plan["precision"]))
     calibrator = plan.get("calibrator") or {}
+    built_for = tuple(targets or plan.get("targets") or (str(plan["compute_capability"]),))
     return EngineRecord(
         file=engine_file, sha256=written.sha256, size=written.size, precision=str(plan["precision"]),
-        tensorrt=str(plan["tensorrt"]), gpu_name=gpu_name, compute_capability=str(plan["compute_capability"]),
+        tensorrt=str(plan["tensorrt"]), gpu_name=gpu_name, compute_capability=built_for[0],
         profile={k: list(v) if isinstance(v, (list, tuple)) else v for k, v in dict(plan["profile"]).items()},
         dla_core=plan.get("dla_core"), version_compatible=bool(plan.get("version_compatible", False)),
         built=utc_now(), build_seconds=build_seconds, onnx=str(plan.get("onnx", "")),
         calibration_cache=calibrator.get("cache"), placement=None if placement is None else dict(placement),
-        plan=dict(plan), extra=dict(extra),
+        plan=dict(plan), extra=dict(extra), runtime=str(plan.get("runtime", TENSORRT)),
+        compute_capabilities=built_for,
     )
 
 

@@ -10,13 +10,15 @@ from __future__ import annotations
 
 from types import ModuleType
 
-from ..engine_tags import TrtVersion, sm_tag
+from ..engine_tags import TrtVersion, format_compute_capability, sm_tag
 from ..errors import EngineError, MissingDependencyError, install_hint, require
 from ..machine.runtimes import tensorrt_rtx_version, tensorrt_version
 
-#: Code paths, by TensorRT generation.
+#: Code paths, by TensorRT generation: 8.x sets precision with builder flags, 10.x/11.x build strongly typed
+#: networks, and TensorRT-RTX (1.x) builds strongly typed ahead of time, without a GPU, for named GPU families.
 BUILDER_FLAGS = "builder-flags"
 STRONGLY_TYPED = "strongly-typed"
+RTX_AHEAD_OF_TIME = "rtx-ahead-of-time"
 
 #: Compute capabilities of the GPUs that carry DLA cores (Orin Nano has none; Thor has none).
 DLA_GPUS = {(7, 2): "Jetson AGX/NX Xavier", (8, 7): "Jetson AGX/NX Orin"}
@@ -24,6 +26,29 @@ DLA_GPUS = {(7, 2): "Jetson AGX/NX Xavier", (8, 7): "Jetson AGX/NX Orin"}
 SMALL_JETSONS = {(7, 2), (8, 7)}
 #: The TensorRT releases these engines were checked against (tests plan each one).
 CHECKED_RELEASES = ("8.5.2", "10.3", "10.13", "11.4.1")
+
+
+#: The TensorRT-RTX releases these engines were checked against (CPU-only AOT builds in CI).
+RTX_CHECKED_RELEASES = ("1.7.1",)
+#: Compute capabilities TensorRT-RTX 1.7 builds for (its ComputeCapability enum), with an example GPU each.
+RTX_COMPUTE_CAPABILITIES: dict[tuple[int, int], str] = {
+    (7, 5): "Turing (RTX 20xx, Quadro RTX)", (8, 0): "Ampere A100", (8, 6): "Ampere (RTX 30xx, RTX A-series)",
+    (8, 9): "Ada (RTX 40xx, RTX Ada)", (12, 0): "Blackwell (RTX 50xx, RTX PRO Blackwell)",
+    (12, 1): "Blackwell GB10 (DGX Spark)"}
+#: What TensorRT-RTX targets when no compute capability is named: its portable set (NVIDIA's "CPU-only AOT"
+#: documentation: 8.0, 8.6, 8.9 and 12.0; Turing only when named, since a portable Turing build costs speed).
+RTX_DEFAULT_TARGETS: tuple[tuple[int, int], ...] = ((8, 0), (8, 6), (8, 9), (12, 0))
+
+
+def rtx_target_refusal(cc: tuple[int, int]) -> str | None:
+    """Why TensorRT-RTX cannot build for this compute capability, or None when it can."""
+    if cc in RTX_COMPUTE_CAPABILITIES:
+        return None
+    known = ", ".join(format_compute_capability(c) for c in RTX_COMPUTE_CAPABILITIES)
+    other = ("Jetson (sm72, sm87, sm110) runs JetPack's TensorRT" if cc in {(7, 2), (8, 7), (11, 0)}
+             else "data-centre GPUs such as H100/H200 (sm90) and B200 (sm100) run TensorRT")
+    return (f"TensorRT-RTX builds for compute capabilities {known}, not {format_compute_capability(cc)}: "
+            f"{other} (--runtime tensorrt)")
 
 
 def code_path(version: TrtVersion) -> str:

@@ -1,5 +1,9 @@
 """Engine records: what each TensorRT plan of a package was built with, for which TensorRT and GPU.
 
+A record names its runtime (``runtime``: "tensorrt", the default for records written before there was a
+choice, or "tensorrt-rtx") and that runtime's version (``tensorrt``), and every compute capability the
+builder targeted (``gpu.compute_capabilities``: TensorRT's one GPU, or TensorRT-RTX's targets).
+
 An engine appears twice in ``manifest.json``: as a file (role ``engine``, so that the
 loader checks its sha256 and archives carry it) and as a record under ``engines``,
 parsed here; whether a record runs on this machine is ``engines.records``' question.
@@ -11,12 +15,20 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
-from ..engine_tags import TrtVersion, format_compute_capability, parse_compute_capability, sm_tag
+from ..engine_tags import (
+    ENGINE_RUNTIMES,
+    RUNTIME_TITLES,
+    TENSORRT,
+    TrtVersion,
+    format_compute_capability,
+    parse_compute_capability,
+    sm_tags,
+)
 from ..errors import EngineError, PackageError
 from .manifest import FileRecord
 
 _KNOWN = {"file", "sha256", "size", "precision", "tensorrt", "gpu", "profile", "dla_core",
-          "version_compatible", "built", "build_seconds", "onnx", "calibration_cache", "placement", "plan"}
+          "version_compatible", "built", "build_seconds", "onnx", "calibration_cache", "placement", "plan", "runtime"}
 
 
 @dataclass(frozen=True)
@@ -40,6 +52,18 @@ class EngineRecord:
     placement: dict[str, Any] | None = None
     plan: dict[str, Any] = field(default_factory=dict)
     extra: dict[str, Any] = field(default_factory=dict)
+    runtime: str = TENSORRT
+    #: Every compute capability targeted ("8.6", ...); ``compute_capability`` is the first.
+    compute_capabilities: tuple[str, ...] = ()
+
+    def __post_init__(self) -> None:
+        if not self.compute_capabilities:  # a record of one GPU
+            object.__setattr__(self, "compute_capabilities", (self.compute_capability,))
+
+    @property
+    def runtime_title(self) -> str:
+        """"TensorRT" or "TensorRT-RTX", for messages."""
+        return RUNTIME_TITLES.get(self.runtime, self.runtime)
 
     @property
     def max_batch(self) -> int:
@@ -51,13 +75,14 @@ class EngineRecord:
 
     @property
     def sm(self) -> str:
-        return sm_tag(parse_compute_capability(self.compute_capability))
+        """'sm87', or 'sm86-sm120' for an engine built for several."""
+        return sm_tags(tuple(parse_compute_capability(c) for c in self.compute_capabilities))
 
     def file_record(self) -> FileRecord:
         """The record the package loader verifies (path, size, sha256)."""
         return FileRecord.from_dict({"path": self.file, "role": "engine", "precision": self.precision,
                                      "sha256": self.sha256, "size": self.size, "tensorrt": self.tensorrt,
-                                     "compute_capability": self.compute_capability})
+                                     "compute_capability": self.compute_capability, "runtime": self.runtime})
 
     @classmethod
     def from_dict(cls, data: Mapping[str, Any]) -> EngineRecord:
@@ -66,6 +91,11 @@ class EngineRecord:
             raise PackageError(f"manifest: {where} must be an object")
         try:
             gpu = data["gpu"]
+            runtime = str(data.get("runtime", TENSORRT))
+            if runtime not in ENGINE_RUNTIMES:
+                raise ValueError(f"runtime {runtime!r} is none of {', '.join(ENGINE_RUNTIMES)}")
+            targets = tuple(format_compute_capability(parse_compute_capability(str(c)))
+                            for c in gpu.get("compute_capabilities") or [gpu["compute_capability"]])
             profile = dict(data["profile"])
             for key in ("min", "opt", "max"):
                 profile[key] = [int(v) for v in profile[key]]
@@ -81,7 +111,11 @@ class EngineRecord:
                 onnx=str(data.get("onnx", "")), calibration_cache=data.get("calibration_cache"),
                 placement=data.get("placement"), plan=dict(data.get("plan") or {}),
                 extra={k: v for k, v in data.items() if k not in _KNOWN},
+                runtime=runtime, compute_capabilities=targets,
             )
+            if record.compute_capability != targets[0]:
+                raise ValueError(f"gpu.compute_capability {record.compute_capability} is not the first of "
+                                 f"gpu.compute_capabilities {list(targets)}")
             TrtVersion.parse(record.tensorrt)
             record.file_record()  # path and checksum well formed
         except (KeyError, TypeError, ValueError, AttributeError, EngineError) as exc:
@@ -92,8 +126,9 @@ class EngineRecord:
     def to_dict(self) -> dict[str, Any]:
         out: dict[str, Any] = {
             "file": self.file, "sha256": self.sha256, "size": self.size, "precision": self.precision,
-            "tensorrt": self.tensorrt,
-            "gpu": {"name": self.gpu_name, "compute_capability": self.compute_capability},
+            "runtime": self.runtime, "tensorrt": self.tensorrt,
+            "gpu": {"name": self.gpu_name, "compute_capability": self.compute_capability,
+                    "compute_capabilities": list(self.compute_capabilities)},
             "profile": self.profile, "dla_core": self.dla_core, "version_compatible": self.version_compatible,
             "built": self.built, "build_seconds": self.build_seconds, "onnx": self.onnx,
             "calibration_cache": self.calibration_cache, "placement": self.placement, "plan": self.plan,
