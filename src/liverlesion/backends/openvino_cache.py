@@ -21,13 +21,14 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
-import os
-import stat
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
 from ..atomic import atomic_write_bytes
+from .trusted_files import UntrustedFile, prepare_folder, read_trusted, untrusted
+
+__all__ = ["CacheEntry", "CacheKey", "prepare_folder", "read_entry", "untrusted", "write_entry"]
 
 log = logging.getLogger("liverlesion.backends.openvino")
 
@@ -76,99 +77,29 @@ class CacheEntry:
     runtime_precisions: dict[str, int]
 
 
-def untrusted(info: os.stat_result, what: str) -> str | None:
-    """Why a cache file or folder may not be trusted (another owner, writable by group or others), or None."""
-    getuid = getattr(os, "getuid", None)
-    if getuid is None:  # no user ids here (Windows): nothing to compare
-        return None
-    if info.st_uid != getuid():
-        return f"{what} belongs to user id {info.st_uid}, not to this user ({getuid()})"
-    if info.st_mode & (stat.S_IWGRP | stat.S_IWOTH):
-        return f"{what} is writable by {'others' if info.st_mode & stat.S_IWOTH else 'its group'} " \
-               f"(mode {stat.S_IMODE(info.st_mode):o})"
-    return None
-
-
-def prepare_folder(root: Path, folder: Path) -> Path | None:
-    """Create ``folder`` (each missing level 0700) and check the levels below ``root``; None when unusable.
-
-    Safe when many processes load at once: each level is made with ``exist_ok`` and then
-    checked, never tested for and then made (the loser of that race would see "File exists").
-    """
-    try:
-        relative = folder.relative_to(root)
-        levels = [root.joinpath(*relative.parts[:i + 1]) for i in range(len(relative.parts))]
-        root.mkdir(mode=0o700, parents=True, exist_ok=True)
-        for level in levels:
-            level.mkdir(mode=0o700, exist_ok=True)  # an existing level keeps its mode, checked below
-        for level in levels:
-            info = level.stat()
-            if not stat.S_ISDIR(info.st_mode):
-                raise NotADirectoryError(f"{level} is not a folder")
-            problem = untrusted(info, f"cache folder {level}")
-            if problem is not None:
-                log.warning("liverlesion: %s; not using the compiled-model cache (OpenVINO compiles on every "
-                            "load). Fix it with: chmod 700 %s, or remove it", problem, level)
-                return None
-        if not os.access(folder, os.W_OK):
-            raise PermissionError(f"{folder} is not writable")
-    except (OSError, ValueError) as exc:
-        log.warning("liverlesion: compiled-model cache %s is not usable (%s); OpenVINO compiles on every load",
-                    folder, exc)
-        return None
-    return folder
-
-
-def _read_trusted(path: Path, limit: int, what: str) -> bytes | None:
-    """The bytes of a regular file this user owns, not a link, at most ``limit`` bytes; None if absent."""
-    try:
-        fd = os.open(path, os.O_RDONLY | getattr(os, "O_NOFOLLOW", 0) | getattr(os, "O_BINARY", 0))
-    except FileNotFoundError:
-        return None
-    except OSError as exc:  # ELOOP: a symbolic link, refused like ssh refuses one it did not make
-        raise _Untrusted(f"{what} {path} cannot be opened as a plain file ({exc.strerror})") from None
-    with os.fdopen(fd, "rb") as handle:
-        info = os.fstat(handle.fileno())  # of the file opened, not of whatever the path names later
-        if not stat.S_ISREG(info.st_mode):
-            raise _Untrusted(f"{what} {path} is not a regular file")
-        problem = untrusted(info, f"{what} {path}")
-        if problem is not None:
-            raise _Untrusted(problem)
-        if info.st_size > limit:
-            raise _Untrusted(f"{what} {path} is {info.st_size} bytes; at most {limit} are accepted")
-        data = handle.read(limit + 1)
-    if len(data) > limit:
-        raise _Untrusted(f"{what} {path} grew past {limit} bytes while being read")
-    return data
-
-
-class _Untrusted(Exception):
-    """A cache file that is not used (the message says why); never leaves this module."""
-
-
 def read_entry(folder: Path, key: CacheKey, max_bytes: int = MAX_BLOB_BYTES) -> CacheEntry | None:
     """The verified blob for ``key``, or None (absent, or logged why it is not used: the caller rebuilds)."""
     record_path, blob_path = folder / f"{key.stem}.json", folder / f"{key.stem}.blob"
     try:
-        text = _read_trusted(record_path, MAX_RECORD_BYTES, "cache record")
+        text = read_trusted(record_path, MAX_RECORD_BYTES, "cache record")
         if text is None:
             return None
         record = _parse_record(text, record_path)
         differs = _first_difference(record.get("key"), key.to_dict())
         if differs is not None:
-            raise _Untrusted(f"cache record {record_path} was made for another {differs}")
+            raise UntrustedFile(f"cache record {record_path} was made for another {differs}")
         size, digest = record["blob"]["size"], record["blob"]["sha256"]
         if size > max_bytes:
-            raise _Untrusted(f"cache record {record_path} names a blob of {size} bytes, more than the "
+            raise UntrustedFile(f"cache record {record_path} names a blob of {size} bytes, more than the "
                              f"{max_bytes} accepted")
-        blob = _read_trusted(blob_path, size, "cached blob")
+        blob = read_trusted(blob_path, size, "cached blob")
         if blob is None:
-            raise _Untrusted(f"cached blob {blob_path} is missing")
+            raise UntrustedFile(f"cached blob {blob_path} is missing")
         if len(blob) != size:
-            raise _Untrusted(f"cached blob {blob_path} is {len(blob)} bytes, its record says {size}")
+            raise UntrustedFile(f"cached blob {blob_path} is {len(blob)} bytes, its record says {size}")
         if hashlib.sha256(blob).hexdigest() != digest:
-            raise _Untrusted(f"cached blob {blob_path} does not match the sha256 in its record")
-    except _Untrusted as exc:
+            raise UntrustedFile(f"cached blob {blob_path} does not match the sha256 in its record")
+    except UntrustedFile as exc:
         log.warning("liverlesion: %s; compiling %s anew", exc, key.source_path)
         return None
     except OSError as exc:
@@ -183,16 +114,16 @@ def _parse_record(text: bytes, path: Path) -> dict[str, Any]:
     try:
         record = json.loads(text.decode("utf-8"))
     except (UnicodeDecodeError, ValueError, RecursionError) as exc:
-        raise _Untrusted(f"cache record {path} is not JSON ({type(exc).__name__})") from None
+        raise UntrustedFile(f"cache record {path} is not JSON ({type(exc).__name__})") from None
     if not isinstance(record, dict) or record.get("format") != RECORD_FORMAT \
             or record.get("version") != RECORD_VERSION:
-        raise _Untrusted(f"cache record {path} is not a {RECORD_FORMAT} record, version {RECORD_VERSION}")
+        raise UntrustedFile(f"cache record {path} is not a {RECORD_FORMAT} record, version {RECORD_VERSION}")
     blob, runtime = record.get("blob"), record.get("runtime_precisions")
     if not isinstance(blob, dict) or not isinstance(blob.get("sha256"), str) \
             or type(blob.get("size")) is not int or blob["size"] < 1 \
             or not isinstance(record.get("executed_precision"), str) or not isinstance(runtime, dict) \
             or not all(isinstance(k, str) and type(v) is int for k, v in runtime.items()):
-        raise _Untrusted(f"cache record {path} lacks a blob size and sha256 or what the blob executed")
+        raise UntrustedFile(f"cache record {path} lacks a blob size and sha256 or what the blob executed")
     return record
 
 
