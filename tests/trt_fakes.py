@@ -14,6 +14,7 @@ import numpy as np
 from engine_fixtures import GRID
 from liverlesion.engines.plan import BuildOptions, plan_build
 from liverlesion.engines.records import add_engine_record, make_record
+from liverlesion.errors import BackendError
 from liverlesion.machine.cuda_memory import CudaMemory
 from liverlesion.machine.gpu import GpuInfo
 from liverlesion.package.store import read_manifest
@@ -23,13 +24,29 @@ H, W = GRID
 
 
 class FakeDevice:
-    """Device memory as numpy byte buffers, plus a record of stream captures and graph launches."""
+    """Device memory as numpy byte buffers, plus a record of stream captures and graph launches.
+
+    ``events`` lists, in order: 'enqueue', 'begin-capture', 'end-capture', 'launch', 'sync', 'destroy-graph'.
+    ``fail``: where a capture goes wrong ('begin', 'enqueue' (TensorRT returns False while captured),
+    'enqueue-invalidates' (that, and ending the capture fails too, as CUDA does for an invalidated
+    capture), 'end' (the capture cannot be ended into a graph)), or None.
+    """
 
     def __init__(self):
         self.buffers: dict[int, np.ndarray] = {}
         self.capturing: list | None = None
         self.captures = self.launches = self.enqueues = 0
         self.freed = False
+        self.events: list[str] = []
+        self.fail: str | None = None
+        self.graphs: list[FakeGraph] = []  # every graph made, destroyed or not
+
+
+class FakeGraph:
+    """A captured list of operations, replayable until destroyed."""
+
+    def __init__(self, ops):
+        self.ops, self.alive = ops, True
 
 
 class FakeMemory(CudaMemory):
@@ -60,20 +77,36 @@ class FakeMemory(CudaMemory):
         dst.reshape(-1).view(np.uint8)[:] = self.dev.buffers[src][: dst.nbytes]
 
     def synchronize(self, stream):
-        pass
+        self.dev.events.append("sync")
 
     def begin_capture(self, stream):
+        self.dev.events.append("begin-capture")
+        if self.dev.fail == "begin":
+            raise BackendError("CUDA cudaStreamBeginCapture failed: operation not supported (801)")
         self.dev.capturing = []
 
     def end_capture(self, stream):
-        ops, self.dev.capturing = self.dev.capturing, None
+        self.dev.events.append("end-capture")
+        ops, self.dev.capturing = self.dev.capturing, None  # capture mode ends, whatever follows
+        if self.dev.fail in ("end", "enqueue-invalidates"):
+            raise BackendError("CUDA cudaStreamEndCapture failed: operation failed due to a previous error "
+                               "during capture (901)")
         self.dev.captures += 1
-        return ops
+        graph = FakeGraph(ops)
+        self.dev.graphs.append(graph)
+        return graph
 
     def launch_graph(self, graph, stream):
+        assert graph.alive, "a destroyed graph was launched"
+        self.dev.events.append("launch")
         self.dev.launches += 1
-        for op in graph:
+        for op in graph.ops:
             op()
+
+    def destroy_graph(self, graph):
+        assert graph.alive, "a graph was destroyed twice"
+        self.dev.events.append("destroy-graph")
+        graph.alive = False
 
     def free_all(self):
         self.dev.freed = True
@@ -109,6 +142,9 @@ class FakeContext:
     def execute_async_v3(self, stream):
         dev = self.engine.dev
         dev.enqueues += 1
+        dev.events.append("enqueue")
+        if dev.capturing is not None and dev.fail in ("enqueue", "enqueue-invalidates"):
+            return False
         n = self.batch  # shapes are fixed when the work is queued (or captured)
 
         def compute():

@@ -5,6 +5,7 @@ GPU detection and CUDA memory are tested in test_machine_gpu.py and test_machine
 
 from __future__ import annotations
 
+import re
 import sys
 import threading
 import types
@@ -26,6 +27,7 @@ from liverlesion.package.store import read_manifest
 from trt_fakes import (
     ORIN,
     FakeDevice,
+    FakeEngine,
     H,
     W,
     add_fake_engine,
@@ -81,14 +83,70 @@ def test_input_shape_set_only_when_the_batch_changes(machine, package):
         assert machine.engine.context.shape_calls == [(8, 1, H, W), (2, 1, H, W), (3, 1, H, W), (2, 1, H, W)]
 
 
-def test_cuda_graph_captured_once_and_replayed_with_new_data(machine, package):
+def test_cuda_graph_captured_after_a_plain_run_and_replayed_with_new_data(machine, package):
     with TensorRTBackend(package, "fp16", cuda_graph_batch=2) as backend:
+        assert backend.cuda_graph.status == "waiting"
         for step, n in enumerate((2, 2, 2, 1, 2, 2)):
             hu = hu_batch(n, seed=10 + step)
             np.testing.assert_array_equal(backend.infer(hu)["labels"], reference(hu)["labels"])
-    # call 1: shape changed -> plain; call 2: capture + launch; call 3: launch; batch 1 and the next
-    # batch-2 call follow shape changes -> plain; the last call replays the graph captured at call 2.
-    assert machine.captures == 1 and machine.launches == 3
+        assert backend.cuda_graph.status == "captured"
+    # call 1: new shape -> plain; call 2: capture + launch; call 3: launch; batch 1: the graph is destroyed,
+    # plain; the next batch-2 call: new shape -> plain; the last call captures anew and launches.
+    assert machine.captures == 2 and machine.launches == 3
+    assert [g.alive for g in machine.graphs] == [False, True]
+
+
+def test_cuda_graph_of_the_load_batch_waits_for_one_plain_run(machine, package):
+    # The load sets the profile's largest batch (8): asking graphs for 8 must still run plainly first.
+    with TensorRTBackend(package, "fp16", cuda_graph_batch=8) as backend:
+        for seed in range(3):
+            hu = hu_batch(8, seed=seed)
+            np.testing.assert_array_equal(backend.infer(hu)["labels"], reference(hu)["labels"])
+    assert machine.events == ["enqueue", "sync", "begin-capture", "enqueue", "end-capture", "launch", "sync",
+                              "launch", "sync"]
+
+
+def test_cuda_graph_dropped_when_the_batch_changes(machine, package):
+    with TensorRTBackend(package, "fp16", cuda_graph_batch=8) as backend:
+        for step, n in enumerate((8, 8, 2, 8, 8)):
+            hu = hu_batch(n, seed=step)
+            np.testing.assert_array_equal(backend.infer(hu)["labels"], reference(hu)["labels"])
+        first, second = machine.graphs
+        assert not first.alive and second.alive  # the graph of before the batch-2 call is gone, a new one runs
+        assert machine.events[-3:] == ["end-capture", "launch", "sync"]
+    # 8: plain; 8: capture + launch; 2: graph destroyed, plain; 8: plain (new shape); 8: capture + launch
+    assert machine.events.count("destroy-graph") == 1 and machine.launches == 2
+
+
+@pytest.mark.parametrize("fail, reason", [
+    ("begin", "capture did not start.*operation not supported"),
+    ("enqueue", "enqueue failed while being captured"),
+    ("enqueue-invalidates", "enqueue failed while being captured"),  # the first error is kept, not the end's
+    ("end", "graph could not be made.*cudaStreamEndCapture"),
+])
+def test_failed_capture_falls_back_to_plain_execution_for_good(machine, package, caplog, fail, reason):
+    machine.fail = fail
+    caplog.set_level("WARNING", logger="liverlesion.backends.tensorrt")
+    with TensorRTBackend(package, "fp16", cuda_graph_batch=2) as backend:
+        for step, n in enumerate((2, 2, 2, 3, 2, 2, 2)):
+            hu = hu_batch(n, seed=step)
+            np.testing.assert_array_equal(backend.infer(hu)["labels"], reference(hu)["labels"])
+        state = backend.cuda_graph
+        assert state.status == "failed" and state.batch == 2
+        assert re.search(reason, state.reason)
+    assert machine.events.count("begin-capture") == 1  # tried once, never again (not even after new shapes)
+    assert machine.capturing is None  # the stream left capture mode
+    assert machine.launches == 0 and not any(g.alive for g in machine.graphs)  # nothing launched nor leaked
+    warnings = [r for r in caplog.records if r.name == "liverlesion.backends.tensorrt"]
+    assert len(warnings) == 1 and re.search(reason, warnings[0].getMessage())
+
+
+def test_cuda_graph_state_when_not_asked(machine, package):
+    with TensorRTBackend(package, "fp16") as backend:
+        backend.infer(hu_batch(2))
+        backend.infer(hu_batch(2))
+        assert backend.cuda_graph.status == "off" and backend.cuda_graph.batch is None
+    assert machine.events.count("begin-capture") == 0
 
 
 def test_static_profile_pads_small_batches(machine, tmp_path, monkeypatch):
@@ -210,6 +268,77 @@ def test_cuda_graph_batch_outside_the_profile(machine, no_cuda, package):
         TensorRTBackend(package, "fp16", cuda_graph_batch=9)
 
 
+#: An Orin whose driver knows CUDA 11.8 only, under a TensorRT wheel built for CUDA 12.
+OLD_DRIVER = GpuInfo(0, "Orin", (8, 7), 8 * 2**30, integrated=True, driver_version=11080)
+
+
+@pytest.fixture
+def trt_needs_cuda12(monkeypatch, machine):
+    """The fake TensorRT as if from the tensorrt-cu12 wheel; creating its runtime is a test failure."""
+    def no_runtime(logger):
+        raise AssertionError("TensorRT was asked to start CUDA with a driver too old for it")
+
+    sys.modules["tensorrt"].Runtime = no_runtime
+    monkeypatch.setattr(trt_backend, "runtime_distribution", lambda *modules: "tensorrt-cu12")
+
+
+def test_driver_older_than_tensorrts_cuda_is_refused_before_tensorrt_runs(monkeypatch, trt_needs_cuda12, no_cuda,
+                                                                           package):
+    monkeypatch.setattr(trt_backend, "detect_gpu", lambda index=0: OLD_DRIVER)
+    with pytest.raises(EngineError, match=r"CUDA 11\.8.*tensorrt-cu12 needs CUDA 12.*update the NVIDIA driver"):
+        TensorRTBackend(package, "fp16")
+    monkeypatch.setattr(trt_backend, "available_implementations", lambda: ["cuda-python"])
+    ok, reason = TensorRTBackend.availability()  # so that backend="auto" never picks it
+    assert not ok and "tensorrt-cu11 wheel" in reason
+
+
+def test_driver_new_enough_for_tensorrts_cuda_runs(monkeypatch, trt_needs_cuda12, package):
+    monkeypatch.setattr(trt_backend, "detect_gpu", lambda index=0: GpuInfo(0, "Orin", (8, 7), 8 * 2**30,
+                                                                         driver_version=12020))
+    with pytest.raises(AssertionError, match="asked to start CUDA"):  # the check let it through to TensorRT
+        TensorRTBackend(package, "fp16")
+
+
+@pytest.mark.parametrize("runtime", [lambda logger: None, TypeError("factory function returned nullptr")])
+def test_runtime_that_tensorrt_cannot_create(machine, package, runtime):
+    def failing(logger):
+        if isinstance(runtime, Exception):
+            raise runtime
+        return runtime(logger)
+
+    sys.modules["tensorrt"].Runtime = failing
+    with pytest.raises(EngineError, match=r"could not create its runtime.*cudaError 35.*update the NVIDIA driver"):
+        TensorRTBackend(package, "fp16")
+    assert machine.freed
+
+
+def test_execution_context_that_tensorrt_cannot_create(monkeypatch, machine, package):
+    monkeypatch.setattr(FakeEngine, "create_execution_context", lambda self: None)
+    with pytest.raises(EngineError, match=r"could not create an execution context.*--max-batch"):
+        TensorRTBackend(package, "fp16")
+    assert machine.freed
+
+
+def test_subclass_hooks_create_runtime_and_context(machine, package):
+    calls = []
+
+    class Hooked(TensorRTBackend):
+        """What a TensorRT-RTX backend overrides: how the runtime and the execution context are made."""
+
+        def _create_runtime(self, trt, logger):
+            calls.append("runtime")
+            return super()._create_runtime(trt, logger)
+
+        def _create_context(self, engine):
+            calls.append("context")
+            return engine.create_execution_context()
+
+    with Hooked(package, "fp16") as backend:
+        hu = hu_batch(2)
+        np.testing.assert_array_equal(backend.infer(hu)["labels"], reference(hu)["labels"])
+    assert calls == ["runtime", "context"]
+
+
 # -- availability ------------------------------------------------------------------------------------
 def test_availability(monkeypatch, device):
     monkeypatch.setitem(sys.modules, "tensorrt", None)
@@ -246,9 +375,10 @@ requires_tensorrt = pytest.mark.skipif(
 def tiny_package(root: Path) -> Path:
     """A package of tiny fused graphs (x/1000 -> 1x1 conv -> softmax, argmax): fp32, fp16 and Q/DQ."""
     onnx = pytest.importorskip("onnx")
-    quantization = pytest.importorskip("onnxruntime.quantization")
+    pytest.importorskip("onnxruntime.quantization")
     from onnx import TensorProto, helper, numpy_helper
 
+    from liverlesion.export.quantize import quantize_int8
     from liverlesion.package import write_manifest
     from liverlesion.package.store import file_record
 
@@ -258,13 +388,14 @@ def tiny_package(root: Path) -> Path:
 
     def graph(dtype):
         np_type = np.float16 if dtype == TensorProto.FLOAT16 else np.float32
-        nodes = [helper.make_node("Cast", ["hu"], ["x0"], to=dtype),
-                 helper.make_node("Mul", ["x0", "scale"], ["x"]),
-                 helper.make_node("Conv", ["x", "w", "b"], ["logits"]),
-                 helper.make_node("Softmax", ["logits"], ["p"], axis=1),
-                 helper.make_node("Cast", ["p"], ["probabilities"], to=TensorProto.FLOAT),
-                 helper.make_node("ArgMax", ["p"], ["l64"], axis=1, keepdims=0),
-                 helper.make_node("Cast", ["l64"], ["labels"], to=TensorProto.INT32)]
+        # Named as the exporter names the fused graph's nodes: only the network (the Conv) is quantized.
+        nodes = [helper.make_node("Cast", ["hu"], ["x0"], "/preprocess/cast", to=dtype),
+                 helper.make_node("Mul", ["x0", "scale"], ["x"], "/preprocess/scale"),
+                 helper.make_node("Conv", ["x", "w", "b"], ["logits"], "/network/conv"),
+                 helper.make_node("Softmax", ["logits"], ["p"], "/postprocess/softmax", axis=1),
+                 helper.make_node("Cast", ["p"], ["probabilities"], "/postprocess/cast", to=TensorProto.FLOAT),
+                 helper.make_node("ArgMax", ["p"], ["l64"], "/postprocess/argmax", axis=1, keepdims=0),
+                 helper.make_node("Cast", ["l64"], ["labels"], "/postprocess/labels", to=TensorProto.INT32)]
         inits = [numpy_helper.from_array(np.array(1e-3, np_type), "scale"),
                  numpy_helper.from_array(weights.astype(np_type), "w"),
                  numpy_helper.from_array(bias.astype(np_type), "b")]
@@ -283,20 +414,8 @@ def tiny_package(root: Path) -> Path:
     slices = np.random.default_rng(0).uniform(-1000, 1000, (16, 1, H, W)).astype(np.float32)
     np.save(root / "calibration" / "slices.npy", slices, allow_pickle=False)
 
-    class Reader(quantization.CalibrationDataReader):
-        def __init__(self):
-            self.items = iter([{"hu": s[None]} for s in slices])
-
-        def get_next(self):
-            return next(self.items, None)
-
-    quantization.quantize_static(str(root / "model_fp32.onnx"), str(root / "model_int8_qdq_s8s8.onnx"),
-                                 Reader(),
-                                 quant_format=quantization.QuantFormat.QDQ, per_channel=True,
-                                 op_types_to_quantize=["Conv"],
-                                 activation_type=quantization.QuantType.QInt8,
-                                 weight_type=quantization.QuantType.QInt8,
-                                 extra_options={"ActivationSymmetric": True, "WeightSymmetric": True})
+    # The exporter's own s8s8 quantization (float biases: NVIDIA's parser refuses an int32 bias DequantizeLinear).
+    quantize_int8(root / "model_fp32.onnx", root / "model_int8_qdq_s8s8.onnx", slices, form="s8s8")
     from liverlesion.export.binding import bound_onnx_record
     from liverlesion.package.binding import package_binding
 
@@ -335,3 +454,22 @@ def test_real_engine_agrees_with_onnxruntime_fp32(tmp_path, precision, agreement
     assert (got["labels"] == labels).mean() >= agreement
     np.testing.assert_array_equal(single["labels"], got["labels"][:1])
     assert np.abs(got["probabilities"] - probabilities).max() < (1e-3 if precision == "fp32" else 0.1)
+
+
+# -- NVIDIA's own ONNX parser on a CPU (TensorRT-RTX), where it is installed --------------------------------
+@pytest.mark.tensorrt_rtx
+@pytest.mark.parametrize("file", ["model_fp32.onnx", "model_fp16.onnx", "model_int8_qdq_s8s8.onnx"])
+def test_tiny_package_graphs_parse_with_nvidias_onnx_parser(tmp_path, file):
+    trt = pytest.importorskip("tensorrt_rtx", reason="needs TensorRT-RTX (the tensorrt-rtx extra) for its "
+                                                     "ONNX parser, which runs without a GPU")
+    onnx = pytest.importorskip("onnx")
+    root = tiny_package(tmp_path / "pkg")
+    if "int8" in file:  # quantized for real, not left all float by the exporter's exclusions
+        assert {"QuantizeLinear", "DequantizeLinear"} <= {n.op_type for n in onnx.load(root / file).graph.node}
+    logger = trt.Logger(trt.Logger.WARNING)
+    builder = trt.Builder(logger)
+    network = builder.create_network(1 << int(trt.NetworkDefinitionCreationFlag.STRONGLY_TYPED))
+    parser = trt.OnnxParser(network, logger)
+    parsed = parser.parse_from_file(str(root / file))
+    errors = [str(parser.get_error(i)) for i in range(parser.num_errors)]
+    assert parsed and errors == []

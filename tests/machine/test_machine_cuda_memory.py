@@ -86,3 +86,78 @@ def test_pycuda_memory_pushes_and_pops_the_primary_context():
     assert not memory.supports_graphs
     with pytest.raises(BackendError, match="cuda-python"):
         memory.begin_capture(0)
+
+
+class FakeGraphRuntime(FakeCudaRuntime):
+    """Adds stream capture: ``instantiate_error`` makes cudaGraphInstantiateWithFlags fail with that code."""
+
+    def __init__(self, instantiate_error=0):
+        super().__init__()
+        self.instantiate_error, self.calls, self.made = instantiate_error, [], 0
+
+    def cudaStreamEndCapture(self, stream):
+        self.made += 1
+        self.calls.append(("end", stream))
+        return (0, f"graph{self.made}")
+
+    def cudaGraphInstantiateWithFlags(self, graph, flags):
+        return (self.instantiate_error, None if self.instantiate_error else f"exec-of-{graph}")
+
+    def cudaGraphDestroy(self, graph):
+        self.calls.append(("destroy", graph))
+        return (0,)
+
+    def cudaGraphExecDestroy(self, executable):
+        self.calls.append(("exec-destroy", executable))
+        return (0,)
+
+
+def test_cuda_python_graph_that_fails_to_instantiate_is_destroyed():
+    runtime = FakeGraphRuntime(instantiate_error=2)
+    memory = CudaPythonMemory(runtime)
+    with pytest.raises(BackendError, match="cudaGraphInstantiateWithFlags failed"):
+        memory.end_capture(3)
+    assert runtime.calls == [("end", 3), ("destroy", "graph1")]
+    memory.close()
+    assert runtime.calls.count(("destroy", "graph1")) == 1  # not destroyed a second time at close
+
+
+def test_cuda_python_destroys_a_graph_once_when_asked():
+    runtime = FakeGraphRuntime()
+    memory = CudaPythonMemory(runtime)
+    first, second = memory.end_capture(3), memory.end_capture(3)
+    memory.destroy_graph(first)
+    assert runtime.calls[-2:] == [("exec-destroy", "exec-of-graph1"), ("destroy", "graph1")]
+    memory.close()  # only the graph still held is destroyed here
+    assert runtime.calls[-2:] == [("exec-destroy", second), ("destroy", "graph2")]
+    assert runtime.calls.count(("destroy", "graph1")) == 1
+
+
+def _pycuda_driver(events):
+    """A pycuda.driver stand-in whose allocations and primary context record what happens to them."""
+    context = types.SimpleNamespace(push=lambda: events.append("push"), detach=lambda: events.append("detach"))
+
+    class Allocation:
+        def __int__(self):
+            return 0x100
+
+        def free(self):
+            events.append("free")
+
+    return types.SimpleNamespace(
+        init=lambda: events.append("init"),
+        Device=lambda index: types.SimpleNamespace(retain_primary_context=lambda: context),
+        Context=types.SimpleNamespace(pop=lambda: events.append("pop")),
+        mem_alloc=lambda nbytes: Allocation())
+
+
+def test_pycuda_close_frees_then_releases_the_primary_context_once():
+    events = []
+    memory = PyCudaMemory(_pycuda_driver(events))
+    with memory.activate():
+        memory.device_alloc(64)
+    memory.close()
+    memory.close()
+    assert events == ["init", "push", "pop", "push", "free", "pop", "detach"]
+    with pytest.raises(BackendError, match="closed"), memory.activate():
+        pass

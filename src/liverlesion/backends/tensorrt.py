@@ -7,6 +7,19 @@ tensors are bound by name (``set_tensor_address`` / ``set_input_shape`` /
 ``execute_async_v3``, the API from TensorRT 8.5 through 11.x), device buffers and
 pinned host buffers are allocated once for the profile's largest batch, and work
 runs on the backend's own CUDA stream, optionally replayed as a CUDA graph.
+Before TensorRT starts CUDA, the driver's CUDA version is checked against the one
+the installed wheel needs (``machine.cuda_compat``): an old driver is an EngineError
+saying what to update, never a crash.
+
+CUDA graphs (``cuda_graph_batch``), as trtexec does them: a graph is captured only
+after one plain, synchronised run at the current input shape (TensorRT finishes its
+shape-dependent setup there), it is destroyed when the input shape changes (a graph
+holds one shape), and a failed capture turns graphs off for the backend's life, with
+one warning and the reason in ``backend.cuda_graph``.
+
+Subclassing (e.g. a TensorRT-RTX backend): the tensorrt module, its version, the
+distributions to check against the driver, the runtime and the execution context
+come from small overridable methods (``_import_runtime`` .. ``_create_context``).
 
 Thread safety: one execution context behind a lock. The model is small and a
 Jetson GPU is busy with one slice anyway, while every extra context costs its own
@@ -15,10 +28,12 @@ activation memory, which 8 GB Orin modules share with the CPU.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import threading
 from dataclasses import dataclass
 from pathlib import Path
+from types import ModuleType
 from typing import TYPE_CHECKING, Any, ClassVar
 
 import numpy as np
@@ -27,6 +42,7 @@ from ..engine_tags import TrtVersion
 from ..engines.records import EngineRecord, engine_compatibility, engine_records, select_engine
 from ..engines.versions import import_tensorrt, installed_tensorrt_version
 from ..errors import BackendError, EngineError, LiverLesionError, install_hint
+from ..machine.cuda_compat import cuda_runtime_refusal, runtime_distribution
 from ..machine.cuda_memory import CudaMemory, available_implementations, open_cuda_memory
 from ..machine.gpu import GpuInfo, detect_gpu
 from ..machine.probe import Machine
@@ -53,6 +69,20 @@ class _Tensor:
     is_input: bool
     host: np.ndarray
     device: int
+
+
+#: ``CudaGraphState.status``: not asked for; asked, captured after the next plain run at the graph's batch;
+#: a graph is held and replayed; capture failed, so plain execution for the rest of the backend's life.
+GRAPH_OFF, GRAPH_WAITING, GRAPH_CAPTURED, GRAPH_FAILED = "off", "waiting", "captured", "failed"
+
+
+@dataclass(frozen=True)
+class CudaGraphState:
+    """Whether a TensorRT backend replays a CUDA graph: the batch asked for, the status, and why."""
+
+    batch: int | None
+    status: str
+    reason: str
 
 
 def _dims(dims: Any) -> tuple[int, ...]:
@@ -148,10 +178,41 @@ class TensorRTBackend(Backend):
     """Runs a TensorRT plan from the package (see the module docstring for the guarantees)."""
 
     name: ClassVar[str] = "tensorrt"
+    #: Python modules of the TensorRT wheels whose distribution names the CUDA major they need.
+    runtime_modules: ClassVar[tuple[str, ...]] = ("tensorrt", "tensorrt_libs", "tensorrt_bindings")
+
+    # -- what a subclass for another NVIDIA runtime (TensorRT-RTX) overrides ----------------
+    @classmethod
+    def _runtime_installed(cls) -> bool:
+        """Whether the runtime's Python package is installed (found without importing it)."""
+        return tensorrt_installed()
+
+    @classmethod
+    def _import_runtime(cls) -> ModuleType:
+        """The runtime's Python module, or MissingDependencyError naming the extra."""
+        return import_tensorrt()
+
+    @classmethod
+    def _installed_version(cls) -> TrtVersion | None:
+        """The installed runtime's version, as engine records name it."""
+        return installed_tensorrt_version()
+
+    @classmethod
+    def cuda_refusal(cls, gpu: GpuInfo) -> str | None:
+        """Why the installed runtime cannot start CUDA with this GPU's driver, or None (also when unknown)."""
+        return cuda_runtime_refusal(gpu.driver_version, runtime_distribution(*cls.runtime_modules))
+
+    def _create_runtime(self, trt: Any, logger: Any) -> Any:
+        """The runtime object that deserialises plans (TensorRT: ``trt.Runtime(logger)``)."""
+        return trt.Runtime(logger)
+
+    def _create_context(self, engine: Any) -> Any:
+        """An execution context (TensorRT-RTX passes its runtime config here)."""
+        return engine.create_execution_context()
 
     @classmethod
     def availability(cls) -> tuple[bool, str]:
-        if not tensorrt_installed():
+        if not cls._runtime_installed():
             return False, (f"TensorRT is not installed: {ROW.install} (on Jetson: "
                            "JetPack's python3-libnvinfer)")
         memories = available_implementations()
@@ -161,6 +222,9 @@ class TensorRTBackend(Backend):
         gpu = detect_gpu()
         if gpu is None:
             return False, "no CUDA GPU found (no NVIDIA driver, or no device)"
+        refusal = cls.cuda_refusal(gpu)
+        if refusal is not None:  # TensorRT would fail starting CUDA, and may crash the process doing so
+            return False, refusal
         return True, f"TensorRT with {gpu.describe()}, device memory through {memories[0]}"
 
     @classmethod
@@ -172,7 +236,7 @@ class TensorRTBackend(Backend):
             return None, (f"the package has no {precision} TensorRT engine; build one: "
                           f"{_rebuild(package, precision)}")
         gpu = detect_gpu(device)
-        record, refused = select_engine(records, precision, installed_tensorrt_version(),
+        record, refused = select_engine(records, precision, cls._installed_version(),
                                         None if gpu is None else gpu.compute_capability,
                                         None if gpu is None else gpu.name, dla=dla)
         if record is not None:
@@ -184,7 +248,7 @@ class TensorRTBackend(Backend):
         """Load ``engine`` (a file in the package), else the package's ``precision`` engine that fits here.
 
         ``cuda_graph_batch``: capture and replay a CUDA graph for that batch size (needs
-        cuda-python). ``memory``: force 'cuda-python' or 'pycuda'.
+        cuda-python; see ``cuda_graph`` for whether it is in use). ``memory``: force 'cuda-python' or 'pycuda'.
         """
         super().__init__(package, precision)
         self._lock = threading.Lock()
@@ -197,17 +261,20 @@ class TensorRTBackend(Backend):
         self._batch = 0
         self._graph: Any = None
         self._graph_batch = cuda_graph_batch
+        self._graph_failure: str | None = None  # set once: capture failed, graphs are off for good
+        self._warm = False  # a plain run at the current input shape has finished (capture needs one)
         self._min_batch = 1
         self._max_batch: int | None = None
-        import_tensorrt()
-        import tensorrt as trt
-
-        self.trt_version = TrtVersion.parse(trt.__version__)
+        self._trt = self._import_runtime()
+        self.trt_version = TrtVersion.parse(self._trt.__version__)
         found = detect_gpu(device)
         if found is None:
             raise EngineError("the TensorRT backend needs an NVIDIA GPU, and none was found (no driver, or "
                               "no device); use the onnxruntime backend on this machine")
         self.gpu: GpuInfo = found
+        refusal = self.cuda_refusal(found)
+        if refusal is not None:  # before any call into TensorRT: with an old driver those can crash
+            raise EngineError(f"TensorRT cannot start CUDA here: {refusal}")
         self.record = self._choose(engine)
         self._verify(self.record)
         low, high = self.record.min_batch, self.record.max_batch
@@ -260,22 +327,37 @@ class TensorRTBackend(Backend):
 
     # -- loading -----------------------------------------------------------------
     def _load(self) -> None:
-        import tensorrt as trt
+        if TYPE_CHECKING:  # checked against TensorRT's API; at run time the module a subclass imports
+            import tensorrt as trt
+        else:
+            trt = self._trt
 
         assert self._memory is not None
         record, memory = self.record, self._memory
         logger = trt.Logger(trt.Logger.WARNING)
-        self._runtime = runtime = trt.Runtime(logger)
+        try:
+            runtime: trt.Runtime | None = self._create_runtime(trt, logger)
+        except (TypeError, RuntimeError) as exc:  # pybind's answer to a null runtime from TensorRT
+            runtime, failure = None, f": {exc}"
+        else:
+            failure = ""
+        if runtime is None:
+            raise EngineError(f"TensorRT could not create its runtime{failure} (see its log above). Usually CUDA "
+                              "did not start: cudaError 35 means the NVIDIA driver is older than the CUDA this "
+                              "TensorRT was built for; update the NVIDIA driver or install the tensorrt-cuXX "
+                              "wheel matching it")
+        self._runtime = runtime
         if record.version_compatible:
             runtime.engine_host_code_allowed = True  # the plan carries a lean runtime; its sha256 was checked
         self._engine = engine = runtime.deserialize_cuda_engine(self.package.path(record.file).read_bytes())
         if engine is None:
             raise EngineError(f"TensorRT could not deserialise {record.file} (see its log above); rebuild "
                               f"it: {_rebuild(self.package, record.precision)}")
-        self._context = context = engine.create_execution_context()
+        self._context = context = self._create_context(engine)
         if context is None:
-            raise EngineError(f"TensorRT could not create an execution context for {record.file} "
-                              "(out of GPU memory?)")
+            raise EngineError(f"TensorRT could not create an execution context for {record.file} (see its "
+                              "log above; out of GPU memory?): free the GPU memory other processes hold, or "
+                              "build an engine with a smaller maximum batch (build-engine --max-batch)")
         names = [engine.get_tensor_name(i) for i in range(engine.num_io_tensors)]
         inputs = [n for n in names if engine.get_tensor_mode(n) == trt.TensorIOMode.INPUT]
         spec = self.input_metadata()
@@ -311,26 +393,75 @@ class TensorRTBackend(Backend):
     def max_batch(self) -> int | None:
         return self._max_batch
 
+    @property
+    def cuda_graph(self) -> CudaGraphState:
+        """Whether CUDA graphs are in use, and why (or why not)."""
+        batch = self._graph_batch
+        if batch is None:
+            return CudaGraphState(None, GRAPH_OFF, "not asked for (cuda_graph_batch=None)")
+        if self._graph_failure is not None:
+            return CudaGraphState(batch, GRAPH_FAILED, f"plain execution from now on: {self._graph_failure}")
+        if self._graph is not None:
+            return CudaGraphState(batch, GRAPH_CAPTURED, f"a graph is replayed for batches of {batch}")
+        return CudaGraphState(batch, GRAPH_WAITING, f"captured after the next plain run of a batch of {batch}")
+
     # -- running -------------------------------------------------------------------
-    def _enqueue(self, batch: int, shape_changed: bool) -> None:
-        """Queue the network on the stream: plainly, or through the captured CUDA graph."""
+    def _enqueue(self, batch: int) -> bool:
+        """Queue the network on the stream, through the CUDA graph when there is one; True when run plainly."""
         context, memory = self._context, self._memory
         assert context is not None and memory is not None
-        # After a shape change TensorRT must run once uncaptured before a graph can replay it.
-        if self._graph_batch != batch or shape_changed:
-            if not context.execute_async_v3(self._stream):
-                raise EngineError("TensorRT failed to enqueue the engine (see its log above)")
-            return
-        if self._graph is None:
-            memory.begin_capture(self._stream)
-            try:
-                ok = context.execute_async_v3(self._stream)
-            finally:
-                graph = memory.end_capture(self._stream)
-            if not ok:
-                raise EngineError("TensorRT failed to enqueue the engine while capturing a CUDA graph")
-            self._graph = graph
-        memory.launch_graph(self._graph, self._stream)
+        # trtexec's order: capture only after a plain, synchronised run at this shape (see _run).
+        if self._graph is None and self._warm and batch == self._graph_batch and self._graph_failure is None:
+            self._graph = self._capture()
+        if self._graph is not None:
+            memory.launch_graph(self._graph, self._stream)
+            return False
+        if not context.execute_async_v3(self._stream):
+            raise EngineError("TensorRT failed to enqueue the engine (see its log above)")
+        return True
+
+    def _capture(self) -> Any:
+        """One enqueue captured as a CUDA graph; None when that fails, which turns graphs off for good."""
+        context, memory, stream = self._context, self._memory, self._stream
+        assert context is not None and memory is not None
+        try:
+            memory.begin_capture(stream)
+        except Exception as exc:  # noqa: BLE001 - any capture failure means: run plainly
+            self._graphs_off(f"the stream capture did not start: {exc}")
+            return None
+        failure = None
+        try:
+            if not context.execute_async_v3(stream):
+                failure = "TensorRT's enqueue failed while being captured (see its log above)"
+        except Exception as exc:  # noqa: BLE001
+            failure = f"TensorRT's enqueue raised while being captured: {exc}"
+        except BaseException:
+            with contextlib.suppress(Exception):  # leave capture mode, then let the interrupt through
+                memory.destroy_graph(memory.end_capture(stream))
+            raise
+        try:
+            graph = memory.end_capture(stream)  # always: the stream must leave capture mode
+        except Exception as exc:  # noqa: BLE001
+            self._graphs_off(failure or f"the captured graph could not be made: {exc}")
+            return None
+        if failure is not None:
+            with contextlib.suppress(Exception):  # the enqueue's failure is the reason worth keeping
+                memory.destroy_graph(graph)
+            self._graphs_off(failure)
+            return None
+        return graph
+
+    def _graphs_off(self, reason: str) -> None:
+        """Run plainly for the rest of the backend's life, and say so (once: nothing captures after this)."""
+        self._graph_failure = reason
+        log.warning("CUDA graph capture failed for %s: %s; running without CUDA graphs from now on",
+                    self.record.file, reason)
+
+    def _drop_graph(self) -> None:
+        """Destroy the captured graph: it holds one input shape."""
+        graph, self._graph = self._graph, None
+        if graph is not None and self._memory is not None:
+            self._memory.destroy_graph(graph)
 
     def model_file(self) -> tuple[str, int]:
         return self.record.file, self.package.path(self.record.file).stat().st_size
@@ -344,8 +475,9 @@ class TensorRTBackend(Backend):
                 raise EngineError("the TensorRT backend was released")
             spec_name = self.input_metadata().name
             with memory.activate():
-                shape_changed = batch != self._batch
-                if shape_changed:
+                if batch != self._batch:
+                    self._warm = False
+                    self._drop_graph()
                     if not context.set_input_shape(spec_name, (batch, *hu.shape[1:])):
                         raise EngineError(f"TensorRT refused a batch of {batch}")
                     self._batch = batch
@@ -353,11 +485,12 @@ class TensorRTBackend(Backend):
                 staged[:count] = hu
                 staged[count:] = 0.0
                 memory.copy_htod_async(self._tensors[spec_name].device, staged, self._stream)
-                self._enqueue(batch, shape_changed)
+                ran_plainly = self._enqueue(batch)
                 outputs = [t for t in self._tensors.values() if not t.is_input]
                 for tensor in outputs:
                     memory.copy_dtoh_async(tensor.host[:batch], tensor.device, self._stream)
                 memory.synchronize(self._stream)
+                self._warm = self._warm or ran_plainly
                 # Copies: the pinned buffers are reused by the next call.
                 return {t.name: t.host[:count].copy() for t in outputs}
 

@@ -237,9 +237,9 @@ def _plan_rtx(version: TrtVersion, options: BuildOptions, manifest: Manifest) ->
         named = [options.compute_capability]
     targets = tuple(dict.fromkeys(parse_compute_capability(c) for c in named))  # in order, no repeats
     for cc in targets:
-        reason = rtx_target_refusal(cc)
-        if reason:
-            raise EngineError(reason)
+        refusal = rtx_target_refusal(cc)
+        if refusal:
+            raise EngineError(refusal)
     default = not targets
     warnings: list[str] = []
     if version.major > 1 or (version.major == 1 and version.release[:2] > (1, 7)):

@@ -70,13 +70,22 @@ class CudaMemory(abc.ABC):
         """Wait until everything queued on ``stream`` has finished."""
 
     def begin_capture(self, stream: int) -> None:
+        """Start capturing the work queued on ``stream`` (nothing runs until the graph is launched)."""
         raise BackendError(f"CUDA graph capture is not available with {self.name}; install cuda-python")
 
     def end_capture(self, stream: int) -> Any:
-        """End capture; returns an instantiated graph for :meth:`launch_graph`."""
+        """End capture (always, even when it fails); returns an instantiated graph for :meth:`launch_graph`.
+
+        On failure nothing of the capture is left allocated and the error says why.
+        """
         raise BackendError(f"CUDA graph capture is not available with {self.name}; install cuda-python")
 
     def launch_graph(self, graph: Any, stream: int) -> None:
+        """Queue a graph from :meth:`end_capture` on ``stream``."""
+        raise BackendError(f"CUDA graph capture is not available with {self.name}; install cuda-python")
+
+    def destroy_graph(self, graph: Any) -> None:
+        """Free a graph from :meth:`end_capture` now, rather than at :meth:`free_all`."""
         raise BackendError(f"CUDA graph capture is not available with {self.name}; install cuda-python")
 
     @abc.abstractmethod
@@ -153,13 +162,32 @@ class CudaPythonMemory(CudaMemory):
                    self._rt.cudaStreamCaptureMode.cudaStreamCaptureModeThreadLocal)
 
     def end_capture(self, stream: int) -> Any:
+        # cudaStreamEndCapture leaves capture mode even when it fails (an invalidated capture).
         graph = self._call("cudaStreamEndCapture", stream)
-        executable = self._call("cudaGraphInstantiateWithFlags", graph, 0)
+        try:
+            executable = self._call("cudaGraphInstantiateWithFlags", graph, 0)
+        except BackendError:
+            with contextlib.suppress(BackendError):  # the instantiation error is the one worth reporting
+                self._call("cudaGraphDestroy", graph)
+            raise
         self._graphs.append((graph, executable))
         return executable
 
     def launch_graph(self, graph: Any, stream: int) -> None:
         self._call("cudaGraphLaunch", graph, stream)
+
+    def destroy_graph(self, graph: Any) -> None:
+        pairs = [pair for pair in self._graphs if pair[1] is graph]
+        self._graphs = [pair for pair in self._graphs if pair[1] is not graph]
+        errors = []
+        for template, executable in pairs:
+            for name, item in (("cudaGraphExecDestroy", executable), ("cudaGraphDestroy", template)):
+                try:
+                    self._call(name, item)
+                except BackendError as exc:  # still destroy the other half
+                    errors.append(str(exc))
+        if errors:
+            raise BackendError("; ".join(errors))
 
     def free_all(self) -> None:
         errors = []
@@ -186,12 +214,14 @@ class PyCudaMemory(CudaMemory):
         super().__init__(device)
         self._drv = driver
         driver.init()
-        self._context = driver.Device(device).retain_primary_context()
+        self._context: Any = driver.Device(device).retain_primary_context()
         self._keep: list[Any] = []
         self._streams: dict[int, Any] = {}
 
     @contextlib.contextmanager
     def activate(self) -> Iterator[CudaMemory]:
+        if self._context is None:
+            raise BackendError("this pycuda device memory was closed")
         self._context.push()
         try:
             yield self
@@ -228,6 +258,17 @@ class PyCudaMemory(CudaMemory):
             if callable(release):
                 release()
         self._keep, self._streams = [], {}
+
+    def close(self) -> None:
+        """Free everything, then release the retained primary context (once; later calls do nothing)."""
+        if self._context is None:
+            return
+        try:
+            super().close()
+        finally:
+            # pycuda's detach pushes the context itself when needed, and must not see it current.
+            context, self._context = self._context, None
+            context.detach()
 
 
 def _cuda_python_runtime() -> Any | None:
