@@ -53,4 +53,5 @@ echo "== mypy (TensorRT engines and backend, against tensorrt-stubs)"
 # follow-imports=silent: report the files named here; the modules they import are read, not judged.
 # A fresh cache each run: the copied stubs are new files every time anyway.
 MYPYPATH="$STUBS" "$VENV/bin/python" -m mypy --config-file setup.cfg --follow-imports=silent --cache-dir "$STUBS/.cache" \
-  src/liverlesion/engines src/liverlesion/backends/tensorrt.py src/liverlesion/machine
+  src/liverlesion/engines src/liverlesion/backends/tensorrt.py src/liverlesion/backends/tensorrt_rtx.py \
+  src/liverlesion/backends/rtx_runtime_cache.py src/liverlesion/machine

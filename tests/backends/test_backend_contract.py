@@ -70,13 +70,31 @@ def _open_fake_tensorrt(tmp_path: Any, monkeypatch: pytest.MonkeyPatch, request:
     return Opened(backend, reference, low=-200.0, high=200.0, device=device)
 
 
-OPENERS = ("onnxruntime", "torch", "openvino", "fake-tensorrt")
+def _open_fake_tensorrt_rtx(tmp_path: Any, monkeypatch: pytest.MonkeyPatch,
+                            request: pytest.FixtureRequest) -> Opened:
+    from liverlesion.backends.tensorrt_rtx import TensorRTRtxBackend
+    from rtx_fakes import add_fake_rtx_engine, stand_in_rtx_workstation
+
+    device = FakeDevice()
+    stand_in_rtx_workstation(monkeypatch, device)
+    root = make_engine_package(tmp_path / "pkg")
+    add_fake_rtx_engine(root)
+    package = load_package(root)
+    request.addfinalizer(package.close)
+    backend = TensorRTRtxBackend(package, "fp16", runtime_cache=tmp_path / "cache")
+    request.addfinalizer(backend.close)
+    return Opened(backend, reference, low=-200.0, high=200.0, device=device)
+
+
+OPENERS = ("onnxruntime", "torch", "openvino", "fake-tensorrt", "fake-tensorrt-rtx")
 
 
 @pytest.fixture(params=OPENERS)
 def opened(request, sdk_world, tmp_path, monkeypatch) -> Opened:
     if request.param == "fake-tensorrt":
         return _open_fake_tensorrt(tmp_path, monkeypatch, request)
+    if request.param == "fake-tensorrt-rtx":
+        return _open_fake_tensorrt_rtx(tmp_path, monkeypatch, request)
     return _open_sdk_backend(request.param, sdk_world, request)
 
 

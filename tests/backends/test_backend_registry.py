@@ -19,14 +19,15 @@ SRC = Path(__file__).resolve().parents[2] / "src" / "liverlesion"
 
 
 def test_every_row_names_a_class_of_its_module_and_the_extra_that_installs_it():
-    assert BACKEND_NAMES == tuple(r.name for r in ROWS) == ("tensorrt", "onnxruntime", "openvino", "torch")
+    assert BACKEND_NAMES == tuple(r.name for r in ROWS) == ("tensorrt", "tensorrt-rtx", "onnxruntime", "openvino",
+                                                           "torch")
     for entry in ROWS:
         cls = backend_class(entry.name)
         assert cls.__module__ == entry.module and cls.__name__ == entry.cls and cls.name == entry.name
         assert entry.install == f"pip install 'liverlesion[{entry.extra}]'" == install_hint(entry.extra)
         assert callable(backend_module(entry.name).candidates)
     assert {r.name for r in ROWS if r.threads} == {"onnxruntime", "openvino", "torch"}
-    with pytest.raises(BackendError, match="unknown backend 'onnx'; accepted: tensorrt, onnxruntime"):
+    with pytest.raises(BackendError, match="unknown backend .onnx.; accepted: tensorrt, tensorrt-rtx, onnxruntime"):
         row("onnx")
 
 
@@ -51,8 +52,8 @@ def test_bench_keeps_its_default_order_and_tries_what_each_row_runs():
     from liverlesion.bench.configs import BACKEND_SPECS, configurations
 
     # the default run and its table, as before the registry (commit 1a09bd7)
-    assert list(BACKEND_SPECS) == ["tensorrt", "onnxruntime", "onnxruntime-cuda", "onnxruntime-tensorrt", "torch",
-                                   "openvino"]
+    assert list(BACKEND_SPECS) == ["tensorrt", "tensorrt-rtx", "onnxruntime", "onnxruntime-cuda",
+                                   "onnxruntime-tensorrt", "torch", "openvino"]
     tried = [c.label for c in configurations()]
     assert tried[-5:] == ["torch fp32", "openvino fp32", "openvino fp16", "openvino int8", "openvino bf16"]
     assert not any(t.startswith("torch ") and t != "torch fp32" for t in tried)
@@ -105,7 +106,9 @@ def _imports(path: Path) -> set[str]:
 @pytest.mark.parametrize("layer, forbidden", [
     ("machine", ("liverlesion.backends", "liverlesion.engines", "liverlesion.sdk", "liverlesion.bench",
                  "liverlesion.export", "liverlesion.cli", "liverlesion.package")),
-    ("engines", ("liverlesion.backends", "liverlesion.sdk", "liverlesion.bench", "liverlesion.cli")),
+    ("engines", ("liverlesion.backends", "liverlesion.sdk", "liverlesion.bench", "liverlesion.cli",
+                 "liverlesion.export")),
+    # export -> engines (NVIDIA's ONNX parser gate), never the way back
     ("export", ("liverlesion.backends", "liverlesion.sdk", "liverlesion.bench", "liverlesion.cli")),
     ("backends", ("liverlesion.sdk", "liverlesion.bench", "liverlesion.cli", "liverlesion.export")),
     ("package", ("liverlesion.backends", "liverlesion.engines", "liverlesion.sdk", "liverlesion.machine")),

@@ -29,7 +29,7 @@ def hu_batch(count: int, size: tuple[int, int], seed: int = 0) -> np.ndarray:
 def test_the_registry_finds_every_backend_and_says_which_can_run():
     assert backend_class("onnxruntime") is OnnxRuntimeBackend and backend_class("torch") is TorchBackend
     report = available_backends()
-    assert set(report) == {"tensorrt", "onnxruntime", "openvino", "torch"}
+    assert set(report) == {"tensorrt", "tensorrt-rtx", "onnxruntime", "openvino", "torch"}
     assert report["onnxruntime"][0] and report["torch"][0]  # both installed in the dev environment
     assert all(isinstance(ok, bool) and isinstance(why, str) and why for ok, why in report.values())
     assert BACKENDS["torch"].install == "pip install 'liverlesion[train]'" and issubclass(TorchBackend, Backend)

@@ -108,7 +108,7 @@ def test_load_records_and_logs_what_it_chose(sdk_world, caplog):
     with analyzer:
         chosen = analyzer.selection.chosen
         assert (chosen.backend, chosen.precision) == (analyzer.backend, analyzer.precision)
-        assert set(analyzer.selection.backends) == {"tensorrt", "onnxruntime", "openvino", "torch"}
+        assert set(analyzer.selection.backends) == {"tensorrt", "tensorrt-rtx", "onnxruntime", "openvino", "torch"}
         assert analyzer.selection.summary() in caplog.text
         json.dumps(analyzer.selection.to_dict())
         assert analyzer.warmup_ms == []

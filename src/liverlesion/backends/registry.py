@@ -70,6 +70,9 @@ class BackendRow:
 ROWS: tuple[BackendRow, ...] = (
     BackendRow("tensorrt", "liverlesion.backends.tensorrt", "TensorRTBackend", "tensorrt", title="TensorRT",
                gpu=True, refusal=EngineError),
+    # After TensorRT: on an RTX GPU, auto takes a matching TensorRT-RTX engine when no TensorRT one runs.
+    BackendRow("tensorrt-rtx", "liverlesion.backends.tensorrt_rtx", "TensorRTRtxBackend", "tensorrt-rtx",
+               title="TensorRT-RTX", gpu=True, refusal=EngineError),
     BackendRow("onnxruntime", "liverlesion.backends.onnxruntime", "OnnxRuntimeBackend", "onnxruntime",
                threads=True, variants=MappingProxyType({"cpu": "CPUExecutionProvider",
                                                         "cuda": "CUDAExecutionProvider",
@@ -122,9 +125,11 @@ def available_backends() -> dict[str, tuple[bool, str]]:
 def probe_machine(backends: tuple[str, ...] = BACKEND_NAMES) -> Machine:
     """This machine's facts for ``backends``, with TensorRT's own verdict on whether it can run here."""
     facts: dict[str, Any] = probe_facts(backends)
-    if "tensorrt" in backends:
-        try:
-            facts["tensorrt_backend"] = backend_class("tensorrt").availability()  # type: ignore[attr-defined]
-        except BackendError as exc:
-            facts["tensorrt_backend"] = (False, str(exc))
+    for name in ("tensorrt", "tensorrt-rtx"):  # whether they can run is the backends' own rule
+        if name in backends:
+            key = f"{name.replace('-', '_')}_backend"
+            try:
+                facts[key] = backend_class(name).availability()  # type: ignore[attr-defined]
+            except BackendError as exc:
+                facts[key] = (False, str(exc))
     return Machine(**facts)

@@ -29,6 +29,7 @@ activation memory, which 8 GB Orin modules share with the CPU.
 from __future__ import annotations
 
 import contextlib
+import hashlib
 import logging
 import threading
 from dataclasses import dataclass
@@ -38,7 +39,7 @@ from typing import TYPE_CHECKING, Any, ClassVar
 
 import numpy as np
 
-from ..engine_tags import TrtVersion
+from ..engine_tags import TENSORRT, TrtVersion
 from ..engines.records import EngineRecord, engine_compatibility, engine_records, select_engine
 from ..engines.versions import import_tensorrt, installed_tensorrt_version
 from ..errors import BackendError, EngineError, LiverLesionError, install_hint
@@ -178,6 +179,9 @@ class TensorRTBackend(Backend):
     """Runs a TensorRT plan from the package (see the module docstring for the guarantees)."""
 
     name: ClassVar[str] = "tensorrt"
+    #: The runtime's name in messages, and the ``runtime`` of the engine records it runs.
+    title: ClassVar[str] = "TensorRT"
+    engine_runtime: ClassVar[str] = TENSORRT
     #: Python modules of the TensorRT wheels whose distribution names the CUDA major they need.
     runtime_modules: ClassVar[tuple[str, ...]] = ("tensorrt", "tensorrt_libs", "tensorrt_bindings")
 
@@ -211,13 +215,19 @@ class TensorRTBackend(Backend):
         return engine.create_execution_context()
 
     @classmethod
+    def _not_installed(cls) -> str:
+        return f"TensorRT is not installed: {ROW.install} (on Jetson: JetPack's python3-libnvinfer)"
+
+    def _check_plan(self, runtime: Any, plan: bytes) -> None:
+        """A last check of the plan's bytes by the runtime itself, before deserialising (TensorRT: none)."""
+
+    @classmethod
     def availability(cls) -> tuple[bool, str]:
         if not cls._runtime_installed():
-            return False, (f"TensorRT is not installed: {ROW.install} (on Jetson: "
-                           "JetPack's python3-libnvinfer)")
+            return False, cls._not_installed()
         memories = available_implementations()
         if not memories:
-            return False, (f"neither cuda-python nor pycuda is installed: {ROW.install} "
+            return False, (f"neither cuda-python nor pycuda is installed: {BACKENDS[cls.name].install} "
                            f"or {install_hint('pycuda')}")
         gpu = detect_gpu()
         if gpu is None:
@@ -225,7 +235,7 @@ class TensorRTBackend(Backend):
         refusal = cls.cuda_refusal(gpu)
         if refusal is not None:  # TensorRT would fail starting CUDA, and may crash the process doing so
             return False, refusal
-        return True, f"TensorRT with {gpu.describe()}, device memory through {memories[0]}"
+        return True, f"{cls.title} with {gpu.describe()}, device memory through {memories[0]}"
 
     @classmethod
     def engine_for(cls, package: ModelPackage, precision: str, *, device: int = 0,
@@ -238,7 +248,7 @@ class TensorRTBackend(Backend):
         gpu = detect_gpu(device)
         record, refused = select_engine(records, precision, cls._installed_version(),
                                         None if gpu is None else gpu.compute_capability,
-                                        None if gpu is None else gpu.name, dla=dla)
+                                        None if gpu is None else gpu.name, dla=dla, runtime=cls.engine_runtime)
         if record is not None:
             return record, "runs here"
         return None, "; ".join(f"{r.file}: {why}" for r, why in refused) or f"no {precision} engine fits"
@@ -269,12 +279,12 @@ class TensorRTBackend(Backend):
         self.trt_version = TrtVersion.parse(self._trt.__version__)
         found = detect_gpu(device)
         if found is None:
-            raise EngineError("the TensorRT backend needs an NVIDIA GPU, and none was found (no driver, or "
+            raise EngineError(f"the {self.title} backend needs an NVIDIA GPU, and none was found (no driver, or "
                               "no device); use the onnxruntime backend on this machine")
         self.gpu: GpuInfo = found
         refusal = self.cuda_refusal(found)
         if refusal is not None:  # before any call into TensorRT: with an old driver those can crash
-            raise EngineError(f"TensorRT cannot start CUDA here: {refusal}")
+            raise EngineError(f"{self.title} cannot start CUDA here: {refusal}")
         self.record = self._choose(engine)
         self._verify(self.record)
         low, high = self.record.min_batch, self.record.max_batch
@@ -300,6 +310,9 @@ class TensorRTBackend(Backend):
             if not chosen:
                 raise EngineError(f"the package records no engine {engine!r}; it has: "
                                   f"{', '.join(r.file for r in records) or 'none'}")
+            if chosen[0].runtime != self.engine_runtime:
+                raise EngineError(f"engine {engine} is a {chosen[0].runtime_title} engine; the {self.name} backend "
+                                  f"runs {self.title} engines (backend={chosen[0].runtime!r} runs it)")
             if chosen[0].precision != self.precision:
                 raise EngineError(f"engine {engine} is {chosen[0].precision}, "
                                   f"and {self.precision} was asked for")
@@ -312,7 +325,7 @@ class TensorRTBackend(Backend):
             raise EngineError(f"the package has no {self.precision} TensorRT engine; build one on this "
                               f"machine: {_rebuild(self.package, self.precision)}")
         record, refused = select_engine(records, self.precision, self.trt_version,
-                                        self.gpu.compute_capability, self.gpu.name)
+                                        self.gpu.compute_capability, self.gpu.name, runtime=self.engine_runtime)
         if record is None:
             why = "; ".join(f"{r.file}: {reason}" for r, reason in refused)
             raise EngineError(f"no {self.precision} engine in the package runs on this machine ({why})")
@@ -349,13 +362,18 @@ class TensorRTBackend(Backend):
         self._runtime = runtime
         if record.version_compatible:
             runtime.engine_host_code_allowed = True  # the plan carries a lean runtime; its sha256 was checked
-        self._engine = engine = runtime.deserialize_cuda_engine(self.package.path(record.file).read_bytes())
+        plan = self.package.path(record.file).read_bytes()
+        if hashlib.sha256(plan).hexdigest() != record.sha256:  # the bytes handed over, not the file checked before
+            raise EngineError(f"engine {record.file} changed while it was being loaded; rebuild it: "
+                              f"{_rebuild(self.package, record.precision)}")
+        self._check_plan(runtime, plan)
+        self._engine = engine = runtime.deserialize_cuda_engine(plan)
         if engine is None:
-            raise EngineError(f"TensorRT could not deserialise {record.file} (see its log above); rebuild "
+            raise EngineError(f"{self.title} could not deserialise {record.file} (see its log above); rebuild "
                               f"it: {_rebuild(self.package, record.precision)}")
         self._context = context = self._create_context(engine)
         if context is None:
-            raise EngineError(f"TensorRT could not create an execution context for {record.file} (see its "
+            raise EngineError(f"{self.title} could not create an execution context for {record.file} (see its "
                               "log above; out of GPU memory?): free the GPU memory other processes hold, or "
                               "build an engine with a smaller maximum batch (build-engine --max-batch)")
         names = [engine.get_tensor_name(i) for i in range(engine.num_io_tensors)]
@@ -370,7 +388,7 @@ class TensorRTBackend(Backend):
                               f"{spec.shape[1:]}; rebuild it: {_rebuild(self.package, record.precision)}")
         self._min_batch, self._max_batch = low[0], high[0]
         if not context.set_input_shape(spec.name, high):
-            raise EngineError(f"TensorRT refused input shape {high} for {record.file}")
+            raise EngineError(f"{self.title} refused input shape {high} for {record.file}")
         self._batch = high[0]
         self._stream = memory.create_stream()
         for name in names:
@@ -381,13 +399,13 @@ class TensorRTBackend(Backend):
             host = memory.pinned_empty(shape, np.dtype(trt.nptype(engine.get_tensor_dtype(name))))
             device = memory.device_alloc(max(host.nbytes, 1))
             if not context.set_tensor_address(name, device):
-                raise EngineError(f"TensorRT refused the address of tensor {name!r}")
+                raise EngineError(f"{self.title} refused the address of tensor {name!r}")
             self._tensors[name] = _Tensor(name, name in inputs, host, device)
 
     @property
     def device(self) -> str:
         dla = f", DLA core {self.record.dla_core}" if self.record.dla_core is not None else ""
-        return f"{self.gpu.describe()}, TensorRT {self.trt_version}{dla}"
+        return f"{self.gpu.describe()}, {self.title} {self.trt_version}{dla}"
 
     @property
     def max_batch(self) -> int | None:
@@ -417,7 +435,7 @@ class TensorRTBackend(Backend):
             memory.launch_graph(self._graph, self._stream)
             return False
         if not context.execute_async_v3(self._stream):
-            raise EngineError("TensorRT failed to enqueue the engine (see its log above)")
+            raise EngineError(f"{self.title} failed to enqueue the engine (see its log above)")
         return True
 
     def _capture(self) -> Any:
@@ -472,14 +490,14 @@ class TensorRTBackend(Backend):
         with self._lock:
             context, memory = self._context, self._memory
             if context is None or memory is None:
-                raise EngineError("the TensorRT backend was released")
+                raise EngineError(f"the {self.title} backend was released")
             spec_name = self.input_metadata().name
             with memory.activate():
                 if batch != self._batch:
                     self._warm = False
                     self._drop_graph()
                     if not context.set_input_shape(spec_name, (batch, *hu.shape[1:])):
-                        raise EngineError(f"TensorRT refused a batch of {batch}")
+                        raise EngineError(f"{self.title} refused a batch of {batch}")
                     self._batch = batch
                 staged = self._tensors[spec_name].host[:batch]
                 staged[:count] = hu

@@ -18,7 +18,7 @@ DEFAULT_BATCH_SIZES = (1, 8)
 REFERENCES = {"torch": "PyTorch eager FP32"}
 #: The order of the default run and its table, as before the registry (backends not named here follow, as
 #: registered): a presentation order, not a rule.
-ORDER = ("tensorrt", "onnxruntime", "torch", "openvino")
+ORDER = ("tensorrt", "tensorrt-rtx", "onnxruntime", "torch", "openvino")
 
 
 def _specs() -> dict[str, tuple[str, str | None]]:

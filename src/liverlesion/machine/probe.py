@@ -20,6 +20,10 @@ class Machine:
     tensorrt_version: str | None = None
     #: ``TensorRTBackend.availability()``: (usable, why).
     tensorrt_backend: tuple[bool, str] = (False, f"TensorRT is not installed: {install_hint('tensorrt')}")
+    #: Installed TensorRT-RTX version (its own 1.x numbering), None when absent.
+    tensorrt_rtx_version: str | None = None
+    #: ``TensorRTRtxBackend.availability()``: (usable, why).
+    tensorrt_rtx_backend: tuple[bool, str] = (False, f"TensorRT-RTX is not installed: {install_hint('tensorrt-rtx')}")
     #: Installed onnxruntime version, None when absent, and its execution providers.
     onnxruntime_version: str | None = None
     ort_providers: tuple[str, ...] = ()
@@ -37,6 +41,7 @@ class Machine:
     def to_dict(self) -> dict[str, Any]:
         return {"gpu": self.gpu_name, "compute_capability": self.compute_capability,
                 "tensorrt": self.tensorrt_version, "tensorrt_backend": list(self.tensorrt_backend),
+                "tensorrt_rtx": self.tensorrt_rtx_version, "tensorrt_rtx_backend": list(self.tensorrt_rtx_backend),
                 "onnxruntime": self.onnxruntime_version, "ort_providers": list(self.ort_providers),
                 "openvino": self.openvino_version, "openvino_capabilities": list(self.openvino_capabilities),
                 "openvino_error": self.openvino_error,
@@ -50,11 +55,13 @@ def probe_facts(backends: tuple[str, ...]) -> dict[str, Any]:
     adds it to these facts.
     """
     facts: dict[str, Any] = {}
-    if "tensorrt" in backends or "onnxruntime" in backends:
+    if {"tensorrt", "tensorrt-rtx", "onnxruntime"} & set(backends):
         gpu = gpu_module.detect_gpu()  # looked up when called: tests stand a fake GPU in
         if gpu is not None:
             facts.update(gpu_name=gpu.name, compute_capability=tuple(gpu.compute_capability))
         facts["tensorrt_version"] = runtimes.tensorrt_version()
+    if "tensorrt-rtx" in backends:
+        facts["tensorrt_rtx_version"] = runtimes.tensorrt_rtx_version()
     if "onnxruntime" in backends:
         facts.update(runtimes.onnxruntime_facts())
     if "openvino" in backends:

@@ -11,7 +11,7 @@ import logging
 from typing import Any
 
 from ..backends.choice import Choice, Selection
-from ..backends.registry import backend_class, row
+from ..backends.registry import backend_class, backend_module, row
 from ..errors import BackendError, LiverLesionError
 from ..package import ModelPackage
 
@@ -30,15 +30,15 @@ def open_choice(package: ModelPackage, choice: Choice, *, threads: int | None = 
                 archive: bool = False) -> tuple[ModelPackage, Any, Choice]:
     """Construct ``choice``'s backend; returns the package (reopened after an engine build), it, the choice.
 
-    A choice that builds (``options["build"]``) builds the TensorRT engine for this GPU first
+    A choice that builds (``options["build"]``) builds the TensorRT (or TensorRT-RTX) engine for this GPU first
     and comes back as the choice of that engine.
     """
     if choice.options.get("build"):
-        from ..backends.tensorrt import build_here
-
+        build_here = backend_module(choice.backend).build_here  # the engine backends' own builder
         package, engine = build_here(package, choice.precision, archive=archive,
                                      reuse_calibration_cache=choice.options.get("reuse_calibration_cache", True))
-        choice = Choice(choice.backend, choice.precision, {"engine": engine}, choice.device,
+        kept = {k: v for k, v in choice.options.items() if k not in ("build", "reuse_calibration_cache")}
+        choice = Choice(choice.backend, choice.precision, {**kept, "engine": engine}, choice.device,
                         f"engine {engine} built here (build_engine=True)")
     loaded = backend_class(choice.backend)(package, choice.precision, **backend_options(choice, threads))
     return package, loaded, choice
