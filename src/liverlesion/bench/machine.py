@@ -1,8 +1,9 @@
-"""The machine a benchmark ran on: CPU, GPU and driver, runtime versions, load.
+"""The machine a benchmark ran on: CPU, GPU and driver, runtime versions, load; on a Jetson its power state.
 
 Versions come from ``machine.runtimes`` (installed package metadata), so torch, TensorRT and
 OpenVINO are not imported just to be named. The GPU is found through ``machine.gpu`` (the CUDA driver via
-ctypes), which answers None instead of failing where there is no driver.
+ctypes), which answers None instead of failing where there is no driver. On a Jetson the runner
+adds :mod:`.jetson`'s section (power mode, jetson_clocks, power and temperatures during the run).
 """
 
 from __future__ import annotations
@@ -14,6 +15,7 @@ from typing import Any
 from .. import __version__
 from ..machine.host import cpu_count, cpu_flags, cpu_model
 from ..machine.runtimes import runtime_versions
+from .jetson import format_lines as format_jetson
 
 
 def gpu_info() -> dict[str, Any] | None:
@@ -31,19 +33,22 @@ def gpu_info() -> dict[str, Any] | None:
             "driver": driver_version()}
 
 
-def machine_info() -> dict[str, Any]:
-    """Everything the benchmark header shows, as JSON-able data."""
+def machine_info(jetson: dict[str, Any] | None = None) -> dict[str, Any]:
+    """Everything the benchmark header shows, as JSON-able data; ``jetson`` (see :mod:`.jetson`) only on one."""
     try:
         load = [round(x, 2) for x in os.getloadavg()]
     except (AttributeError, OSError):
         load = None
-    return {
+    info = {
         "cpu": cpu_model(), "cpu_flags": cpu_flags(), "cpu_count": os.cpu_count(), "cpus_usable": cpu_count(),
         "load_average": load, "os": platform.platform(), "python": platform.python_version(),
         "gpu": gpu_info(),
         "versions": {"liverlesion": __version__,
                      **runtime_versions()},
     }
+    if jetson is not None:  # off a Jetson the result has no such key at all
+        info["jetson"] = jetson
+    return info
 
 
 def format_header(info: dict[str, Any]) -> str:
@@ -55,9 +60,11 @@ def format_header(info: dict[str, Any]) -> str:
     versions = ", ".join(f"{k} {v or 'not installed'}" for k, v in info["versions"].items())
     load = info.get("load_average")
     load_text = "" if not load else f"; load average {load[0]:.2f} {load[1]:.2f} {load[2]:.2f}"
+    jetson = format_jetson(info["jetson"]) if info.get("jetson") else []
     return "\n".join([
         f"CPU: {info['cpu']} ({' '.join(info.get('cpu_flags') or []) or 'no listed SIMD flags'}), "
         f"{info['cpus_usable']} of {info['cpu_count']} logical CPUs usable{load_text}",
         f"GPU: {gpu_text}",
+        *jetson,
         f"{info['os']}, Python {info['python']}; {versions}",
     ])

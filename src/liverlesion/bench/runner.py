@@ -10,7 +10,9 @@ cannot run, a row saying why. The PyTorch eager FP32 reference is the torch back
 (the trained network rebuilt from the package's weights, run eagerly); OpenVINO runs the
 same ONNX files, and its rows say what its convolutions actually executed in, read back from
 the compiled model: ``executed_precision``, ``runtime_precisions`` (OpenVINO's count of each)
-and ``kernels`` (their instruction-set families, e.g. AMX or AVX-512).
+and ``kernels`` (their instruction-set families, e.g. AMX or AVX-512). On a Jetson the machine
+section also holds the power mode, whether jetson_clocks pinned the clocks, and the power and
+temperatures sampled while the configurations ran (:mod:`.jetson`).
 """
 
 from __future__ import annotations
@@ -35,6 +37,7 @@ from ..sdk.loader import load_error, open_choice
 from ..sdk.selection import Choice, select
 from .configs import BACKEND_SPECS, DEFAULT_BATCH_SIZES, PRECISIONS, BenchConfig, configurations
 from .data import BenchData
+from .jetson import JetsonMonitor, detect_jetson
 from .machine import machine_info
 from .nvml import device_memory_used
 from .progress import Progress
@@ -299,7 +302,9 @@ def run_benchmark(package_path: str | Path, data: BenchData,
     options = options or BenchOptions()
     configs = configurations(options.backends, options.precisions)
     started = time.perf_counter()
-    with load_package(Path(package_path)) as package:
+    # On a Jetson: power mode and clocks read first, power / temperatures sampled until the end; else inert.
+    jetson = JetsonMonitor(detect_jetson())
+    with jetson, load_package(Path(package_path)) as package:
         manifest = package.manifest
         model = manifest.model
         gflops = model.gflops_per_slice
@@ -330,7 +335,7 @@ def run_benchmark(package_path: str | Path, data: BenchData,
         result = {
             "schema": SCHEMA, "version": 1, "liverlesion": __version__,
             "created": datetime.now(timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ"),
-            "machine": machine_info(),
+            "machine": None,  # below, once the Jetson sampler (if any) has stopped
             "package": {"path": str(package_path), "name": manifest.model_name, "arch": manifest.arch,
                         "grid": manifest.grid.to_dict(), "parameters": model.parameters,
                         "gflops_per_slice": gflops, "config": model.config},
@@ -339,6 +344,7 @@ def run_benchmark(package_path: str | Path, data: BenchData,
             "options": asdict(options), "reference": reference,
             "rows": rows, "summary": summarize(rows), "memory_soak": soak,
         }
+    result["machine"] = machine_info(jetson=jetson.report())
     result["seconds"] = round(time.perf_counter() - started, 2)
     return result
 
