@@ -155,6 +155,7 @@ def run(args: argparse.Namespace) -> int:
         "quantize", str(package), "--calib", str(phantoms / "lits"), "--eval-data",
         str(held_out / "lesion_slices"), "--slices", str(size.calib_slices)])
     step("inspect the model package", ["inspect", str(package)])
+    _rtx_engines(step, package)
     index = json.loads((phantoms / "lesion_slices" / "dataset.json").read_text())
     for case in _held_out_cases(index, reports / "finetune.json")[:2]:
         row_mm, col_mm = case["spacing_mm"]
@@ -170,6 +171,21 @@ def run(args: argparse.Namespace) -> int:
 
     _summary(out, reports, step.timings, time.perf_counter() - started)
     return 0
+
+
+def _rtx_engines(step: _Steps, package: Path) -> None:
+    """Where TensorRT-RTX is installed: AOT engines for RTX workstations, built here without a GPU."""
+    from ..machine.runtimes import tensorrt_rtx_version
+
+    if tensorrt_rtx_version() is None:
+        print(f"note: TensorRT-RTX is not installed, so the demo builds no RTX workstation engines "
+              f"({install_hint('tensorrt-rtx')} adds them)", flush=True)
+        return
+    for precision in ("fp16", "int8"):
+        step(f"TensorRT-RTX {precision} engine for RTX GPUs (Ampere, Ada, Blackwell), built ahead of time on this "
+             "CPU", ["build-engine", str(package), "--runtime", "tensorrt-rtx", "--precision", precision,
+                     "--compute-capability", "8.6", "8.9", "12.0"])
+    step("which engines run on this machine, and why not", ["engines", str(package)])
 
 
 def _real_ct() -> str | None:
