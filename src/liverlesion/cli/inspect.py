@@ -27,6 +27,26 @@ def _score(value: Any, width: int, digits: int) -> str:
     return f"{'-':>{width}}" if value is None else f"{value:>{width}.{digits}f}"
 
 
+#: How the runtimes a file's ``nvidia_parser`` record names are written.
+_TITLES = {"tensorrt": "TensorRT", "tensorrt-rtx": "TensorRT-RTX"}
+
+
+def parser_verdict(record: Any, form: Any = None) -> str:
+    """One line for a file's ``nvidia_parser`` record (written by export; free JSON, so read defensively)."""
+    if not isinstance(record, dict):
+        if form == "qdq-u8s8":
+            return "NVIDIA parser: not for TensorRT (the CPU form, for onnxruntime CPU and OpenVINO)"
+        return "NVIDIA parser: not checked (no TensorRT or TensorRT-RTX at export, or an older liverlesion)"
+    runtime = _TITLES.get(str(record.get("runtime")), str(record.get("runtime")))
+    seconds = record.get("build_seconds")
+    built = "built" if record.get("built") else "not built"
+    if record.get("built") and isinstance(seconds, (int, float)):
+        built += f" in {seconds:.2f} s"
+    return (f"NVIDIA parser: accepted by {runtime} {record.get('version')} (ONNX parser "
+            f"{record.get('parser_version')}): {record.get('layers')} layers, {record.get('convolutions')} "
+            f"convolutions ({record.get('int8_convolutions')} on int8 inputs), {built}")
+
+
 def summary(manifest: Any, root: Path) -> str:
     """The manifest as lines of text."""
     from ..errors import PackageError
@@ -60,6 +80,8 @@ def summary(manifest: Any, root: Path) -> str:
         extra = ", ".join(f"{k} {v}" for k, v in f.extra.items() if k in ("form", "opset"))
         lines.append(f"    {f.path:<28} {f.role:<12} {f.precision or '-':<5} {f.size / 1e6:>8.2f} MB  "
                      f"{f.sha256[:12]}  {extra}")
+        if f.role == "onnx":
+            lines.append(f"      {parser_verdict(f.extra.get('nvidia_parser'), f.extra.get('form'))}")
     calib = manifest.calibration
     if calib is not None and calib.to_dict():
         lines.append(f"  calibration  {calib.slices} {calib.source} slices from "

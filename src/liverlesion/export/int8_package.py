@@ -42,6 +42,7 @@ from .package_writer import (
     FP32_FILE,
     INT8_CPU_FILE,
     INT8_FILE,
+    NvidiaGate,
     copy_package,
     is_package,
     readable_by_all,
@@ -220,6 +221,16 @@ def quantize_package(package_dir: str | Path, calib: str | Path, eval_data: str 
                               "written (try another --method, more --slices, --exclude, or --allow-miss to "
                               "keep it with the miss recorded)")
         graph = require_tensorrt_form(onnx.load(str(int8)), INT8_FILE).to_dict()
+        # the quantizer may or may not carry the FP32 graph's metadata over: each INT8 file is stamped with
+        # the package's binding and its own identity (form, accuracy record), from the fields of its record
+        binding = package_binding(manifest)
+        # stamped and gated now, before the CPU form's rounds: a file TensorRT refuses fails fast
+        gate = NvidiaGate(manifest.grid, manifest.input.max_batch, progress,
+                          "keep the refused nodes in float (liverlesion quantize --exclude NODE), or report it")
+        int8_record = gate.record(tmp, bound_onnx_record(
+            tmp, INT8_FILE, binding, "onnx", "int8", opset=graph["opset"], form=FORMS["s8s8"]["form"],
+            runtimes=FORMS["s8s8"]["runtimes"], accuracy="int8"))
+        timings["nvidia_parser_s"] = gate.seconds
 
         t = time.perf_counter()
         cpu_int8 = tmp / INT8_CPU_FILE
@@ -250,16 +261,11 @@ def quantize_package(package_dir: str | Path, calib: str | Path, eval_data: str 
         if cpu_on_openvino is not None:
             accuracy[CPU_FORM_OPENVINO_KEY] = cpu_on_openvino
         annotate(accuracy, fp32_scores)
-        # the quantizer may or may not carry the FP32 graph's metadata over: each INT8 file is stamped with
-        # the package's binding and its own identity (form, accuracy record), from the fields of its record
-        binding = package_binding(manifest)
         raw = manifest.to_dict()
         files = [f for f in raw["files"] if f["path"] not in (INT8_FILE, INT8_CPU_FILE, CALIBRATION_FILE)]
         opset = graph["opset"]
-        files.append(bound_onnx_record(tmp, INT8_FILE, binding, "onnx", "int8", opset=opset,
-                                       form=FORMS["s8s8"]["form"], runtimes=FORMS["s8s8"]["runtimes"],
-                                       accuracy="int8").to_dict())
-        if not cpu_misses:
+        files.append(int8_record.to_dict())
+        if not cpu_misses:  # not gated: its int32 biases are for onnxruntime CPU and OpenVINO, never TensorRT
             files.append(bound_onnx_record(tmp, INT8_CPU_FILE, binding, "onnx", "int8", opset=opset,
                                            form=FORMS["u8s8"]["form"], runtimes=FORMS["u8s8"]["runtimes"],
                                            accuracy=CPU_FORM_KEY).to_dict())

@@ -8,10 +8,11 @@ so a failed export leaves nothing behind and an existing package stays intact.
 from __future__ import annotations
 
 import json
+import logging
 import os
 import time
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
@@ -23,6 +24,7 @@ from ..errors import ExportError, InputError
 from ..grid import AIR_HU, ModelGrid, check_spacing
 from ..model.fused import CLASS_PROBABILITIES, INPUT_NAME, LABELS, PROBABILITIES
 from ..package import SCHEMA_NAME, SCHEMA_VERSION, load_package, write_manifest
+from ..package.accuracy import CPU_INT8_FORM
 from ..package.binding import BINDING_KEY, binding_text, file_identity, for_file, make_binding
 from ..package.manifest import MANIFEST_NAME, FileRecord
 from ..package.sections import InputSpec, ModelInfo
@@ -39,6 +41,8 @@ CONFIG_FILE = "model_config.json"
 WEIGHTS_RECORD = {"role": "weights", "precision": "fp32", "format": "safetensors"}
 #: Training metadata not copied into the manifest (long, and in the checkpoint anyway).
 _TRAINING_DROP = ("history", "config")
+
+log = logging.getLogger("liverlesion.export")
 
 
 def versions() -> dict[str, str]:
@@ -123,6 +127,60 @@ def build_manifest(checkpoint: Any, source: str, files: list[FileRecord], extras
     }
 
 
+class NvidiaGate:
+    """Hands each ONNX file meant for TensorRT to NVIDIA's parser and builder before it is recorded.
+
+    A file they refuse raises ExportError (inside the export's temporary folder, so nothing is
+    written); one they accept is recorded with their verdict (``nvidia_parser``). Where no NVIDIA
+    runtime is installed the files are recorded without it, and one line says so.
+    """
+
+    def __init__(self, grid: ModelGrid, max_batch: int | None, say: Callable[[str], None] | None,
+                 hint: str) -> None:
+        from ..engines.onnx_gate import nvidia_parser_available, nvidia_parser_missing_reason
+        from ..engines.plan import DEFAULT_MAX_BATCH
+
+        self.grid, self.max_batch, self.hint = grid, max_batch or DEFAULT_MAX_BATCH, hint
+        self.seconds = 0.0  # spent parsing and building
+        self.say = say or log.warning  # the one line is never lost: progress when given, else the log
+        self.runtime = nvidia_parser_available()
+        if self.runtime is None:
+            self._skip(nvidia_parser_missing_reason())
+
+    def _skip(self, why: str) -> None:
+        self.runtime = None
+        self.say(f"NVIDIA's ONNX parser gate did not run: {why}; the TensorRT-bound ONNX files are recorded "
+                 "without an nvidia_parser verdict")
+
+    def record(self, root: Path, record: FileRecord) -> FileRecord:
+        """``record`` with NVIDIA's verdict on its file, or ExportError when the parser or builder refuses it."""
+        from ..engines.onnx_gate import check_onnx_for_tensorrt
+        from ..errors import EngineError
+
+        if record.extra.get("form") == CPU_INT8_FORM:
+            # The CPU form's int32 bias DequantizeLinear is exactly what NVIDIA's parser refuses: that form is
+            # for onnxruntime CPU and OpenVINO, and TensorRT is given the s8s8 form instead.
+            raise ExportError(f"{record.path} is the {CPU_INT8_FORM} form, which is never handed to TensorRT")
+        if self.runtime is None:
+            return record
+        started = time.perf_counter()
+        try:
+            verdict = check_onnx_for_tensorrt(root / record.path, INPUT_NAME, self.grid, self.max_batch,
+                                              runtime=self.runtime)
+        except EngineError as exc:  # the runtime cannot start here: that says nothing about the file
+            self._skip(str(exc))
+            return record
+        finally:
+            self.seconds += time.perf_counter() - started
+        if not verdict.passed:
+            stage = "ONNX parser" if not verdict.accepted else \
+                f"builder (batch 1..{self.max_batch} of {self.grid.size[0]}x{self.grid.size[1]})"
+            said = "; ".join(" ".join(error.splitlines()) for error in verdict.errors[:3])  # one line each
+            raise ExportError(f"NVIDIA's {stage} ({verdict.runtime} {verdict.version}) refuses {record.path}: "
+                              f"{said}. Nothing was written; {self.hint}")
+        return replace(record, extra={**record.extra, "nvidia_parser": verdict.to_record()})
+
+
 @dataclass
 class ExportResult:
     """What an export wrote and measured."""
@@ -195,10 +253,13 @@ def export_package(checkpoint_path: str | Path, out: str | Path, *, eval_data: s
 
         opset = opset_of(onnx.load(str(tmp / FP32_FILE), load_external_data=False))
         runtimes = ["onnxruntime", "tensorrt"]
-        files = [bound_onnx_record(tmp, FP32_FILE, binding, "onnx", "fp32", opset=opset, form="float",
-                                   runtimes=runtimes),
-                 bound_onnx_record(tmp, FP16_FILE, binding, "onnx", "fp16", opset=opset, form="float",
-                                   io_dtype="float32", runtimes=runtimes)]
+        gate = NvidiaGate(grid, max_batch, progress, "the float graph holds an operator or type this "
+                          "TensorRT lacks: try a newer TensorRT, or report it with this message")
+        files = [gate.record(tmp, bound_onnx_record(tmp, FP32_FILE, binding, "onnx", "fp32", opset=opset,
+                                                    form="float", runtimes=runtimes)),
+                 gate.record(tmp, bound_onnx_record(tmp, FP16_FILE, binding, "onnx", "fp16", opset=opset,
+                                                    form="float", io_dtype="float32", runtimes=runtimes))]
+        timings["nvidia_parser_s"] = gate.seconds
         if bare:
             export_bare(checkpoint.model, tmp / BARE_FILE, grid, arch=config.arch,
                         in_channels=config.in_channels, metadata=metadata)
