@@ -35,6 +35,8 @@ from liverlesion.bench.jetson import (
     sample_from_jtop,
     summarize,
 )
+from liverlesion.bench.jetson import monitor as jetson_monitor
+from liverlesion.bench.jetson import samplers as jetson_samplers
 from liverlesion.bench.machine import format_header, machine_info
 from liverlesion.bench.report import format_table, to_markdown, write_json
 from liverlesion.errors import DataFormatError
@@ -546,8 +548,8 @@ def test_benchmark_on_a_fake_jetson(sdk_world, tmp_path: Path, monkeypatch: pyte
     root = fake_root(tmp_path / "root", release=recorded("nv_tegra_release_r36_4_4.txt"),
                      model="NVIDIA Jetson Orin NX Engineering Reference Developer Kit\x00")
     monkeypatch.setattr(runner, "detect_jetson", lambda: detect_jetson(root, path=str(bin_dir)))
-    monkeypatch.setattr(jetson, "jtop_installed", lambda: False)
-    monkeypatch.setattr(jetson, "FIRST_SAMPLE_S", PATIENCE_S)  # the run is short; make sure tegrastats got going
+    monkeypatch.setattr(jetson_monitor, "jtop_installed", lambda: False)
+    monkeypatch.setattr(jetson_samplers, "FIRST_SAMPLE_S", PATIENCE_S)  # a short run: let tegrastats get going
     options = BenchOptions(backends=("onnxruntime",), precisions=("fp32",), batch_sizes=(1,), iterations=2,
                            warmup=0, progress=False)
     result = run_benchmark(sdk_world.package, load_bench_data(None, 2, size=64), options)
