@@ -110,7 +110,8 @@ def summary(manifest: Any, root: Path) -> str:
         return "\n".join(lines)
     lines.append(f"  engines      {len(engines) or 'none'}")
     for e in engines:
-        lines.append(f"    {e.file}: TensorRT {e.tensorrt}, {e.gpu_name or '?'}, {e.precision}")
+        where = f"{e.gpu_name} ({e.sm})" if e.gpu_name else f"any GPU of {e.sm}"
+        lines.append(f"    {e.file}: {e.runtime_title} {e.tensorrt}, {where}, {e.precision}")
     return "\n".join(lines)
 
 
