@@ -113,37 +113,61 @@ def _engines(manifest: Manifest, pinned: bool, trusted: bool) -> tuple[list[Any]
     return [r for r in records if r.plan.get("onnx_sha256") in covered], foreign
 
 
-def candidates(manifest: Manifest, machine: Machine, request: Request) -> Candidates:
-    """The package's engines that run on this GPU and TensorRT (or builds, with ``build_engine``), fastest first."""
-    ok, why = machine.tensorrt_backend
-    if not ok:
-        return Candidates([], why)
+@dataclass(frozen=True)
+class EngineOffer:
+    """What an engine backend offers selection: its name, its records' runtime, and the options of its choices."""
+
+    backend: str
+    runtime: str
+    title: str
+    version: str | None
+    load_options: dict[str, Any]
+    build_options: dict[str, Any]
+    #: Whether ``build_engine=True`` can build here (TensorRT-RTX: this GPU among its targets).
+    buildable: bool
+    hint: str
+
+
+def engine_candidates(manifest: Manifest, machine: Machine, request: Request, offer: EngineOffer) -> Candidates:
+    """The package's ``offer.runtime`` engines that run on this GPU (or builds, with ``build_engine``), fastest
+    first: shared by the TensorRT and TensorRT-RTX backends."""
     device = f"GPU {machine.gpu_name}"
     notes: dict[str, str] = {}
     wanted = list(request.precisions) if request.precisions is not None else auto_precisions(
         manifest, PRECISION_ORDER, notes, GPU_INT8_FORM)
     records, left_out = _engines(manifest, request.pinned, request.trust_device_builds)
-    # a pinned build calibrates anew: calibration caches are device-built like engines
-    build_options = {"build": True} if not request.untrusted else {"build": True, "reuse_calibration_cache": False}
     choices, refused = [], []
     for precision in wanted:
-        record, rejected = select_engine(records, precision, machine.tensorrt_version,
-                                         machine.compute_capability, machine.gpu_name)
+        record, rejected = select_engine(records, precision, offer.version, machine.compute_capability,
+                                         machine.gpu_name, runtime=offer.runtime)
         if record is not None:
-            why = f"engine {record.file} was built for this GPU and TensorRT {record.tensorrt}"
-            choices.append(Choice("tensorrt", precision, {"engine": record.file}, device, why))
-        elif request.build_engine and precision in precision_files(manifest):
-            why = f"no usable {precision} engine for this GPU, so one is built (build_engine=True)"
-            choices.append(Choice("tensorrt", precision, dict(build_options), device, why))
+            why = f"{offer.title} engine {record.file} runs on this GPU ({record.sm}, {offer.title} {record.tensorrt})"
+            choices.append(Choice(offer.backend, precision, {"engine": record.file, **offer.load_options}, device,
+                                  why))
+        elif request.build_engine and offer.buildable and precision in precision_files(manifest):
+            why = f"no usable {precision} {offer.title} engine for this GPU, so one is built (build_engine=True)"
+            choices.append(Choice(offer.backend, precision, dict(offer.build_options), device, why))
         else:
-            rejected = [*((r, w) for r, w in left_out if r.precision == precision), *rejected]
+            rejected = [*((r, w) for r, w in left_out if r.precision == precision and r.runtime == offer.runtime),
+                        *rejected]
             reasons = "; ".join(f"{r.file}: {w}" for r, w in rejected)
-            refused.append(f"{precision}: {reasons or f'the package has no {precision} engine'}")
+            refused.append(f"{precision}: {reasons or f'the package has no {precision} {offer.title} engine'}")
     if choices:
         return Candidates(choices, choices[0].reason, notes, gpu=True)
-    hint = " (pass build_engine=True, or run liverlesion build-engine, to build one here)"
-    return Candidates([], f"no engine in the package runs here: {'; '.join(refused) or 'no precision qualifies'}"
-                      f"{hint}", notes, gpu=True)
+    return Candidates([], f"no {offer.title} engine in the package runs here: "
+                          f"{'; '.join(refused) or 'no precision qualifies'}{offer.hint}", notes, gpu=True)
+
+
+def candidates(manifest: Manifest, machine: Machine, request: Request) -> Candidates:
+    """The package's engines that run on this GPU and TensorRT (or builds, with ``build_engine``), fastest first."""
+    ok, why = machine.tensorrt_backend
+    if not ok:
+        return Candidates([], why)
+    # a pinned build calibrates anew: calibration caches are device-built like engines
+    build = {"build": True} if not request.untrusted else {"build": True, "reuse_calibration_cache": False}
+    return engine_candidates(manifest, machine, request, EngineOffer(
+        "tensorrt", TENSORRT, "TensorRT", machine.tensorrt_version, {}, build, True,
+        " (pass build_engine=True, or run liverlesion build-engine, to build one here)"))
 
 
 def build_here(package: ModelPackage, precision: str, *, archive: bool,

@@ -37,11 +37,10 @@ from ..machine.host import cache_disabled, cache_root
 from ..machine.probe import Machine
 from ..machine.runtimes import tensorrt_rtx_installed
 from ..package import Manifest, ModelPackage, load_package
-from ..package.accuracy import GPU_INT8_FORM, auto_precisions, precision_files
-from .choice import Candidates, Choice, Request
+from .choice import Candidates, Request
 from .registry import BACKENDS
 from .rtx_runtime_cache import RuntimeCacheKey, cache_folder, read_cache, write_cache
-from .tensorrt import GRAPH_CAPTURED, GRAPH_OFF, PRECISION_ORDER, CudaGraphState, TensorRTBackend, _engines
+from .tensorrt import GRAPH_CAPTURED, GRAPH_OFF, CudaGraphState, EngineOffer, TensorRTBackend, engine_candidates
 
 ROW = BACKENDS["tensorrt-rtx"]
 log = logging.getLogger("liverlesion.backends.tensorrt_rtx")
@@ -52,35 +51,11 @@ def candidates(manifest: Manifest, machine: Machine, request: Request) -> Candid
     ok, why = machine.tensorrt_rtx_backend
     if not ok:
         return Candidates([], why)
-    from ..engines.records import select_engine
-
-    device = f"GPU {machine.gpu_name}"
-    notes: dict[str, str] = {}
-    wanted = list(request.precisions) if request.precisions is not None else auto_precisions(
-        manifest, PRECISION_ORDER, notes, GPU_INT8_FORM)
-    records, left_out = _engines(manifest, request.pinned, request.trust_device_builds)
-    options: dict[str, Any] = {} if not request.untrusted else {"runtime_cache": False}
-    buildable = machine.compute_capability in RTX_COMPUTE_CAPABILITIES
-    choices, refused = [], []
-    for precision in wanted:
-        record, rejected = select_engine(records, precision, machine.tensorrt_rtx_version,
-                                         machine.compute_capability, machine.gpu_name, runtime=TENSORRT_RTX)
-        if record is not None:
-            why = f"TensorRT-RTX engine {record.file} targets this GPU ({record.sm})"
-            choices.append(Choice("tensorrt-rtx", precision, {"engine": record.file, **options}, device, why))
-        elif request.build_engine and buildable and precision in precision_files(manifest):
-            why = f"no usable {precision} TensorRT-RTX engine, so one is built for this GPU (build_engine=True)"
-            choices.append(Choice("tensorrt-rtx", precision, {"build": True, **options}, device, why))
-        else:
-            rejected = [*((r, w) for r, w in left_out if r.precision == precision and r.runtime == TENSORRT_RTX),
-                        *rejected]
-            reasons = "; ".join(f"{r.file}: {w}" for r, w in rejected)
-            refused.append(f"{precision}: {reasons or f'the package has no {precision} TensorRT-RTX engine'}")
-    if choices:
-        return Candidates(choices, choices[0].reason, notes, gpu=True)
-    return Candidates([], "no TensorRT-RTX engine in the package runs here: "
-                          f"{'; '.join(refused) or 'no precision qualifies'} (liverlesion build-engine --runtime "
-                          "tensorrt-rtx builds one, on any machine)", notes, gpu=True)
+    cache = {} if not request.untrusted else {"runtime_cache": False}  # a pinned load JITs without the cache
+    return engine_candidates(manifest, machine, request, EngineOffer(
+        "tensorrt-rtx", TENSORRT_RTX, "TensorRT-RTX", machine.tensorrt_rtx_version, cache, {"build": True, **cache},
+        machine.compute_capability in RTX_COMPUTE_CAPABILITIES,
+        " (liverlesion build-engine --runtime tensorrt-rtx builds one, on any machine)"))
 
 
 def build_here(package: ModelPackage, precision: str, *, archive: bool,

@@ -48,48 +48,36 @@ def register(subparsers: Any) -> None:
                              "the GPU families to build for, e.g. 8.6 8.9 12.0 (7.5 for Turing)")
 
 
-def _rtx_target(args: argparse.Namespace) -> tuple[str, tuple[str, ...]]:
-    """The TensorRT-RTX version to plan for and the named targets; no GPU is needed."""
-    from ..engine_tags import TrtVersion
-    from ..engines.versions import import_tensorrt_rtx, installed_tensorrt_rtx_version
+def _version(args: argparse.Namespace, runtime: str) -> str:
+    """The version of ``runtime`` (TensorRT or TensorRT-RTX) to plan for: the installed one, or --trt-version."""
+    from ..engine_tags import RUNTIME_TITLES, TENSORRT_RTX, TrtVersion
+    from ..engines import versions
     from ..errors import EngineError
 
-    installed = installed_tensorrt_rtx_version()
+    rtx = runtime == TENSORRT_RTX
+    title = RUNTIME_TITLES[runtime]
+    installed = versions.installed_tensorrt_rtx_version() if rtx else versions.installed_tensorrt_version()
     if installed is None and not args.dry_run:
-        import_tensorrt_rtx()  # raises, naming the extra to install
+        (versions.import_tensorrt_rtx if rtx else versions.import_tensorrt)()  # raises, naming the extra
     if args.trt_version:
         asked = TrtVersion.parse(args.trt_version)
         if not args.dry_run and installed is not None and asked.release != installed.release:
-            raise EngineError(f"--trt-version {asked} differs from the installed TensorRT-RTX {installed}; "
+            raise EngineError(f"--trt-version {asked} differs from the installed {title} {installed}; "
                               "engines are built with the installed one (use --dry-run to plan for another)")
-        version = str(asked) if args.dry_run or installed is None else str(installed)
-    elif installed is not None:
-        version = str(installed)
-    else:
-        raise EngineError("TensorRT-RTX is not installed here: plan with --trt-version (e.g. 1.7.1)")
-    return version, tuple(args.compute_capability or ())
+        return str(asked) if args.dry_run or installed is None else str(installed)
+    if installed is not None:
+        return str(installed)
+    example = "1.7.1" if rtx else "8.5.2, 10.3"
+    raise EngineError(f"{title} is not installed here: plan with --trt-version (e.g. {example})")
 
 
 def _target(args: argparse.Namespace) -> tuple[str, tuple[int, int] | str]:
     """The TensorRT version and compute capability to plan for; built engines must match this machine."""
-    from ..engine_tags import TrtVersion, parse_compute_capability
-    from ..engines.versions import import_tensorrt, installed_tensorrt_version
+    from ..engine_tags import parse_compute_capability
     from ..errors import EngineError
     from ..machine.gpu import detect_gpu
 
-    installed = installed_tensorrt_version()
-    if installed is None and not args.dry_run:
-        import_tensorrt()  # raises, naming the extra to install
-    if args.trt_version:
-        asked = TrtVersion.parse(args.trt_version)
-        if not args.dry_run and installed is not None and asked.release != installed.release:
-            raise EngineError(f"--trt-version {asked} differs from the installed TensorRT {installed}; "
-                              "engines are built with the installed one (use --dry-run to plan for another)")
-        version = str(asked) if args.dry_run or installed is None else str(installed)
-    elif installed is not None:
-        version = str(installed)
-    else:
-        raise EngineError("TensorRT is not installed here: plan with --trt-version (e.g. 8.5.2, 10.3)")
+    version = _version(args, TENSORRT)
     gpu = detect_gpu()
     if args.compute_capability and len(args.compute_capability) > 1:
         raise EngineError("a TensorRT engine is built for one GPU: give one --compute-capability (TensorRT-RTX, "
@@ -120,8 +108,9 @@ def run(args: argparse.Namespace) -> int:
                       workspace_mb=args.workspace_mb, dla_core=args.dla_core, timing_cache=args.timing_cache,
                       version_compatible=args.version_compatible, calibration_batch=args.calibration_batch)
         if args.runtime == TENSORRT_RTX:
-            version, targets = _rtx_target(args)
-            options = BuildOptions(runtime=TENSORRT_RTX, compute_capabilities=targets, **common)
+            version = _version(args, TENSORRT_RTX)
+            options = BuildOptions(runtime=TENSORRT_RTX, compute_capabilities=tuple(args.compute_capability or ()),
+                                   **common)
         else:
             version, cc = _target(args)
             options = BuildOptions(compute_capability=cc, **common)
