@@ -126,7 +126,7 @@ def test_engines_for_another_gpu_or_tensorrt_fall_back_to_onnxruntime_saying_why
     gpu = Machine(**ORIN, onnxruntime_version="1.20", torch=False, ort_providers=ALL_PROVIDERS)
     selection = select(m, gpu)
     why = selection.backends["tensorrt"]
-    assert why.startswith("not used: no engine in the package runs here")
+    assert why.startswith("not used: no TensorRT engine in the package runs here")
     assert "sm72" in why and "TensorRT 8.5.2" in why and "build_engine=True" in why
     assert plan(selection) == [("onnxruntime", p, "tensorrt") for p in GPU_PRECISION_ORDER]
     assert "TensorRT provider" in selection.candidates[0].reason
@@ -169,7 +169,7 @@ def test_explicit_requests_that_cannot_be_met_raise_naming_the_fix():
         select(manifest(), CPU_ONLY, "tensorrt")
     with pytest.raises(EngineError, match="no CUDA GPU"):
         select(manifest(), Machine(tensorrt_backend=(False, "no CUDA GPU found")), "tensorrt")
-    with pytest.raises(EngineError, match="no engine in the package runs here"):
+    with pytest.raises(EngineError, match="no TensorRT engine in the package runs here"):
         select(manifest(), Machine(**ORIN), "tensorrt")
     with pytest.raises(BackendError, match="fp32 only"):
         select(manifest(), CPU_ONLY, "torch", "fp16")

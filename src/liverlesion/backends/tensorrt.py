@@ -141,7 +141,7 @@ def engine_candidates(manifest: Manifest, machine: Machine, request: Request, of
         record, rejected = select_engine(records, precision, offer.version, machine.compute_capability,
                                          machine.gpu_name, runtime=offer.runtime)
         if record is not None:
-            why = f"{offer.title} engine {record.file} runs on this GPU ({record.sm}, {offer.title} {record.tensorrt})"
+            why = f"engine {record.file} was built for this GPU and {offer.title} {record.tensorrt} ({record.sm})"
             choices.append(Choice(offer.backend, precision, {"engine": record.file, **offer.load_options}, device,
                                   why))
         elif request.build_engine and offer.buildable and precision in precision_files(manifest):
