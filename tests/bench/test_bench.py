@@ -135,6 +135,10 @@ def test_runner_gives_every_configuration_a_row(bench_result: dict) -> None:
                 assert row["throughput_sps"] > 0 and row["overhead"] > 0 and row["peak_rss_mb"] > 0
                 assert row["model_size_bytes"] > 0 and 0.0 <= row["liver_dice"] <= 1.0
                 assert row["latency_ms"]["p50"] <= row["latency_ms"]["p90"] <= row["latency_ms"]["p99"]
+                # host time is a part of each timed call's own wall time, so every percentile is below it
+                host, latency = row["host_ms"], row["latency_ms"]
+                assert all(0 <= host[q] <= latency[q] for q in ("p50", "p90", "p99"))
+                assert 0 <= row["host_share"] <= 1
             else:
                 assert row["reason"], f"{row['config']} did not run and says nothing why"
     ok = {(r["config"], r["batch"]) for r in rows if r["status"] == "ok"}
@@ -184,6 +188,8 @@ def test_reports_parse(bench_result: dict, tmp_path: Path) -> None:
 
     # one line per row that ran, whichever backends ran on this machine (OpenVINO's precisions depend on the CPU)
     configs = tuple({r["config"] for r in bench_result["rows"] if r["status"] == "ok"})
+    assert "host p50" in tables[0] and "host %" in tables[0]
+    assert loaded["summary"]["host_time"] and all(r["status"] != "ok" or r["host_ms"] for r in loaded["rows"])
     text = format_table(bench_result)
     measured = [line for line in text.splitlines() if line.startswith(configs) and ": " not in line]
     assert len(measured) == ok  # rows that did not run read "config: status: reason"

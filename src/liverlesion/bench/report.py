@@ -20,7 +20,15 @@ from ..openvino_execution import RUNTIME_NAMES
 from .machine import format_header
 
 _COLUMNS = ("config", "executed", "batch", "MB", "p50 ms", "p90 ms", "p99 ms", "slices/s", "raw p50",
-            "e2e/raw", "GFLOP/s", "RSS MB", "lesion Dice", "liver Dice", "acc", "agree")
+            "e2e/raw", "host p50", "host p90", "host %", "GFLOP/s", "RSS MB", "lesion Dice", "liver Dice", "acc",
+            "agree")
+
+#: What the host columns are, printed under the table (they are not end to end minus raw: those are other calls).
+HOST_LEGEND = ("host p50 / p90: ms per slice the SDK spends on the host (reading, resampling, decoding, "
+               "components, measurements), from each timed end-to-end call's own Prediction.timings: total_ms "
+               "minus inference_ms (the runtime's infer alone), plus, at batch > 1, the bench's load_slice of "
+               "the batch; not p50 ms minus raw p50, which are different calls. host %: host / total of the "
+               "same call, p50.")
 
 
 def _num(value: Any, digits: int = 2) -> str:
@@ -51,8 +59,10 @@ def _cells(row: dict[str, Any]) -> list[str]:
     latency, raw = row["latency_ms"], row["raw_latency_ms"]
     name = row["config"] + (f" ({row['reference_row']})" if row.get("reference_row") else "")
     size = None if row["model_size_bytes"] is None else row["model_size_bytes"] / 1e6
+    host, share = row.get("host_ms") or {}, row.get("host_share")  # absent in results from before issue 14
     return [name, executed_cell(row), str(row["batch"]), _num(size), _num(latency["p50"]), _num(latency["p90"]),
             _num(latency["p99"]), _num(row["throughput_sps"], 1), _num(raw["p50"]), _num(row["overhead"]),
+            _num(host.get("p50")), _num(host.get("p90")), _num(None if share is None else 100 * share, 0),
             _num(row["gflops_per_s"], 1), _num(row["peak_rss_mb"], 0), _num(row["lesion_dice"], 3),
             _num(row["liver_dice"], 3), _num(row["accuracy"], 3), _num(row["agreement_with_reference"], 4)]
 
@@ -76,6 +86,14 @@ def _summary_lines(result: dict[str, Any]) -> list[str]:
                      f"{item['fastest_ms']:.2f} ms/slice vs PyTorch eager FP32 "
                      f"{item['torch_fp32_ms']:.2f} ms: "
                      f"{item['speedup']:.2f}x (target >= {item['target']:g}x)")
+    shapes = (result.get("data") or {}).get("shapes") or []
+    slices = ", ".join(f"{s[0]} x {s[1]}" for s in shapes)
+    for item in summary.get("host_time", []):
+        known = item["host_share"] is not None and math.isfinite(item["host_share"])
+        share = f", {100 * item['host_share']:.0f}% of its end to end" if known else ""
+        lines.append(f"batch {item['batch']}: host time of the fastest CPU configuration {item['config']} "
+                     f"{item['host_ms']:.2f} ms/slice p50{share} (target <= {item['target_ms']:g} ms per "
+                     f"512 x 512 slice{f'; these slices: {slices}' if slices else ''})")
     single = [r for r in result["rows"] if r["status"] == "ok" and r["batch"] == 1]
     if single:
         ratios = ", ".join(f"{r['config']} {r['overhead']:.2f}" for r in single)
@@ -113,6 +131,7 @@ def format_table(result: dict[str, Any]) -> str:
 
     lines = [format_header(result["machine"]), *_context(result), "", line(_COLUMNS)]
     lines += [line(cells) for cells in ok]
+    lines += [HOST_LEGEND] if ok else []
     lines += [f"{name}: {status}: {reason}" for name, status, reason in _not_run(result)]
     lines += ["", *_summary_lines(result)]
     return "\n".join(lines).rstrip() + "\n"
@@ -124,7 +143,8 @@ def to_markdown(result: dict[str, Any]) -> str:
     lines = [f"Measured {result['created']} with liverlesion {result['liverlesion']}.", ""]
     lines += [f"- {line}" for line in header + _context(result)]
     lines += ["", "| " + " | ".join(_COLUMNS) + " |", "|" + "---|" * len(_COLUMNS)]
-    lines += ["| " + " | ".join(_cells(r)) + " |" for r in result["rows"] if r["status"] == "ok"]
+    ok = ["| " + " | ".join(_cells(r)) + " |" for r in result["rows"] if r["status"] == "ok"]
+    lines += [*ok, "", HOST_LEGEND] if ok else []
     not_run = _not_run(result)
     if not_run:
         lines += ["", "| config | status | why |", "|---|---|---|"]

@@ -2,16 +2,18 @@
 
 For each configuration that runs here: the model file's size, end-to-end ``predict``
 latency (p50/p90/p99 per slice) and throughput, raw ``Backend.infer`` latency on the
-same slices already on the model grid (their ratio is the SDK's host overhead), the
-achieved GFLOP/s against the manifest's FLOP count, peak host memory (and device memory
-on a GPU), and lesion Dice, liver Dice, slice-class accuracy and label agreement with
-the FP32 reference, all through :mod:`liverlesion.metrics`. For each configuration that
-cannot run, a row saying why. The PyTorch eager FP32 reference is the torch backend
-(the trained network rebuilt from the package's weights, run eagerly); OpenVINO runs the
-same ONNX files, and its rows say what its convolutions actually executed in, read back from
-the compiled model: ``executed_precision``, ``runtime_precisions`` (OpenVINO's count of each)
-and ``kernels`` (their instruction-set families, e.g. AMX or AVX-512). On a Jetson the machine
-section also holds the power mode, whether jetson_clocks pinned the clocks, and the power and
+same slices already on the model grid (their ratio is the SDK's host overhead), host time
+per slice (``host_ms``: each timed end-to-end call's own ``Prediction.timings``, total minus
+inference, and ``host_share`` of that total; see :class:`.timing.HostTime`), the achieved
+GFLOP/s against the manifest's FLOP count, peak host memory (and device memory on a GPU), and
+lesion Dice, liver Dice, slice-class accuracy and label agreement with the FP32 reference,
+all through :mod:`liverlesion.metrics`. For each configuration that cannot run, a row saying
+why. The PyTorch eager FP32 reference is the torch backend (the trained network rebuilt from
+the package's weights, run eagerly); OpenVINO runs the same ONNX files, and its rows say what
+its convolutions actually executed in, read back from the compiled model:
+``executed_precision``, ``runtime_precisions`` (OpenVINO's count of each) and ``kernels``
+(their instruction-set families, e.g. AMX or AVX-512). On a Jetson the machine section also
+holds the power mode, whether jetson_clocks pinned the clocks, and the power and
 temperatures sampled while the configurations ran (:mod:`.jetson`).
 """
 
@@ -42,7 +44,7 @@ from .machine import machine_info
 from .nvml import device_memory_used
 from .progress import Progress
 from .soak import memory_soak
-from .timing import PeakRss, interleaved
+from .timing import HostTime, PeakRss, interleaved
 
 SCHEMA = "liverlesion.bench"
 _MB = 2**20
@@ -143,16 +145,21 @@ def _time_batch(opened: Opened, inputs: _Inputs, batch: int, options: BenchOptio
     rounds = _batches(len(inputs.slices), batch)
     raw_inputs = [np.ascontiguousarray(inputs.grids[r]) for r in rounds]
     stages: dict[str, list[float]] = {"preprocess": [], "inference": [], "postprocess": []}
+    host = HostTime()
 
     def end_to_end(round_: int) -> None:
         picked = rounds[round_ % len(rounds)]
+        read_ms = 0.0
         if batch == 1:
             hu, spacing = inputs.arrays[picked[0]]
-            predictions = [analyzer.predict(hu, spacing=spacing)]
-        else:  # per-slice spacings: load_slice per slice, as predict does inside
-            predictions = analyzer.predict_batch([load_slice(inputs.arrays[i][0], spacing=inputs.arrays[i][1])
-                                                  for i in picked], batch_size=batch)
+            predictions = [analyzer.predict(hu, spacing=spacing)]  # reads inside: in its preprocess_ms
+        else:  # per-slice spacings: load_slice per slice, as predict does inside; host work, so timed
+            start = time.perf_counter()
+            read = [load_slice(inputs.arrays[i][0], spacing=inputs.arrays[i][1]) for i in picked]
+            read_ms = 1000.0 * (time.perf_counter() - start)
+            predictions = analyzer.predict_batch(read, batch_size=batch)
         if round_ >= options.warmup:
+            host.add([p.timings for p in predictions], extra_ms=read_ms)
             for p in predictions:
                 for stage in stages:
                     stages[stage].append(p.timings[f"{stage}_ms"])
@@ -171,10 +178,13 @@ def _time_batch(opened: Opened, inputs: _Inputs, batch: int, options: BenchOptio
     timings = interleaved({"predict": end_to_end, "infer": raw}, iterations=options.iterations,
                           warmup=options.warmup, items=batch, after_each=after_each)
     e2e, bare = timings["predict"].summary(), timings["infer"].summary()
+    host_summary = host.summary()
     return {"batch": batch, "latency_ms": _ms(e2e),
             "throughput_sps": round(float(e2e["throughput_per_s"]), 3),
             "raw_latency_ms": _ms(bare), "raw_throughput_sps": round(float(bare["throughput_per_s"]), 3),
             "overhead": round(float(e2e["p50_ms"]) / float(bare["p50_ms"]), 4),
+            "host_ms": _ms(host_summary) if host_summary else None,
+            "host_share": round(host_summary["share"], 4) if host_summary else None,
             "stages_ms": {k: round(float(np.median(v)), 4) for k, v in stages.items() if v},
             "iterations": options.iterations, "warmup": options.warmup}
 
@@ -195,7 +205,8 @@ def _empty_row(config: BenchConfig, status: str, reason: str) -> dict[str, Any]:
     return {"config": config.label, "backend": config.name, "precision": config.precision, "batch": None,
             "reference_row": config.reference, "status": status, "reason": reason, "device": None,
             "model_file": None, "model_size_bytes": None, "latency_ms": None, "throughput_sps": None,
-            "raw_latency_ms": None, "raw_throughput_sps": None, "overhead": None, "gflops_per_s": None,
+            "raw_latency_ms": None, "raw_throughput_sps": None, "overhead": None, "host_ms": None,
+            "host_share": None, "gflops_per_s": None,
             "stages_ms": None, "peak_rss_mb": None, "device_memory_mb": None, "lesion_dice": None,
             "liver_dice": None, "accuracy": None, "agreement_with_reference": None, "executed_precision": None,
             "runtime_precisions": None, "kernels": None}
@@ -246,8 +257,9 @@ def _run_config(package: ModelPackage, config: BenchConfig, inputs: _Inputs, dat
                 progress.finish("failed")
                 rows.append({**base, "status": "failed", "reason": str(exc)})
                 continue
+            host_note = f", {timed['host_ms']['p50']:.2f} ms host" if timed["host_ms"] else ""
             progress.finish(f"{timed['latency_ms']['p50']:.2f} ms/slice end to end, "
-                            f"{timed['raw_latency_ms']['p50']:.2f} ms raw")
+                            f"{timed['raw_latency_ms']['p50']:.2f} ms raw{host_note}")
             base.update(timed)
             if gflops:
                 base["gflops_per_s"] = round(gflops * timed["raw_throughput_sps"], 3)
@@ -276,24 +288,39 @@ def _reference(rows: list[dict[str, Any]], maps: dict[str, list[np.ndarray]]) ->
     return next((c for c in ran if c.endswith("fp32")), None)
 
 
+#: Issue 14's aim for the SDK's host work per 512 x 512 slice on the fastest CPU configuration (ms).
+HOST_TARGET_MS = 0.25
+
+
+def _fastest_cpu(rows: list[dict[str, Any]]) -> dict[str, Any] | None:
+    """The SDK's CPU row (no reference row) with the lowest end-to-end p50, None if there is none."""
+    sdk = [r for r in rows if r["reference_row"] is None and r["device"] == "CPU"]
+    return min(sdk, key=lambda r: r["latency_ms"]["p50"]) if sdk else None
+
+
 def summarize(rows: list[dict[str, Any]]) -> dict[str, Any]:
-    """Speed-up of the fastest CPU configuration over PyTorch eager FP32 per batch size; host overhead."""
+    """Per batch size, the fastest CPU configuration's speed-up over PyTorch eager FP32 and its host time."""
     ok = [r for r in rows if r["status"] == "ok"]
-    speedups = []
+    speedups, host = [], []
     for batch in sorted({r["batch"] for r in ok}):
         same = [r for r in ok if r["batch"] == batch]
         torch_rows = [r for r in same if r["backend"] == "torch"]
-        sdk = [r for r in same if r["reference_row"] is None and r["device"] == "CPU"]
-        if not torch_rows or not sdk:
+        fastest = _fastest_cpu(same)
+        if fastest is None:
             continue
-        fastest = min(sdk, key=lambda r: r["latency_ms"]["p50"])
+        if fastest.get("host_ms"):
+            host.append({"batch": batch, "config": fastest["config"], "host_ms": fastest["host_ms"]["p50"],
+                         "host_share": fastest["host_share"], "target_ms": HOST_TARGET_MS})
+        if not torch_rows:
+            continue
         reference = torch_rows[0]["latency_ms"]["p50"]
         speedups.append({"batch": batch, "fastest": fastest["config"],
                          "fastest_ms": fastest["latency_ms"]["p50"],
                          "torch_fp32_ms": reference,
                          "speedup": round(reference / fastest["latency_ms"]["p50"], 3), "target": 3.0})
     overhead = {f"{r['config']} b{r['batch']}": r["overhead"] for r in ok}
-    return {"speedup_vs_torch_eager": speedups, "overhead": overhead, "overhead_target": 1.15}
+    return {"speedup_vs_torch_eager": speedups, "overhead": overhead, "overhead_target": 1.15,
+            "host_time": host}
 
 
 def run_benchmark(package_path: str | Path, data: BenchData,

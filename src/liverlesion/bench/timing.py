@@ -1,4 +1,4 @@
-"""Timing and memory measurement: warm-up, timed calls, percentiles, throughput, peak RSS.
+"""Timing and memory measurement: warm-up, timed calls, percentiles, throughput, host time, peak RSS.
 
 Every timed call is bracketed by an optional ``sync`` hook, so that work a device queued
 asynchronously is inside the measurement. The backends of this package return host
@@ -59,6 +59,49 @@ class Timing:
         result["mean_ms"] = float(np.mean(per_item))
         result["throughput_per_s"] = throughput(self.seconds, self.items)
         result["iterations"] = len(self.seconds)
+        return result
+
+
+#: The ``Prediction.timings`` keys host time is derived from.
+HOST_KEYS = ("total_ms", "inference_ms")
+
+
+@dataclass
+class HostTime:
+    """Host time per slice of each timed end-to-end call, from that call's own ``Prediction.timings``.
+
+    Host time is ``total_ms - inference_ms`` (reading, resampling, decoding: everything but the
+    runtime's ``infer``), averaged over the call's slices; ``extra_ms`` adds host work the caller
+    timed in the same call outside ``predict`` (the bench's reading of a batch).
+    """
+
+    host_ms: list[float] = field(default_factory=list)
+    total_ms: list[float] = field(default_factory=list)
+
+    def add(self, timings: Sequence[Mapping[str, float]], extra_ms: float = 0.0) -> None:
+        """Record one call; calls whose inference time the backend did not report (NaN) are left out."""
+        if not timings:
+            raise InputError("host time of a call without predictions: give the timings of at least one slice")
+        for item in timings:
+            missing = [k for k in HOST_KEYS if k not in item]
+            if missing:
+                raise InputError(f"Prediction.timings lacks {', '.join(missing)} (has {', '.join(item) or 'none'}); "
+                                 f"host time needs {' and '.join(HOST_KEYS)}")
+        total = sum(float(t["total_ms"]) for t in timings) + extra_ms
+        inference = sum(float(t["inference_ms"]) for t in timings)
+        if not (np.isfinite(total) and np.isfinite(inference)):
+            return
+        self.host_ms.append((total - inference) / len(timings))
+        self.total_ms.append(total / len(timings))
+
+    def summary(self) -> dict[str, float] | None:
+        """Host ms per slice at each percentile and the mean, and ``share`` (p50 of host / total); None if empty."""
+        if not self.host_ms:
+            return None
+        result = {f"{k}_ms": v for k, v in percentiles(self.host_ms).items()}
+        result["mean_ms"] = float(np.mean(self.host_ms))
+        shares = [h / t for h, t in zip(self.host_ms, self.total_ms, strict=True) if t > 0]
+        result["share"] = float(np.median(shares)) if shares else float("nan")
         return result
 
 
