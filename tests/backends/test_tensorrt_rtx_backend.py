@@ -177,3 +177,55 @@ def test_an_rtx_gpu_without_an_engine_builds_one_only_when_asked(tmp_path):
         select(manifest, rtx_machine(), backend="tensorrt-rtx")
     built = select(manifest, rtx_machine(), backend="tensorrt-rtx", build_engine=True).candidates[0]
     assert built.options == {"build": True}
+
+
+# -- a real RTX GPU: skipped here, run where one is (the real-TensorRT test's sibling) ------------------------
+def _rtx_gpu_here() -> str | None:
+    """Why the real TensorRT-RTX test cannot run here, or None when it can (no TensorRT call is made)."""
+    from liverlesion.engines.versions import RTX_COMPUTE_CAPABILITIES
+    from liverlesion.machine.gpu import detect_gpu
+
+    usable, why = TensorRTRtxBackend.availability()
+    if not usable:
+        return why
+    gpu = detect_gpu()
+    if gpu is None or gpu.compute_capability not in RTX_COMPUTE_CAPABILITIES:
+        return f"this GPU ({None if gpu is None else gpu.cc_text}) is not among TensorRT-RTX's targets"
+    return None
+
+
+@pytest.mark.gpu
+@pytest.mark.tensorrt_rtx
+@pytest.mark.slow
+@pytest.mark.parametrize("precision, agreement", [("fp32", 0.999), ("fp16", 0.995), ("int8", 0.95)])
+def test_real_rtx_engine_agrees_with_onnxruntime_and_its_cache_spares_the_jit(tmp_path, precision, agreement):
+    reason = _rtx_gpu_here()
+    if reason is not None:
+        pytest.skip(f"needs an RTX GPU with TensorRT-RTX and cuda-python: {reason}")
+    ort = pytest.importorskip("onnxruntime")
+    from liverlesion.engines.build import build_engine
+    from liverlesion.engines.plan import BuildOptions, plan_build
+    from liverlesion.machine.gpu import detect_gpu
+    from liverlesion.machine.runtimes import tensorrt_rtx_version
+    from liverlesion.package.store import read_manifest
+    from test_tensorrt_backend import H as TH
+    from test_tensorrt_backend import W as TW
+    from test_tensorrt_backend import tiny_package
+
+    root = tiny_package(tmp_path / "pkg")
+    options = BuildOptions(precision, runtime="tensorrt-rtx", compute_capabilities=(detect_gpu().compute_capability,),
+                           max_batch=4)
+    build_engine(root, plan_build(tensorrt_rtx_version(), options, read_manifest(root)), log=lambda line: None)
+    hu = np.random.default_rng(3).uniform(-1000, 1000, (4, 1, TH, TW)).astype(np.float32)
+    with TensorRTRtxBackend(load_package(root), precision, runtime_cache=tmp_path / "cache") as first:
+        got = first.infer(hu)
+        assert not first.runtime_cache["loaded"]
+    with TensorRTRtxBackend(load_package(root), precision, runtime_cache=tmp_path / "cache",
+                            cuda_graphs=True) as second:
+        again = second.infer(hu)
+        assert second.runtime_cache["loaded"]  # kernels from the first load's cache
+    session = ort.InferenceSession(str(root / "model_fp32.onnx"), providers=["CPUExecutionProvider"])
+    labels, probabilities = session.run(["labels", "probabilities"], {"hu": hu})
+    assert (got["labels"] == labels).mean() >= agreement
+    np.testing.assert_array_equal(again["labels"], got["labels"])
+    assert np.abs(got["probabilities"] - probabilities).max() < (1e-3 if precision == "fp32" else 0.1)
