@@ -96,3 +96,19 @@ def test_image_resampling_is_scipys_bilinear_affine_transform_on_any_geometry():
         assert got.dtype == np.float32 and got.shape == grid.size
         np.testing.assert_allclose(got, expected, atol=1e-2, rtol=0)
         np.testing.assert_array_equal(got == AIR_HU, expected == AIR_HU)  # the same samples fall outside
+
+
+@pytest.mark.parametrize("view", ["transposed", "rows flipped", "columns flipped", "both flipped",
+                                  "transposed, both flipped"])
+def test_views_resample_as_their_contiguous_copies(view):
+    """The radiological view is a numpy view (transposed and/or flipped strides): sampled in memory order, the
+    same samples and weights as a contiguous copy (float32 blending order aside)."""
+    stored = np.random.default_rng(7).uniform(-1000, 400, (301, 277)).astype(np.float32)
+    image = {"transposed": stored.T, "rows flipped": stored[::-1], "columns flipped": stored[:, ::-1],
+             "both flipped": stored[::-1, ::-1], "transposed, both flipped": stored.T[::-1, ::-1]}[view]
+    grid = ModelGrid((96, 112), (2.5, 3.0))
+    got = to_model_grid(image, (0.9, 0.8), grid)
+    want = to_model_grid(np.ascontiguousarray(image), (0.9, 0.8), grid)
+    assert got.shape == grid.size and got.flags.c_contiguous
+    np.testing.assert_array_equal(got == -1024.0, want == -1024.0)  # the same pixels fall outside the slice
+    assert np.abs(got - want).max() < 1e-3

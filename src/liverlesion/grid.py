@@ -172,6 +172,17 @@ def _bilinear(image: np.ndarray, scale: np.ndarray, offset: np.ndarray, shape: t
     The same samples and weights (linear inside [0, n - 1] on each axis, ``fill`` outside),
     at a quarter of the cost for 512 x 512 -> 128 x 128: rows are blended first, then columns.
     """
+    if abs(image.strides[0]) < abs(image.strides[1]):
+        # a transposed view (the radiological view of a column-major slice): gathering its rows would stride
+        # through memory; resample the stored layout instead and transpose the small result (5x faster)
+        return np.ascontiguousarray(_bilinear(image.T, scale[::-1], offset[::-1], (shape[1], shape[0]), fill).T)
+    if image.strides[0] < 0 or image.strides[1] < 0:
+        # a flipped view: sample the stored order at the mirrored coordinates (n - 1 - c), forward in memory
+        scale, offset = np.array(scale, dtype=float), np.array(offset, dtype=float)
+        for axis in (0, 1):
+            if image.strides[axis] < 0:
+                image = np.flip(image, axis)
+                scale[axis], offset[axis] = -scale[axis], image.shape[axis] - 1 - offset[axis]
     rows, cols = image.shape
     r0, fr, r_in = _linear_axis(rows, scale[0] * np.arange(shape[0]) + offset[0])
     c0, fc, c_in = _linear_axis(cols, scale[1] * np.arange(shape[1]) + offset[1])
