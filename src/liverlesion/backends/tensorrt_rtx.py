@@ -218,6 +218,8 @@ class TensorRTRtxBackend(TensorRTBackend):
         return outputs
 
     def _release(self) -> None:
-        self._runtime_cache = None  # the config and cache go before the context, engine and runtime
-        self._runtime_config = None
+        with self._lock:  # the runtime cache must outlive the context that JIT-compiles into it (NVIDIA's rule)
+            self._context = None
+            self._runtime_cache = None
+            self._runtime_config = None
         super()._release()
