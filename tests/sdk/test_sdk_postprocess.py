@@ -7,6 +7,7 @@ from concurrent.futures import ThreadPoolExecutor
 
 import numpy as np
 import pytest
+from scipy import ndimage
 
 from liverlesion.errors import BackendError, InputError, PackageError
 from liverlesion.grid import ModelGrid, from_model_grid
@@ -253,3 +254,96 @@ def test_one_postprocessor_shared_by_threads_gives_the_serial_results():
     for (m1, l1), (m2, l2) in zip(serial * 3, parallel):
         np.testing.assert_array_equal(m1, m2)
         assert l1 == l2
+
+
+def _sparse_lesions(rng: np.random.Generator, shape: tuple[int, int], share: float = 0.12) -> np.ndarray:
+    """A liver with scattered lesion pixels of random classes: many small components, some touching diagonally."""
+    labels = np.ones(shape, np.int32)
+    lesion = rng.random(shape) < share
+    labels[lesion] = rng.integers(CYST, MET + 1, size=int(lesion.sum()))
+    return labels
+
+
+def _check_measured_on_input(p, spacing) -> None:
+    """Each lesion's pixels, area, bbox and centroid, recomputed from its pixels on the input grid."""
+    assert [x.id for x in p.lesions] == list(range(1, len(p.lesions) + 1))
+    assert int(p.lesion_components.max()) == len(p.lesions)
+    for lesion in p.lesions:
+        rows, cols = np.nonzero(p.lesion_components == lesion.id)
+        assert lesion.pixels == rows.size
+        assert lesion.area_mm2 == pytest.approx(rows.size * spacing[0] * spacing[1])
+        assert lesion.bbox == (rows.min(), cols.min(), rows.max() + 1, cols.max() + 1)
+        assert lesion.centroid == pytest.approx((rows.mean(), cols.mean()))
+
+
+FINE_CASES = [(Orientation(), False), (Orientation(flip_rows=True), False), (Orientation(flip_cols=True), False),
+              (Orientation(flip_rows=True, flip_cols=True), False), (Orientation(transpose=True), True),
+              (Orientation(transpose=True, flip_rows=True, flip_cols=True), True)]
+
+
+@pytest.mark.parametrize(("orientation", "transposed"), FINE_CASES)
+@pytest.mark.parametrize("seed", [0, 1, 2])
+def test_on_finer_inputs_model_grid_components_are_the_input_grid_ones(orientation, transposed, seed):
+    grid = ModelGrid(size=(24, 30), spacing_mm=(2.0, 1.5))
+    rng = np.random.default_rng(seed)
+    labels = _sparse_lesions(rng, grid.size)
+    # canonically (80 x 90) pixels of (0.7 x 0.6) mm: finer than the grid and covering it
+    shape, spacing = ((90, 80), (0.6, 0.7)) if transposed else ((80, 90), (0.7, 0.6))
+    index = source_index(grid, shape, spacing, orientation)
+    assert np.isin(np.arange(labels.size), index).all()  # every model pixel is sampled
+    p = postprocess(outputs(labels), SliceInput(hu=np.zeros(shape, np.float32), spacing_mm=spacing,
+                                                orientation=orientation), grid)
+    expected, count = ndimage.label(p.label_map >= CYST, structure=np.ones((3, 3), bool))
+    assert count > 5  # the case has something to number
+    np.testing.assert_array_equal(p.lesion_components, expected)
+    _check_measured_on_input(p, spacing)
+
+
+def test_a_coarser_input_drops_unsampled_components_and_renumbers():
+    index = source_index(GRID, (16, 16), (1.0, 1.6), Orientation())  # half the model grid's resolution
+    sampled = np.zeros(GRID.size[0] * GRID.size[1], bool)
+    sampled[index[index >= 0]] = True
+    sampled = sampled.reshape(GRID.size)
+    rows_in, cols_in = np.flatnonzero(sampled.any(axis=1)), np.flatnonzero(sampled.any(axis=0))
+    rows_out = np.setdiff1d(np.arange(GRID.size[0]), rows_in)
+    r, ru = int(rows_in[3]), int(rows_out[rows_out > rows_in[3]][0])  # a sampled row, an unsampled one below it
+    assert ru == r + 1
+    labels = np.ones(GRID.size, np.int32)
+    labels[int(rows_in[1]), int(cols_in[1])] = CYST         # sampled: lesion 1
+    labels[int(rows_out[0]), int(cols_in[6])] = MET         # on an unsampled row, alone: dropped
+    # a U: two sampled pixels joined through the unsampled row below: one component, two blobs on the input grid
+    c1, c2 = int(cols_in[2]), int(cols_in[5])
+    labels[r, c1] = labels[r, c2] = HEM
+    labels[ru, c1:c2 + 1] = HEM
+    labels[int(rows_in[8]), int(cols_in[8])] = MET          # sampled: lesion 3
+    p = postprocess(outputs(labels), SliceInput(hu=np.zeros((16, 16), np.float32), spacing_mm=(1.0, 1.6)), GRID)
+    assert [x.label for x in p.lesions] == ["cyst", "hemangioma", "metastasis"]
+    blobs, count = ndimage.label(p.lesion_components == 2, structure=np.ones((3, 3), bool))
+    assert count == 2 and p.lesions[1].pixels == 2
+    assert p.lesion_components[blobs > 0].tolist() == [2, 2]
+    assert int(p.lesion_mask.sum()) == 4  # the unsampled metastasis pixel reaches no input pixel
+    _check_measured_on_input(p, (1.0, 1.6))
+
+
+def test_lesion_class_and_probability_come_from_the_model_grid_pixels():
+    grid = ModelGrid(size=(24, 24), spacing_mm=(2.0, 2.0))
+    rng = np.random.default_rng(11)
+    labels = _sparse_lesions(rng, grid.size, share=0.3)
+    probs = rng.random((5, *grid.size)).astype(np.float32)
+    # 0.7 mm input pixels: model pixels are sampled 2 or 3 times each, so an input-pixel vote would weigh them unevenly
+    shape, spacing = (72, 72), (0.7, 0.7)
+    p = postprocess(outputs(labels, probs), SliceInput(hu=np.zeros(shape, np.float32), spacing_mm=spacing), grid)
+    model_components, _ = ndimage.label(labels >= CYST, structure=np.ones((3, 3), bool))
+    index = source_index(grid, shape, spacing, Orientation())
+    differs = 0
+    for lesion in p.lesions:
+        on_input = p.lesion_components == lesion.id
+        (component,) = np.unique(model_components.ravel()[index[on_input]])
+        member = model_components == component
+        counts = [int((labels[member] == c).sum()) for c in (CYST, HEM, MET)]
+        cls = (CYST, HEM, MET)[int(np.argmax(counts))]
+        assert lesion.label == LESION_CLASSES[cls - CYST]
+        assert lesion.probability == pytest.approx(float(probs[cls][member].mean()), rel=1e-6)
+        differs += abs(float(probs[cls].ravel()[index[on_input]].mean()) - lesion.probability) > 1e-4
+    assert differs  # an input-pixel mean would have given other probabilities
+    _check_measured_on_input(p, spacing)

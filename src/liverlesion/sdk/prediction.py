@@ -17,7 +17,7 @@ MASK_FORMATS = ("summary", "rle", "none")
 
 @dataclass(frozen=True)
 class Lesion:
-    """One connected lesion component (8-connectivity) on the input grid.
+    """One lesion: an 8-connected component labelled on the model grid, measured on the input grid.
 
     ``bbox`` is (row0, col0, row1, col1) in input pixels with row1/col1 exclusive (numpy slice
     bounds); ``centroid`` is (row, col); ``id`` is the component's value in
