@@ -139,7 +139,8 @@ def test_a_runtime_without_strongly_typed_networks_is_refused(tmp_path, monkeypa
     class FakeTrt:
         NetworkDefinitionCreationFlag = Flags
 
-    monkeypatch.setattr(onnx_gate, "_import", lambda runtime: (FakeTrt, "8.6.1"))
+    monkeypatch.setattr(onnx_gate, "import_runtime", lambda runtime: FakeTrt)
+    monkeypatch.setattr(onnx_gate, "installed_runtime_version", lambda runtime: "8.6.1")
     path = _write(tmp_path, "conv.onnx", _conv_model(int8=False))
     with pytest.raises(EngineError, match="strongly typed"):
         check_onnx_for_tensorrt(path, "hu", (8, 8), runtime="tensorrt")

@@ -56,9 +56,9 @@ def _version(args: argparse.Namespace, runtime: str) -> str:
 
     rtx = runtime == TENSORRT_RTX
     title = RUNTIME_TITLES[runtime]
-    installed = versions.installed_tensorrt_rtx_version() if rtx else versions.installed_tensorrt_version()
+    installed = versions.installed_runtime_version(runtime)
     if installed is None and not args.dry_run:
-        (versions.import_tensorrt_rtx if rtx else versions.import_tensorrt)()  # raises, naming the extra
+        versions.import_runtime(runtime)  # raises, naming the extra
     if args.trt_version:
         asked = TrtVersion.parse(args.trt_version)
         if not args.dry_run and installed is not None and asked.release != installed.release:

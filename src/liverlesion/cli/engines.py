@@ -20,12 +20,12 @@ def register(subparsers: Any) -> None:
 def run(args: argparse.Namespace) -> int:
     from ..engine_tags import TENSORRT, TENSORRT_RTX
     from ..engines.records import engine_compatibility, engine_records
-    from ..engines.versions import installed_tensorrt_rtx_version, installed_tensorrt_version
+    from ..engines.versions import installed_runtime_version
     from ..errors import LiverLesionError
     from ..machine.gpu import detect_gpu
     from ..package import load_package
 
-    versions = {TENSORRT: installed_tensorrt_version(), TENSORRT_RTX: installed_tensorrt_rtx_version()}
+    versions = {runtime: installed_runtime_version(runtime) for runtime in (TENSORRT, TENSORRT_RTX)}
     gpu = detect_gpu()
     rows = []
     with load_package(args.package, verify=False) as package:  # each engine is checked below, by itself

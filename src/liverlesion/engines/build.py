@@ -50,7 +50,7 @@ from ..package.store import file_record, sha256_file
 from .int8_calibrator import CalibrationBatches, make_entropy_calibrator
 from .plan import BuildPlan
 from .records import EngineRecord, add_engine_record, make_record
-from .versions import import_tensorrt, import_tensorrt_rtx
+from .versions import capturing_logger, import_runtime
 
 
 def network_flags(enum: Any, names: Iterable[str]) -> int:
@@ -79,24 +79,6 @@ def parse_layer_placement(lines: Iterable[str]) -> dict[str, int] | None:
         if tag:
             counts[tag.group(1).lower()] += 1
     return counts if seen else None
-
-
-def _logger(trt: Any, echo: Callable[[str], None]) -> Any:
-    """A TensorRT logger that keeps INFO and worse lines (for the placement report), echoing warnings."""
-    base = trt.ILogger
-
-    class CapturingLogger(base):  # type: ignore[misc, valid-type]
-        def __init__(self) -> None:
-            base.__init__(self)
-            self.lines: list[str] = []
-
-        def log(self, severity: Any, msg: str) -> None:
-            if int(severity) <= int(base.Severity.INFO):
-                self.lines.append(msg)
-            if int(severity) <= int(base.Severity.WARNING):
-                echo(f"TensorRT: {msg}")
-
-    return CapturingLogger()
 
 
 def _check_target(plan: BuildPlan, installed: TrtVersion) -> tuple[str, tuple[str, ...]]:
@@ -140,7 +122,7 @@ def _rtx_targets(trt: Any, config: Any, plan: BuildPlan) -> tuple[str, ...]:
 def build_engine(root: str | Path, plan: BuildPlan, *, log: Callable[[str], None] = print,
                  memory: str | None = None) -> EngineRecord:
     """Build ``plan`` into ``root/plan.engine_file`` and record it in the manifest."""
-    trt: Any = import_tensorrt_rtx() if plan.runtime == TENSORRT_RTX else import_tensorrt()
+    trt: Any = import_runtime(plan.runtime)
     title = RUNTIME_TITLES.get(plan.runtime, plan.runtime)
 
     root = Path(root)
@@ -152,7 +134,7 @@ def build_engine(root: str | Path, plan: BuildPlan, *, log: Callable[[str], None
     for line in plan.warnings:
         log(f"warning: {line}")
 
-    logger = _logger(trt, log)
+    logger = capturing_logger(trt, log)
     builder = trt.Builder(logger)
     network = builder.create_network(network_flags(trt.NetworkDefinitionCreationFlag, plan.network_flags))
     parser = trt.OnnxParser(network, logger)

@@ -15,15 +15,13 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from ..engine_tags import TrtVersion
+from ..engine_tags import TENSORRT, TENSORRT_RTX, TrtVersion
 from ..errors import EngineError, InputError, install_hint
 from ..grid import ModelGrid
 from ..machine.runtimes import tensorrt_rtx_version, tensorrt_version
 from .plan import DEFAULT_MAX_BATCH
-from .versions import import_tensorrt, import_tensorrt_rtx
+from .versions import capturing_logger, import_runtime, installed_runtime_version
 
-TENSORRT = "tensorrt"
-TENSORRT_RTX = "tensorrt-rtx"
 #: Errors kept in a verdict (a refused Q/DQ graph can report one per node).
 MAX_ERRORS = 5
 #: Characters kept of each error: NVIDIA's messages repeat the node and the source location.
@@ -84,34 +82,6 @@ def nvidia_parser_missing_reason() -> str:
     return f"neither TensorRT nor TensorRT-RTX is installed ({install_hint('tensorrt-rtx')})"
 
 
-def _import(runtime: str) -> tuple[Any, str]:
-    """The runtime's module and its version."""
-    if runtime == TENSORRT_RTX:
-        return import_tensorrt_rtx(), str(tensorrt_rtx_version())
-    if runtime == TENSORRT:
-        return import_tensorrt(), str(tensorrt_version())
-    raise InputError(f"unknown NVIDIA runtime {runtime!r}; accepted: {TENSORRT}, {TENSORRT_RTX}")
-
-
-def _logger(trt: Any) -> Any:
-    """A TensorRT logger that keeps warnings and errors, so a refusal carries NVIDIA's own words."""
-    base = trt.ILogger
-
-    class CapturingLogger(base):  # type: ignore[misc, valid-type]
-        def __init__(self) -> None:
-            base.__init__(self)
-            self.errors: list[str] = []
-            self.warnings: list[str] = []
-
-        def log(self, severity: Any, msg: str) -> None:
-            if int(severity) <= int(base.Severity.ERROR):
-                self.errors.append(msg)
-            elif int(severity) <= int(base.Severity.WARNING):
-                self.warnings.append(msg)
-
-    return CapturingLogger()
-
-
 def _clean(message: str) -> str:
     """An error without the no-driver lines, cut to :data:`ERROR_CHARS`."""
     kept = [line for line in message.splitlines() if line.strip() and not any(n in line for n in _DRIVER_NOISE)]
@@ -161,12 +131,15 @@ def check_onnx_for_tensorrt(path: str | Path, input_name: str, grid: ModelGrid |
     runtime = runtime or nvidia_parser_available()
     if runtime is None:
         raise EngineError(f"NVIDIA's ONNX parser cannot run here: {nvidia_parser_missing_reason()}")
-    trt, version = _import(runtime)
+    if runtime not in (TENSORRT, TENSORRT_RTX):
+        raise InputError(f"unknown NVIDIA runtime {runtime!r}; accepted: {TENSORRT}, {TENSORRT_RTX}")
+    trt = import_runtime(runtime)
+    version = str(installed_runtime_version(runtime))
     flag = getattr(trt.NetworkDefinitionCreationFlag, "STRONGLY_TYPED", None)
     if flag is None:
         raise EngineError(f"{runtime} {version} has no strongly typed networks; the gate needs TensorRT 10.x or "
                           "newer, or TensorRT-RTX")
-    logger = _logger(trt)
+    logger = capturing_logger(trt)
     try:
         builder = trt.Builder(logger)
     except Exception as exc:  # noqa: BLE001 - pybind11 raises TypeError when the builder cannot start

@@ -8,9 +8,11 @@ on some Jetson modules with some TensorRT releases.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from types import ModuleType
+from typing import Any
 
-from ..engine_tags import TrtVersion, format_compute_capability, sm_tag
+from ..engine_tags import TENSORRT_RTX, TrtVersion, format_compute_capability, sm_tag
 from ..errors import EngineError, MissingDependencyError, install_hint, require
 from ..machine.runtimes import tensorrt_rtx_version, tensorrt_version
 
@@ -135,3 +137,42 @@ def installed_tensorrt_version() -> TrtVersion | None:
     """The installed TensorRT's version (``machine.runtimes`` finds it), or None when TensorRT is absent."""
     version = tensorrt_version()
     return None if version is None else TrtVersion.parse(version)
+
+
+def import_runtime(runtime: str) -> ModuleType:
+    """The module of an engine runtime ("tensorrt" or "tensorrt-rtx"), or MissingDependencyError naming its extra."""
+    return import_tensorrt_rtx() if runtime == TENSORRT_RTX else import_tensorrt()
+
+
+def installed_runtime_version(runtime: str) -> TrtVersion | None:
+    """The installed version of an engine runtime ("tensorrt" or "tensorrt-rtx"), None when it is absent."""
+    return installed_tensorrt_rtx_version() if runtime == TENSORRT_RTX else installed_tensorrt_version()
+
+
+def capturing_logger(trt: ModuleType, echo: Callable[[str], None] | None = None) -> Any:
+    """A TensorRT logger keeping every INFO-or-worse line as (severity, text); ``echo`` gets warnings and errors.
+
+    ``lines`` feed the DLA placement report, ``errors`` carry NVIDIA's own words into a refusal.
+    """
+    base: Any = trt.ILogger
+
+    class CapturingLogger(base):
+        def __init__(self) -> None:
+            base.__init__(self)
+            self.records: list[tuple[int, str]] = []
+
+        def log(self, severity: Any, msg: str) -> None:
+            if int(severity) <= int(base.Severity.INFO):
+                self.records.append((int(severity), msg))
+            if echo is not None and int(severity) <= int(base.Severity.WARNING):
+                echo(f"TensorRT: {msg}")
+
+        @property
+        def lines(self) -> list[str]:
+            return [msg for _, msg in self.records]
+
+        @property
+        def errors(self) -> list[str]:
+            return [msg for severity, msg in self.records if severity <= int(base.Severity.ERROR)]
+
+    return CapturingLogger()
