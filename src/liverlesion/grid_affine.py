@@ -75,3 +75,23 @@ def slice_to_model_theta(shape: Sequence[int], spacing: Sequence[float], orienta
         theta = [[sx, 0.0, 0.0], [0.0, sy, 0.0]]
         theta_back = [[1.0 / sx, 0.0, bx], [0.0, 1.0 / sy, by]]
     return np.array(theta, np.float32), np.array(theta_back, np.float32)
+
+
+class _Unflipped:
+    """The orientation of a slice stored in the radiological view (``sdk.geometry.IDENTITY``'s flags)."""
+
+    transpose = flip_rows = flip_cols = False
+
+
+UNFLIPPED: Flips = _Unflipped()
+
+
+def slice_graph_feeds(slices: Sequence[tuple[np.ndarray, Sequence[float], Flips]], grid: ModelGrid
+                      ) -> dict[str, np.ndarray]:
+    """The slice graph's inputs for (HU as stored, spacing, orientation) of one stored shape; rescale (1, 0)."""
+    thetas = [slice_to_model_theta(hu.shape, spacing, orientation, grid) for hu, spacing, orientation in slices]
+    first = slices[0][0]
+    pixels = first[None, None] if len(slices) == 1 else np.stack([hu for hu, _, _ in slices])[:, None]
+    return {"pixels": np.asarray(pixels, dtype=np.float32),
+            "rescale": np.tile(np.array([[1.0, 0.0]], np.float32), (len(slices), 1)),
+            "theta": np.stack([t for t, _ in thetas]), "theta_back": np.stack([b for _, b in thetas])}

@@ -13,12 +13,13 @@ from typing import Any, ClassVar
 
 import numpy as np
 
-from ..errors import BackendError, require
+from ..errors import BackendError, InputError, require
 from ..machine.host import cache_root, threads_or_all
 from ..machine.probe import Machine
 from ..package import FileRecord, Manifest, ModelPackage
 from ..package.accuracy import CPU_INT8_FORM, GPU_INT8_FORM, auto_precisions, int8_file, int8_form, precision_files
-from .base import Backend
+from ..package.manifest import SLICE_ROLE
+from .base import GRAPHS, MODEL_GRID, SLICE, SLICE_FEEDS, Backend
 from .choice import Candidates, Choice, Request
 from .registry import BACKENDS
 
@@ -101,13 +102,16 @@ def candidates(manifest: Manifest, machine: Machine, request: Request) -> Candid
     return Candidates(choices, choices[0].reason, notes, on_gpu)
 
 
-def select_onnx_file(package: ModelPackage, precision: str, provider: str) -> FileRecord:
-    """The package's ONNX file for a precision; for INT8, the form this provider runs best."""
+def select_onnx_file(package: ModelPackage, precision: str, provider: str, graph: str = MODEL_GRID) -> FileRecord:
+    """The package's ONNX file for a precision and graph; for INT8, the form this provider runs best."""
     manifest = package.manifest
-    candidates = [f for f in manifest.onnx_files() if f.precision == precision]
+    role = SLICE_ROLE if graph == SLICE else "onnx"
+    candidates = [f for f in manifest.onnx_files(role) if f.precision == precision]
     if not candidates:
-        have = sorted({f.precision for f in manifest.onnx_files() if f.precision})
-        raise BackendError(f"the package has no {precision} ONNX model; it has: {', '.join(have)}")
+        have = sorted({f.precision for f in manifest.onnx_files(role) if f.precision})
+        what = "slice graph" if graph == SLICE else "ONNX model"
+        hint = " (add slice graphs with liverlesion slice-graphs)" if graph == SLICE else ""
+        raise BackendError(f"the package has no {precision} {what}{hint}; it has: {', '.join(have) or 'none'}")
     # The CPU form (uint8 activations) runs fast on the CPU provider only; TensorRT needs the symmetric
     # one, and the CUDA provider's Q/DQ support is written for it too.
     preferred = int8_form(on_cpu=provider == "cpu")
@@ -121,12 +125,18 @@ class OnnxRuntimeBackend(Backend):
     """Runs the fused ONNX graph with onnxruntime (see the module docstring for thread safety)."""
 
     name: ClassVar[str] = "onnxruntime"
+    runs_slice_graph: ClassVar[bool] = True
 
     def __init__(self, package: ModelPackage, precision: str = "fp32", *, provider: str = "cpu",
-                 threads: int | None = None, device_id: int = 0, engine_cache: bool = True) -> None:
+                 threads: int | None = None, device_id: int = 0, engine_cache: bool = True,
+                 graph: str = MODEL_GRID) -> None:
         """``threads``: intra-op threads (default, and at most: every CPU this process may use);
-        ``engine_cache``: let the TensorRT provider reuse the engines it cached (False: build in memory)."""
+        ``engine_cache``: let the TensorRT provider reuse the engines it cached (False: build in memory);
+        ``graph``: "model-grid" (the fused graph) or "slice" (its slice graph, resampling inside)."""
         super().__init__(package, precision)
+        if graph not in GRAPHS:
+            raise InputError(f"graph={graph!r:.40} is not accepted: give one of {', '.join(GRAPHS)}")
+        self.graph = graph
         ort = require("onnxruntime", ROW.extra, "the onnxruntime backend")
         if provider not in PROVIDERS:
             raise _unknown_provider(provider)
@@ -137,7 +147,7 @@ class OnnxRuntimeBackend(Backend):
         self.provider = provider
         self.device_id = device_id
         self.engine_cache = bool(engine_cache)
-        self.record = select_onnx_file(package, precision, provider)
+        self.record = select_onnx_file(package, precision, provider, graph)
         options = ort.SessionOptions()
         options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
         options.intra_op_num_threads = threads
@@ -161,7 +171,12 @@ class OnnxRuntimeBackend(Backend):
         self._input = session.get_inputs()[0].name
         self._outputs = [o.name for o in session.get_outputs()]
         expected = package.manifest.input_name
-        if self._input != expected:
+        if graph == SLICE:
+            names = sorted(i.name for i in session.get_inputs())
+            if names != sorted(SLICE_FEEDS):
+                raise BackendError(f"{self.record.path} takes inputs {names}; a slice graph takes "
+                                   f"{sorted(SLICE_FEEDS)}")
+        elif self._input != expected:
             raise BackendError(f"{self.record.path} takes input {self._input!r}, the manifest says "
                                f"{expected!r}")
 
@@ -205,11 +220,17 @@ class OnnxRuntimeBackend(Backend):
         return self.record.path, int(self.record.size)
 
     def _run(self, hu: np.ndarray) -> dict[str, np.ndarray]:
+        return self._session_run({self._input: hu})
+
+    def _run_slices(self, feeds: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+        return self._session_run(feeds)
+
+    def _session_run(self, feeds: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
         session = self._session
         if session is None:
             raise BackendError("the onnxruntime backend was closed; load the model again")
         try:
-            values = session.run(self._outputs, {self._input: hu})
+            values = session.run(self._outputs, feeds)
         except Exception as exc:  # onnxruntime's Fail / InvalidArgument / RuntimeException are untyped here
             raise BackendError(f"onnxruntime failed running {self.record.path}: {exc}") from exc
         return dict(zip(self._outputs, values, strict=True))

@@ -154,6 +154,8 @@ def run(args: argparse.Namespace) -> int:
     step("INT8: calibrate on LiTS slices, measure against FP32", [
         "quantize", str(package), "--calib", str(phantoms / "lits"), "--eval-data",
         str(held_out / "lesion_slices"), "--slices", str(size.calib_slices)])
+    step("slice graphs (resampling onto the model grid and back inside the graph, for GPUs), checked "
+         "against the host path", ["slice-graphs", str(package), "--eval-data", str(held_out / "lesion_slices")])
     step("inspect the model package", ["inspect", str(package)])
     _rtx_engines(step, package)
     index = json.loads((phantoms / "lesion_slices" / "dataset.json").read_text())

@@ -11,6 +11,7 @@ else TensorRT-RTX; TensorRT 8.x builds no strongly typed networks, and is not us
 from __future__ import annotations
 
 import time
+from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -22,6 +23,8 @@ from ..machine.runtimes import tensorrt_rtx_version, tensorrt_version
 from .plan import DEFAULT_MAX_BATCH
 from .versions import capturing_logger, import_runtime, installed_runtime_version
 
+#: min, opt and max shapes of one input in an optimisation profile.
+Profile = tuple[tuple[int, ...], tuple[int, ...], tuple[int, ...]]
 #: Errors kept in a verdict (a refused Q/DQ graph can report one per node).
 MAX_ERRORS = 5
 #: Characters kept of each error: NVIDIA's messages repeat the node and the source location.
@@ -116,9 +119,12 @@ def _grid_size(grid: ModelGrid | tuple[int, int]) -> tuple[int, int]:
 
 
 def check_onnx_for_tensorrt(path: str | Path, input_name: str, grid: ModelGrid | tuple[int, int],
-                            max_batch: int = DEFAULT_MAX_BATCH, *, runtime: str | None = None) -> ParserVerdict:
+                            max_batch: int = DEFAULT_MAX_BATCH, *, runtime: str | None = None,
+                            profiles: Mapping[str, Profile] | None = None) -> ParserVerdict:
     """Parse ``path`` with NVIDIA's ONNX parser and build it for batches 1..``max_batch`` of ``grid``.
 
+    ``profiles``: input name -> (min, opt, max) shapes, for a graph of several inputs (the slice graph:
+    ``engines.plan.slice_graph_profiles``); ``input_name`` and ``grid`` then name nothing but the model.
     ``runtime`` None: :func:`nvidia_parser_available`'s choice. A file the parser or builder
     refuses gives a verdict that did not pass; EngineError when no NVIDIA runtime can run here.
     """
@@ -158,13 +164,18 @@ def check_onnx_for_tensorrt(path: str | Path, input_name: str, grid: ModelGrid |
                              engine_bytes=None)
     layers, convolutions, int8 = count_convolutions(trt, network)
     inputs = [network.get_input(i).name for i in range(network.num_inputs)]
-    if input_name not in inputs:
+    shapes = dict(profiles) if profiles is not None else \
+        {input_name: ((1, 1, rows, cols), (1, 1, rows, cols), (max_batch, 1, rows, cols))}
+    missing = [name for name in inputs if name not in shapes] + [name for name in shapes if name not in inputs]
+    if missing:
         return ParserVerdict(**common, accepted=True, layers=layers, convolutions=convolutions,
                              int8_convolutions=int8, built=False, build_seconds=None, engine_bytes=None,
-                             errors=(f"the graph has no input {input_name!r}; its inputs: {', '.join(inputs)}",))
+                             errors=(f"the graph's inputs {inputs} are not the ones it is built for: "
+                                     f"{list(shapes)}",))
     config = builder.create_builder_config()
     profile = builder.create_optimization_profile()
-    profile.set_shape(input_name, (1, 1, rows, cols), (1, 1, rows, cols), (max_batch, 1, rows, cols))
+    for name, (low, opt, high) in shapes.items():
+        profile.set_shape(name, tuple(low), tuple(opt), tuple(high))
     config.add_optimization_profile(profile)
     start = time.perf_counter()
     blob = builder.build_serialized_network(network, config)

@@ -24,7 +24,7 @@ from ..engine_tags import (
     sm_tag,
     sm_tags,
 )
-from ..errors import EngineError
+from ..errors import EngineError, InputError
 from ..package import FileRecord, Manifest
 from ..package.accuracy import GPU_INT8_FORM
 from .versions import (
@@ -71,6 +71,23 @@ class BuildOptions:
     reuse_calibration_cache: bool = True
     runtime: str = TENSORRT
     compute_capabilities: tuple[tuple[int, int] | str, ...] = ()
+
+
+#: Sides (pixels) of the stored slices a slice graph's engines are built for: min, opt, max (issue 14).
+SLICE_SIDES = (256, 512, 1024)
+
+
+def slice_graph_profiles(max_batch: int = DEFAULT_MAX_BATCH, sides: tuple[int, int, int] = SLICE_SIDES
+                         ) -> dict[str, tuple[tuple[int, ...], tuple[int, ...], tuple[int, ...]]]:
+    """The slice graph's inputs -> (min, opt, max) shapes: square sides from ``sides``, batch 1..``max_batch``."""
+    low, opt, high = sides
+    if not 2 <= low <= opt <= high:
+        raise InputError(f"slice sides {sides!r} are not accepted: give (min, opt, max) with 2 <= min <= opt <= max")
+    per_slice = {"rescale": (2,), "theta": (2, 3), "theta_back": (2, 3)}
+    profiles = {"pixels": ((1, 1, low, low), (1, 1, opt, opt), (max_batch, 1, high, high))}
+    for name, tail in per_slice.items():
+        profiles[name] = ((1, *tail), (1, *tail), (max_batch, *tail))
+    return profiles
 
 
 @dataclass(frozen=True)

@@ -152,8 +152,10 @@ class NvidiaGate:
         self.say(f"NVIDIA's ONNX parser gate did not run: {why}; the TensorRT-bound ONNX files are recorded "
                  "without an nvidia_parser verdict")
 
-    def record(self, root: Path, record: FileRecord) -> FileRecord:
-        """``record`` with NVIDIA's verdict on its file, or ExportError when the parser or builder refuses it."""
+    def record(self, root: Path, record: FileRecord, profiles: Mapping[str, Any] | None = None) -> FileRecord:
+        """``record`` with NVIDIA's verdict on its file, or ExportError when the parser or builder refuses it.
+
+        ``profiles``: the input shapes to build for, where the file is not the fused graph (the slice graph)."""
         from ..engines.onnx_gate import check_onnx_for_tensorrt
         from ..errors import EngineError
 
@@ -166,15 +168,16 @@ class NvidiaGate:
         started = time.perf_counter()
         try:
             verdict = check_onnx_for_tensorrt(root / record.path, INPUT_NAME, self.grid, self.max_batch,
-                                              runtime=self.runtime)
+                                              runtime=self.runtime, profiles=profiles)
         except EngineError as exc:  # the runtime cannot start here: that says nothing about the file
             self._skip(str(exc))
             return record
         finally:
             self.seconds += time.perf_counter() - started
         if not verdict.passed:
-            stage = "ONNX parser" if not verdict.accepted else \
-                f"builder (batch 1..{self.max_batch} of {self.grid.size[0]}x{self.grid.size[1]})"
+            shapes = f"{self.grid.size[0]}x{self.grid.size[1]}" if profiles is None else \
+                ", ".join(f"{name} {high}" for name, (_low, _opt, high) in profiles.items())
+            stage = "ONNX parser" if not verdict.accepted else f"builder (batch 1..{self.max_batch} of {shapes})"
             said = "; ".join(" ".join(error.splitlines()) for error in verdict.errors[:3])  # one line each
             raise ExportError(f"NVIDIA's {stage} ({verdict.runtime} {verdict.version}) refuses {record.path}: "
                               f"{said}. Nothing was written; {self.hint}")

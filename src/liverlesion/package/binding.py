@@ -26,6 +26,7 @@ from typing import TYPE_CHECKING, Any
 from ..errors import PackageError
 from .jsonsafe import loads_bounded
 from .limits import DEFAULT_LIMITS, PackageLimits
+from .manifest import SLICE_ROLE
 from .protobuf import FLOAT, OnnxHeader, ProtobufError, TensorInfo, read_onnx_header
 
 if TYPE_CHECKING:
@@ -171,6 +172,11 @@ def _check_graph(header: OnnxHeader, manifest: Manifest, record: FileRecord) -> 
         raise PackageError(f"manifest field 'input.grid' says {rows} x {cols} pixels but the graph {record.path} "
                            f"takes '{name}' of shape {_dims(info)} (element type {info.elem_type}); expected "
                            f"float32 [N, 1, {rows}, {cols}]: restore the manifest or re-export the package")
+    _check_outputs(header, manifest, record)
+
+
+def _check_outputs(header: OnnxHeader, manifest: Manifest, record: FileRecord) -> None:
+    """The probabilities output has one channel per manifest label."""
     for out in header.outputs:
         if out.name == "probabilities" and out.dims is not None and len(out.dims) == 4 \
                 and isinstance(out.dims[1], int) and out.dims[1] != len(manifest.labels):
@@ -188,12 +194,33 @@ def _check_bare(header: OnnxHeader, manifest: Manifest, record: FileRecord) -> N
                            f"{record.path} takes {dims}; restore the manifest or re-export the package")
 
 
+#: The slice graph's inputs (``export.resampling_graph.INPUTS``) and the dims each must have, N/H/W symbolic.
+SLICE_INPUTS = {"pixels": ("N", 1, "H", "W"), "rescale": ("N", 2), "theta": ("N", 2, 3), "theta_back": ("N", 2, 3)}
+
+
+def _check_slice_graph(header: OnnxHeader, manifest: Manifest, record: FileRecord) -> None:
+    """A slice graph takes the stored slice and its affines, and returns labels on the stored grid too."""
+    found = {i.name: i for i in header.inputs}
+    for name, want in SLICE_INPUTS.items():
+        info = found.get(name)
+        dims = None if info is None else info.dims
+        if info is None or info.elem_type != FLOAT or dims is None or len(dims) != len(want) or any(
+                isinstance(w, int) and d != w for d, w in zip(dims, want)):
+            got = "no such input" if info is None else f"{_dims(info)} (element type {info.elem_type})"
+            raise PackageError(f"{record.path} is recorded as a slice graph ({record.role}) but its input {name!r} "
+                               f"is {got}; expected float32 [{', '.join(map(str, want))}]: {_REEXPORT}")
+    if not any(o.name == "labels_input" for o in header.outputs):
+        raise PackageError(f"{record.path} is recorded as a slice graph ({record.role}) but has no output "
+                           f"'labels_input'; {_REEXPORT}")
+    _check_outputs(header, manifest, record)
+
+
 def check_file_binding(root: Path, manifest: Manifest, record: FileRecord,
                        limits: PackageLimits = DEFAULT_LIMITS) -> None:
     """Refuse (PackageError) a manifest that disagrees with what one model file was exported for."""
     path = root / record.path
     expected = binding_of(manifest, record)
-    if record.role in ("onnx", "onnx-bare"):
+    if record.role in ("onnx", "onnx-bare", SLICE_ROLE):
         try:
             header = read_onnx_header(path)
         except (ProtobufError, OSError, ValueError) as exc:
@@ -202,7 +229,8 @@ def check_file_binding(root: Path, manifest: Manifest, record: FileRecord,
         if values is not None and len(values) > 1:
             raise PackageError(f"{record.path} records '{BINDING_KEY}' {len(values)} times; {_REEXPORT}")
         _compare(expected, _recorded(values[0] if values else None, record.path, limits), record.path)
-        (_check_graph if record.role == "onnx" else _check_bare)(header, manifest, record)
+        check = {"onnx": _check_graph, "onnx-bare": _check_bare, SLICE_ROLE: _check_slice_graph}[record.role]
+        check(header, manifest, record)
     elif is_safetensors(record):
         metadata = read_safetensors_metadata(path, limits)
         _compare(expected, _recorded(metadata.get(BINDING_KEY), record.path, limits), record.path)

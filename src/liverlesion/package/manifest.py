@@ -36,7 +36,9 @@ SCHEMA_VERSION = 1
 MANIFEST_NAME = "manifest.json"
 
 #: Roles a file may play in a package.
-FILE_ROLES = ("onnx", "onnx-bare", "weights", "engine", "calibration", "calibration-cache", "other")
+FILE_ROLES = ("onnx", "onnx-bare", "onnx-slice", "weights", "engine", "calibration", "calibration-cache", "other")
+#: The role of a fused graph wrapped in its resampling (``export.resampling_graph``): the slice as stored in.
+SLICE_ROLE = "onnx-slice"
 #: File roles written on target devices after export: verified on use, and outside the package digest.
 DEVICE_BUILT_ROLES = ("engine", "calibration-cache")
 PRECISIONS = ("fp32", "fp16", "int8", "bf16")

@@ -9,6 +9,7 @@ backend; later calls raise a clear error.
 from __future__ import annotations
 
 import contextlib
+import itertools
 import logging
 import os
 import sys
@@ -20,6 +21,7 @@ from typing import Any
 
 import numpy as np
 
+from ..backends.base import MODEL_GRID
 from ..backends.registry import BACKEND_NAMES, probe_machine
 from ..errors import BackendError, InputError, LiverLesionError, PackageError
 from ..grid import ModelGrid, check_spacing
@@ -32,6 +34,7 @@ from .options import PredictOptions
 from .postprocess import Postprocessor
 from .prediction import Prediction
 from .selection import Selection, select
+from .slice_graph import GRAPH_CHOICES, slice_feeds, with_graph
 
 log = logging.getLogger("liverlesion.sdk")
 
@@ -77,7 +80,7 @@ class LesionAnalyzer:
              precision: str = "auto", *, warmup: bool = True, threads: int | None = None,
              provider: str | None = None, build_engine: bool = False, verify: bool = True,
              expect_digest: str | None = None, trust_device_builds: bool = False,
-             limits: PackageLimits | None = None) -> LesionAnalyzer:
+             limits: PackageLimits | None = None, graph: str = "auto") -> LesionAnalyzer:
         """Open a package (folder or .zip; checksums verified) and load it on a backend.
 
         ``backend``: "auto" or a registered backend ("tensorrt", "onnxruntime", "openvino",
@@ -92,8 +95,13 @@ class LesionAnalyzer:
         the digest does not cover (TensorRT engines, INT8 calibration caches, compiled-model
         caches), is not used: engines are left out (the selection says so) and OpenVINO
         compiles afresh, unless ``trust_device_builds=True``. ``limits``: package bounds
-        (``package.limits``).
+        (``package.limits``). ``graph``: "model-grid" (host resampling), "slice" (the package's
+        slice graph resamples inside the graph; onnxruntime), or "auto" (the slice graph where it
+        would run on a GPU; see ``sdk.slice_graph``).
         """
+        if graph not in GRAPH_CHOICES:
+            raise InputError(f"LesionAnalyzer.load: graph={graph!r:.40} is not accepted: give one of "
+                             f"{', '.join(GRAPH_CHOICES)}")
         _check_load_arguments(package, verify, expect_digest)
         if not isinstance(trust_device_builds, bool):
             raise InputError(f"LesionAnalyzer.load: trust_device_builds must be True or False, got "
@@ -111,6 +119,7 @@ class LesionAnalyzer:
             selection = select(opened.manifest, probe_machine(wanted), backend, precision, provider=provider,
                                build_engine=build_engine, pinned=expect_digest is not None,
                                trust_device_builds=trust_device_builds)
+            selection = with_graph(selection, graph, opened.manifest)
             opened, loaded, selection = load_first(opened, selection, threads=threads,
                                                    explicit=backend != "auto", archive=archive)
         except BaseException:
@@ -165,6 +174,11 @@ class LesionAnalyzer:
         return str(self._backend.device)
 
     @property
+    def graph(self) -> str:
+        """The graph the backend runs: "model-grid" (host resampling) or "slice" (resampling in the graph)."""
+        return str(getattr(self._backend, "graph", MODEL_GRID))
+
+    @property
     def closed(self) -> bool:
         return self._closed
 
@@ -210,20 +224,40 @@ class LesionAnalyzer:
         ``items`` are (position in the batch, slice); position None is a lone ``predict``, whose
         errors are not prefixed. The inference time is the backend's own, shared out per slice.
         """
+        on_host = self.graph == MODEL_GRID
         prepared, stack = [], []
         for position, item in items:
             start = time.perf_counter()
             try:
                 slice_ = options.load(item, self.default_spacing)
-                stack.append(slice_.on_model_grid(self.grid))
+                if on_host:
+                    stack.append(slice_.on_model_grid(self.grid))
             except LiverLesionError as exc:
                 if position is None:
                     raise
                 raise type(exc)(f"slice {position} of the batch: {exc}") from None
             prepared.append((slice_, _ms(time.perf_counter() - start)))
+        if not on_host:
+            return self._run_slice_graph(prepared)
         batch = stack[0][None, None] if len(stack) == 1 else np.stack(stack)[:, None]
         outputs = self._backend.infer(batch)
-        share = _ms(self._backend.last_inference_time()) / len(stack)
+        return self._decode(outputs, prepared)
+
+    def _run_slice_graph(self, prepared: list[tuple[SliceInput, float]]) -> list[Prediction]:
+        """The slice graph: slices of one stored shape go to the device together, each group in turn."""
+        results: list[Prediction] = []
+        for _shape, group in itertools.groupby(prepared, key=lambda p: p[0].shape):
+            members = list(group)
+            start = time.perf_counter()
+            feeds = slice_feeds([slice_ for slice_, _ in members], self.grid)
+            feed_ms = _ms(time.perf_counter() - start) / len(members)  # the affines, shared out
+            outputs = self._backend.infer_slices(feeds)
+            results.extend(self._decode(outputs, [(s, ms + feed_ms) for s, ms in members]))
+        return results
+
+    def _decode(self, outputs: dict[str, np.ndarray], prepared: list[tuple[SliceInput, float]]) -> list[Prediction]:
+        """Each slice's Prediction from one ``infer``'s outputs; the inference time shared out per slice."""
+        share = _ms(self._backend.last_inference_time()) / len(prepared)
         results = []
         for item_index, (slice_, pre_ms) in enumerate(prepared):
             start = time.perf_counter()

@@ -29,11 +29,13 @@ from scipy import ndimage
 from ..errors import BackendError, PackageError
 from ..grid import ModelGrid
 from ..labels import FIRST_LESION_LABEL, LESION_CLASSES, LITS_LABELS, TARGET_LABELS, YNET_SEG_LABELS
-from .geometry import to_input
+from .geometry import source_index, to_input
 from .inputs.slice import SliceInput
 from .prediction import Lesion, Prediction
 
 _EIGHT = np.ones((3, 3), dtype=bool)
+#: The slice graph's output: labels already on the stored grid (``export.resampling_graph.LABELS_INPUT``).
+LABELS_INPUT = "labels_input"
 
 
 class Postprocessor:
@@ -87,6 +89,17 @@ class Postprocessor:
             raise BackendError(f"backend label map holds values {low}..{high}; expected 0..{len(self.labels) - 1}")
         return labels, probs.reshape(len(self.labels), -1)
 
+    def _input_labels(self, values: np.ndarray, index: int, shape: tuple[int, int]) -> np.ndarray:
+        """Item ``index`` of the slice graph's ``labels_input`` (N x rows x cols of the stored slice), checked."""
+        if values.ndim != 3 or values.shape[1:] != tuple(shape) or not 0 <= index < values.shape[0]:
+            raise BackendError(f"backend output {LABELS_INPUT} {values.shape} does not fit (N, {shape[0]}, "
+                               f"{shape[1]}) with item {index}")
+        item = values[index]
+        low, high = int(item.min()), int(item.max())
+        if low < 0 or high >= len(self.labels):
+            raise BackendError(f"backend {LABELS_INPUT} holds values {low}..{high}; expected 0..{len(self.labels) - 1}")
+        return item
+
     def __call__(self, outputs: Mapping[str, np.ndarray], slice_: SliceInput, index: int = 0, *,
                  backend: str = "", precision: str = "", model: Mapping[str, str] | None = None,
                  timings: Mapping[str, float] | None = None) -> Prediction:
@@ -103,7 +116,12 @@ class Postprocessor:
         else:
             lut = self.lut
         target = lut.take(labels)  # values checked in _outputs; take is ~3x faster than fancy indexing here
-        label_map, model_index = to_input(target, self.grid, slice_.shape, slice_.spacing_mm, slice_.orientation)
+        on_input = outputs.get(LABELS_INPUT)
+        if on_input is None:
+            label_map, model_index = to_input(target, self.grid, slice_.shape, slice_.spacing_mm, slice_.orientation)
+        else:  # the slice graph brought the labels back itself; lesions still need each pixel's model pixel
+            label_map = lut.take(self._input_labels(on_input, index, slice_.shape))
+            model_index = source_index(self.grid, slice_.shape, slice_.spacing_mm, slice_.orientation)
 
         pixels = np.flatnonzero(label_map.ravel() >= FIRST_LESION_LABEL)
         components = np.zeros(label_map.shape, dtype=np.int32)
