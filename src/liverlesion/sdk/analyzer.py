@@ -17,7 +17,7 @@ import threading
 import time
 from collections.abc import Iterable, Iterator, Sequence
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 
 import numpy as np
 
@@ -218,14 +218,32 @@ class LesionAnalyzer:
                 results.extend(self._run(chunk, options))
         return results
 
+    def predict_series(self, source: Any, **options: Any) -> Any:
+        """The SeriesPrediction of a whole series (a DICOM folder, paths, Datasets, a NIfTI volume, or a 3-D HU
+        array with ``spacing``): see ``sdk.series.pipeline.predict_series`` for the options."""
+        from .series.pipeline import predict_series
+
+        with self._using():
+            return predict_series(self, source, **options)
+
     def _run(self, items: Sequence[tuple[int | None, Any]], options: PredictOptions) -> list[Prediction]:
         """The one pipeline: each slice read and resampled, one ``infer`` for them all, each decoded.
 
         ``items`` are (position in the batch, slice); position None is a lone ``predict``, whose
         errors are not prefixed. The inference time is the backend's own, shared out per slice.
+        The three steps are apart so that the series pipeline can overlap them across batches.
         """
+        results: list[Prediction] = []
+        for ran in self._infer(self._prepare(items, options)):
+            results.extend(self._decode(ran))
+        if len(results) > 1:
+            log.debug("batch of %d slices on the device", len(results))
+        return results
+
+    def _prepare(self, items: Sequence[tuple[int | None, Any]], options: PredictOptions) -> Prepared:
+        """Each slice read and checked, and (host path) resampled onto the model grid; thread-safe."""
         on_host = self.graph == MODEL_GRID
-        prepared, stack = [], []
+        slices, stack = [], []
         for position, item in items:
             start = time.perf_counter()
             try:
@@ -236,38 +254,39 @@ class LesionAnalyzer:
                 if position is None:
                     raise
                 raise type(exc)(f"slice {position} of the batch: {exc}") from None
-            prepared.append((slice_, _ms(time.perf_counter() - start)))
+            slices.append((slice_, _ms(time.perf_counter() - start)))
         if not on_host:
-            return self._run_slice_graph(prepared)
+            return Prepared(slices, None)
         batch = stack[0][None, None] if len(stack) == 1 else np.stack(stack)[:, None]
-        outputs = self._backend.infer(batch)
-        return self._decode(outputs, prepared)
+        return Prepared(slices, batch)
 
-    def _run_slice_graph(self, prepared: list[tuple[SliceInput, float]]) -> list[Prediction]:
-        """The slice graph: slices of one stored shape go to the device together, each group in turn."""
-        results: list[Prediction] = []
-        for _shape, group in itertools.groupby(prepared, key=lambda p: p[0].shape):
+    def _infer(self, prepared: Prepared) -> list[Inferred]:
+        """The backend's outputs for prepared slices: one run (host path), or one per stored size (slice graph)."""
+        if prepared.batch is not None:
+            outputs = self._backend.infer(prepared.batch)
+            return [Inferred(outputs, prepared.slices, _ms(self._backend.last_inference_time()))]
+        ran = []
+        for _shape, group in itertools.groupby(prepared.slices, key=lambda p: p[0].shape):
             members = list(group)
             start = time.perf_counter()
             feeds = slice_feeds([slice_ for slice_, _ in members], self.grid)
             feed_ms = _ms(time.perf_counter() - start) / len(members)  # the affines, shared out
             outputs = self._backend.infer_slices(feeds)
-            results.extend(self._decode(outputs, [(s, ms + feed_ms) for s, ms in members]))
-        return results
+            ran.append(Inferred(outputs, [(s, ms + feed_ms) for s, ms in members],
+                                _ms(self._backend.last_inference_time())))
+        return ran
 
-    def _decode(self, outputs: dict[str, np.ndarray], prepared: list[tuple[SliceInput, float]]) -> list[Prediction]:
-        """Each slice's Prediction from one ``infer``'s outputs; the inference time shared out per slice."""
-        share = _ms(self._backend.last_inference_time()) / len(prepared)
+    def _decode(self, ran: Inferred) -> list[Prediction]:
+        """Each slice's Prediction from one run's outputs, the run's time shared out per slice; thread-safe."""
+        share = ran.inference_ms / len(ran.slices)
         results = []
-        for item_index, (slice_, pre_ms) in enumerate(prepared):
+        for item_index, (slice_, pre_ms) in enumerate(ran.slices):
             start = time.perf_counter()
-            prediction = self._finish(outputs, slice_, item_index)
+            prediction = self._finish(ran.outputs, slice_, item_index)
             post_ms = _ms(time.perf_counter() - start)
             prediction.timings.update(preprocess_ms=pre_ms, inference_ms=share, postprocess_ms=post_ms,
                                       total_ms=pre_ms + share + post_ms)
             results.append(prediction)
-        if len(results) > 1:
-            log.debug("batch of %d slices: %.1f ms on the device", len(results), share * len(results))
         return results
 
     def _finish(self, outputs: dict[str, np.ndarray], slice_: SliceInput, item: int) -> Prediction:
@@ -317,6 +336,21 @@ class LesionAnalyzer:
         state = "closed" if self._closed else self.device
         return (f"LesionAnalyzer(model={self._model['name']!r}, backend={self.backend!r}, "
                 f"precision={self.precision!r}, device={state!r})")
+
+
+class Prepared(NamedTuple):
+    """Slices read (with their preparation time, ms) and, on the host path, their model-grid HU batch."""
+
+    slices: list[tuple[SliceInput, float]]
+    batch: np.ndarray | None
+
+
+class Inferred(NamedTuple):
+    """One backend run: its outputs, the slices it ran (with preparation ms) and its inference time (ms)."""
+
+    outputs: dict[str, np.ndarray]
+    slices: list[tuple[SliceInput, float]]
+    inference_ms: float
 
 
 def _is_single(thing: Any) -> bool:
