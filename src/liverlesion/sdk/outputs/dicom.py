@@ -71,7 +71,7 @@ _UID_ATTRIBUTES = ("SOPClassUID", "SOPInstanceUID", "StudyInstanceUID", "SeriesI
 #: De-identification Method (LO, at most 64 characters) written when a de-identified source names none.
 DEIDENTIFIED_WITHOUT_METHOD = "de-identified source; it records no method"
 #: What highdicom raises on a source it cannot use (turned into a DicomError naming the source).
-_BUILD_ERRORS = (ValueError, TypeError, AttributeError, KeyError, IndexError)
+BUILD_ERRORS = (ValueError, TypeError, AttributeError, KeyError, IndexError)
 
 
 def check_uid(value: Any, what: str) -> str:
@@ -93,7 +93,7 @@ def check_uid(value: Any, what: str) -> str:
                      "component (PS3.5 9.1)")
 
 
-def _codes() -> dict[str, Any]:
+def finding_codes() -> dict[str, Any]:
     from pydicom.sr.codedict import codes
 
     return {
@@ -110,9 +110,8 @@ def _model(prediction: Prediction) -> tuple[str, str]:
     return prediction.model.get("name") or "liverlesion", prediction.model.get("version") or __version__
 
 
-def _check_geometry(source: Any, frames: int) -> None:
+def check_geometry(source: Any, frames: int, what: str = "the source image") -> None:
     """Position, orientation and spacing of every source frame, as the SEG's plane groups copy them."""
-    what = "the source image"
     checks = (("PlanePositionSequence", "ImagePositionPatient", 3, False),
               ("PlaneOrientationSequence", "ImageOrientationPatient", 6, False),
               ("PixelMeasuresSequence", "PixelSpacing", 2, True))
@@ -127,7 +126,7 @@ def _check_geometry(source: Any, frames: int) -> None:
             numbers(value, count, what, where, positive=positive, note=" (the SEG copies it)")
 
 
-def _slice_thickness(source: Any, frames: int, override: Any) -> float | None:
+def slice_thickness(source: Any, frames: int, override: Any, what: str = "the source image") -> float | None:
     """The thickness the SEG must be given (None: highdicom copies the source's own, a positive number).
 
     The SEG's Pixel Measures need a Slice Thickness (dciodvfy: Type 1C), which a CT may leave
@@ -149,7 +148,7 @@ def _slice_thickness(source: Any, frames: int, override: Any) -> float | None:
             raise InputError(f"slice_thickness_mm={override!r}; accepted: a number of mm, 0 < mm <= 1000")
         return None if usable else float(override)
     if not usable:
-        raise DicomError(f"the source image's Slice Thickness (0018,0050) is {recorded!r}; the SEG must state one: "
+        raise DicomError(f"{what}'s Slice Thickness (0018,0050) is {recorded!r}; the SEG must state one: "
                          "pass slice_thickness_mm= (CLI: --slice-thickness MM); accepted: a positive number of mm")
     return None
 
@@ -172,24 +171,7 @@ def _check_source(prediction: Any, source: Any) -> int | None:
     made_on = prediction.source.get("sop_instance_uid")
     if made_on and made_on != source.SOPInstanceUID:
         raise InputError(f"the prediction was made on SOP instance {made_on}, not {source.SOPInstanceUID}")
-    missing = [k for k in SOURCE_ATTRIBUTES if k not in source]
-    if missing:
-        tags = ", ".join(f"{k} {pydicom.tag.Tag(k)}" for k in missing)  # e.g. PatientID (0010,0020)
-        reference = " (a Segmentation and its report must share the Frame of Reference UID)" \
-            if "FrameOfReferenceUID" in missing else ""
-        raise DicomError(f"the source image has no {tags}, which the DICOM SEG and SR copy from it{reference}; "
-                         "accepted: CT images with the Patient and General Study modules' Type 1 and 2 "
-                         "attributes (Type 2 ones may be empty) and a Frame of Reference UID")
-    for keyword in _UID_ATTRIBUTES:
-        if not source.get(keyword):
-            raise DicomError(f"the source image's {keyword} is empty; the SEG and SR reference it, "
-                             "accepted: a DICOM UID")
-        try:
-            check_uid(source.get(keyword), f"the source image's {keyword}")
-        except InputError as exc:
-            raise DicomError(str(exc)) from None
-    frames = frame_count(source, "the source image")
-    _check_geometry(source, frames)
+    frames = check_source_image(source)
     if frames > 1:
         frame = prediction.source.get("frame")
         if frame is None:
@@ -198,14 +180,39 @@ def _check_source(prediction: Any, source: Any) -> int | None:
     return None
 
 
-def _number(value: Any, name: str) -> int:
+def check_source_image(source: Any, what: str = "the source image") -> int:
+    """Refuse a source lacking what SEG and SR copy (Patient, Study, UIDs, plane geometry); its frame count."""
+    import pydicom
+
+    missing = [k for k in SOURCE_ATTRIBUTES if k not in source]
+    if missing:
+        tags = ", ".join(f"{k} {pydicom.tag.Tag(k)}" for k in missing)  # e.g. PatientID (0010,0020)
+        reference = " (a Segmentation and its report must share the Frame of Reference UID)" \
+            if "FrameOfReferenceUID" in missing else ""
+        raise DicomError(f"{what} has no {tags}, which the DICOM SEG and SR copy from it{reference}; "
+                         "accepted: CT images with the Patient and General Study modules' Type 1 and 2 "
+                         "attributes (Type 2 ones may be empty) and a Frame of Reference UID")
+    for keyword in _UID_ATTRIBUTES:
+        if not source.get(keyword):
+            raise DicomError(f"{what}'s {keyword} is empty; the SEG and SR reference it, "
+                             "accepted: a DICOM UID")
+        try:
+            check_uid(source.get(keyword), f"{what}'s {keyword}")
+        except InputError as exc:
+            raise DicomError(str(exc)) from None
+    frames = frame_count(source, what)
+    check_geometry(source, frames, what)
+    return frames
+
+
+def checked_number(value: Any, name: str) -> int:
     """A series or instance number (VR IS): an int 1..2^31-1."""
     if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or not 1 <= value <= 2**31 - 1:
         raise InputError(f"{name}={value!r}; accepted: an integer 1..{2**31 - 1}")
     return int(value)
 
 
-def _deidentified(obj: Any, source: Any) -> Any:
+def deidentified(obj: Any, source: Any) -> Any:
     """A de-identified source that names no method makes its SEG/SR name one (Type 1C, PS3.3 C.7.1.1)."""
     removed = str(source.get("PatientIdentityRemoved", "") or "").strip().upper()
     if removed == "YES" and "DeidentificationMethod" not in obj and "DeidentificationMethodCodeSequence" not in obj:
@@ -239,10 +246,10 @@ def to_dicom_seg(prediction: Prediction, source_dataset: Any, *, series_number: 
 
     frame = _check_source(prediction, source_dataset)
     frames = frame_count(source_dataset, "the source image")
-    thickness = _slice_thickness(source_dataset, frames, slice_thickness_mm)
-    series_number = _number(series_number, "series_number")
-    instance_number = _number(instance_number, "instance_number")
-    code = _codes()
+    thickness = slice_thickness(source_dataset, frames, slice_thickness_mm)
+    series_number = checked_number(series_number, "series_number")
+    instance_number = checked_number(instance_number, "instance_number")
+    code = finding_codes()
     name, version = _model(prediction)
     algorithm = hd.AlgorithmIdentificationSequence(
         name=name, family=codes.cid7162.ArtificialIntelligence, version=version,
@@ -275,12 +282,12 @@ def to_dicom_seg(prediction: Prediction, source_dataset: Any, *, series_number: 
             software_versions=f"liverlesion {__version__}", device_serial_number=DEVICE_SERIAL_NUMBER,
             content_label="LIVERLESION", content_description=f"{name} {version} liver and lesion segmentation",
         )
-    except _BUILD_ERRORS as exc:  # a source attribute our checks do not know of
+    except BUILD_ERRORS as exc:  # a source attribute our checks do not know of
         raise DicomError(f"source image {source_dataset.SOPInstanceUID}: no DICOM SEG can be built on it "
                          f"({type(exc).__name__}: {exc})") from None
     if thickness is not None:
         seg.SharedFunctionalGroupsSequence[0].PixelMeasuresSequence[0].SliceThickness = DS(thickness, auto_format=True)
-    return _deidentified(seg, source_dataset)
+    return deidentified(seg, source_dataset)
 
 
 def _segment_numbers(seg: Any) -> dict[str, int]:
@@ -313,9 +320,9 @@ def to_dicom_sr(prediction: Prediction, source_dataset: Any, seg: Any, *, series
 
     frame = _check_source(prediction, source_dataset)
     _check_seg(seg, source_dataset)
-    series_number = _number(series_number, "series_number")
-    instance_number = _number(instance_number, "instance_number")
-    code = _codes()
+    series_number = checked_number(series_number, "series_number")
+    instance_number = checked_number(instance_number, "instance_number")
+    code = finding_codes()
     name, version = _model(prediction)
     numbers = _segment_numbers(seg)
     missing = {"liver", *(x.label for x in prediction.lesions)} - set(numbers)
@@ -371,10 +378,10 @@ def to_dicom_sr(prediction: Prediction, source_dataset: Any, seg: Any, *, series
             series_number=series_number, sop_instance_uid=hd.UID(), instance_number=instance_number,
             manufacturer=MANUFACTURER, is_complete=True,
         )
-    except _BUILD_ERRORS as exc:  # a source attribute our checks do not know of
+    except BUILD_ERRORS as exc:  # a source attribute our checks do not know of
         raise DicomError(f"source image {source_dataset.SOPInstanceUID}: no DICOM SR can be built on it "
                          f"({type(exc).__name__}: {exc})") from None
-    return _deidentified(sr, source_dataset)
+    return deidentified(sr, source_dataset)
 
 
 def _referenced_segment(hd: Any, seg: Any, number: int, source_dataset: Any, frame: int | None) -> Any:
@@ -384,13 +391,13 @@ def _referenced_segment(hd: Any, seg: Any, number: int, source_dataset: Any, fra
     highdicom's frame-level ``ReferencedSegmentationFrame`` writes both, which PS3.3 C.18.4
     forbids (dciodvfy: "Shall not be present when ReferencedFrameNumber is present").
     """
-    _segment_frames(seg, number)
+    segment_frames(seg, number)
     source = hd.sr.SourceImageForSegmentation.from_source_image(
         source_dataset, referenced_frame_numbers=None if frame is None else [frame + 1])
     return hd.sr.ReferencedSegment(seg.SOPClassUID, seg.SOPInstanceUID, number, source_images=[source])
 
 
-def _segment_frames(seg: Any, number: int) -> list[int]:
+def segment_frames(seg: Any, number: int) -> list[int]:
     """The SEG frames (1-based) of segment ``number``, from the per-frame or the shared functional groups."""
     shared = seg.get("SharedFunctionalGroupsSequence")
     shared_ids = shared[0].get("SegmentIdentificationSequence") if shared else None
