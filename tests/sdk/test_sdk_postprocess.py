@@ -189,6 +189,26 @@ def test_the_same_lesion_on_a_fine_and_a_coarse_grid_has_the_same_area_in_mm2():
     np.testing.assert_allclose(fine_centre, (20.0, -30.0), atol=0.5)
 
 
+def test_each_lesion_carries_its_recist_axes_on_the_input_grid():
+    grid = ModelGrid(size=(160, 160), spacing_mm=(2.5, 2.5))
+    spacing, size = 0.6, 512
+    c = (np.arange(size) - (size - 1) / 2) * spacing
+    y, x = np.meshgrid(c, c, indexing="ij")
+    hu = np.full((size, size), -1000.0, np.float32)
+    hu[(y / 90) ** 2 + (x / 110) ** 2 < 1] = 60.0
+    hu[((y - 20) / 8) ** 2 + ((x + 30) / 20) ** 2 < 1] = 150.0  # an ellipse: 40 mm along x, 16 mm along y
+    slice_ = SliceInput(hu=hu, spacing_mm=(spacing, spacing))
+    model_hu = slice_.on_model_grid(grid)
+    labels = np.where(model_hu > 100, MET, np.where(model_hu > 0, 1, 0))
+    lesion, = Postprocessor(grid)(outputs(labels), slice_).lesions
+    # the model grid's 2.5 mm pixels move each border by up to half a model pixel
+    assert lesion.long_axis_mm == pytest.approx(40.0, abs=2.5)
+    assert lesion.short_axis_mm == pytest.approx(16.0, abs=2.5)
+    (r0, c0), (r1, c1) = lesion.axes.long_ends
+    assert abs(r1 - r0) < abs(c1 - c0)  # the long axis runs along the columns
+    assert json.loads(json.dumps(lesion.to_dict()))["long_axis_mm"] == pytest.approx(lesion.long_axis_mm)
+
+
 def test_to_dict_is_json_and_its_run_length_map_decodes_to_the_label_map():
     labels = np.zeros(GRID.size, np.int32)
     labels[3:25, 3:25] = 1

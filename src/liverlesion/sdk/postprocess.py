@@ -4,9 +4,10 @@ Labels go back to the input grid through ``geometry.to_input`` (each input pixel
 model pixel its label comes from). Lesions are the 8-connected components of the lesion
 pixels on the model grid (issue 14): each component's class (majority vote) and probability
 (mean of that class) are taken over its model pixels; each input lesion pixel belongs to the
-component of the model pixel it samples, and pixels, area, bbox and centroid are measured on
-the input grid. The slice class (majority) and the class distribution (mean lesion-class
-probabilities) stay over the input grid's lesion pixels.
+component of the model pixel it samples, and pixels, area, bbox, centroid and the RECIST long
+and short axes (``sdk.diameters``) are measured on the input grid. The slice class (majority)
+and the class distribution (mean lesion-class probabilities) stay over the input grid's lesion
+pixels. With the slice graph the labels arrive on the input grid already (``labels_input``).
 
 For inputs finer than the model grid (the usual case: 0.6-0.9 mm CT on a 2.5 mm grid) that
 cover it, every model pixel is sampled and nearest-neighbour sampling keeps 8-connectivity, so
@@ -21,6 +22,7 @@ touching blobs with two ids.
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
+from dataclasses import replace
 from typing import Any
 
 import numpy as np
@@ -29,6 +31,7 @@ from scipy import ndimage
 from ..errors import BackendError, PackageError
 from ..grid import ModelGrid
 from ..labels import FIRST_LESION_LABEL, LESION_CLASSES, LITS_LABELS, TARGET_LABELS, YNET_SEG_LABELS
+from .diameters import axial_diameters
 from .geometry import source_index, to_input
 from .inputs.slice import SliceInput
 from .prediction import Lesion, Prediction
@@ -137,6 +140,7 @@ class Postprocessor:
             components.ravel()[pixels] = placed.ids
             lesions, class_index, distribution = self._lesions(
                 found, placed, pixels, source, label_map, probs, head, slice_.spacing_mm)
+            lesions = tuple(_with_axes(lesion, components, slice_.spacing_mm) for lesion in lesions)
             slice_class, slice_probability = LESION_CLASSES[class_index], float(distribution[class_index])
         return Prediction(
             label_map=label_map, lesion_components=components, lesions=lesions, slice_class=slice_class,
@@ -183,6 +187,13 @@ class Postprocessor:
         comp_cls = np.argmax(votes, axis=1)  # ties go to the lower class index, as in metrics
         value = probs[self.channels[comp_cls[comp]], found.pixels]
         return comp_cls, np.bincount(comp, weights=value, minlength=found.count) / votes.sum(axis=1)
+
+
+def _with_axes(lesion: Lesion, components: np.ndarray, spacing: tuple[float, float]) -> Lesion:
+    """``lesion`` with its RECIST axes, measured on its pixels within its bounding box."""
+    r0, c0, r1, c1 = lesion.bbox
+    axes = axial_diameters(components[r0:r1, c0:c1] == lesion.id, spacing, origin=(r0, c0))
+    return replace(lesion, axes=axes)
 
 
 class _ModelComponents:

@@ -10,6 +10,7 @@ import numpy as np
 from .. import metrics
 from ..errors import InputError
 from ..labels import TARGET_LABELS
+from .diameters import AxialDiameters
 
 #: ``to_dict(masks=...)`` choices: counts only, counts plus run-length-encoded maps, or no mask section.
 MASK_FORMATS = ("summary", "rle", "none")
@@ -31,10 +32,22 @@ class Lesion:
     pixels: int
     bbox: tuple[int, int, int, int]
     centroid: tuple[float, float]
+    #: RECIST 1.1 long and short axes on this slice (``sdk.diameters``: mm, end points in input pixels).
+    axes: AxialDiameters | None = None
+
+    @property
+    def long_axis_mm(self) -> float | None:
+        return None if self.axes is None else self.axes.long_mm
+
+    @property
+    def short_axis_mm(self) -> float | None:
+        return None if self.axes is None else self.axes.short_mm
 
     def to_dict(self) -> dict[str, Any]:
         return {"id": self.id, "label": self.label, "probability": self.probability, "area_mm2": self.area_mm2,
-                "pixels": self.pixels, "bbox": list(self.bbox), "centroid": list(self.centroid)}
+                "pixels": self.pixels, "bbox": list(self.bbox), "centroid": list(self.centroid),
+                "long_axis_mm": self.long_axis_mm, "short_axis_mm": self.short_axis_mm,
+                "axes": None if self.axes is None else self.axes.to_dict()}
 
 
 def run_length(values: np.ndarray) -> dict[str, Any]:
@@ -140,7 +153,9 @@ class Prediction:
         if self.slice_class is None:
             head = "no lesion"
         else:
-            parts = ", ".join(f"{x.label} {x.probability:.2f} {x.area_mm2:.1f} mm2" for x in self.lesions)
+            parts = ", ".join(f"{x.label} {x.probability:.2f} {x.area_mm2:.1f} mm2"
+                              + (f" {x.long_axis_mm:.1f} x {x.short_axis_mm:.1f} mm" if x.axes else "")
+                              for x in self.lesions)
             head = f"{self.slice_class} ({self.slice_class_probability:.2f}); {len(self.lesions)} lesion(s): {parts}"
         total = self.timings.get("total_ms")
         timing = f"; {total:.1f} ms" if total is not None else ""
