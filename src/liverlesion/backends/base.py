@@ -12,10 +12,11 @@ import numpy as np
 
 from ..errors import InputError
 from ..package import ModelPackage
+from ..package.manifest import GRAPHS as ALL_GRAPHS
+from ..package.manifest import MODEL_GRID_GRAPH, SLICE_GRAPH
 
 #: The two graphs a package may hold (``Backend.graph``).
-MODEL_GRID, SLICE = "model-grid", "slice"
-GRAPHS = (MODEL_GRID, SLICE)
+MODEL_GRID, SLICE, GRAPHS = MODEL_GRID_GRAPH, SLICE_GRAPH, ALL_GRAPHS
 #: The slice graph's inputs and their shapes past the batch (H, W: the stored slice, 2 or more each).
 SLICE_FEEDS = {"pixels": (1, "H", "W"), "rescale": (2,), "theta": (2, 3), "theta_back": (2, 3)}
 

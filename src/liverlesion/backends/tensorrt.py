@@ -31,6 +31,7 @@ from __future__ import annotations
 import contextlib
 import hashlib
 import logging
+import math
 import threading
 from dataclasses import dataclass
 from pathlib import Path
@@ -42,7 +43,7 @@ import numpy as np
 from ..engine_tags import TENSORRT, TrtVersion
 from ..engines.records import EngineRecord, engine_compatibility, engine_records, select_engine
 from ..engines.versions import import_tensorrt, installed_tensorrt_version
-from ..errors import BackendError, EngineError, LiverLesionError, install_hint
+from ..errors import BackendError, EngineError, InputError, LiverLesionError, install_hint
 from ..machine.cuda_compat import cuda_runtime_refusal, runtime_distribution
 from ..machine.cuda_memory import CudaMemory, available_implementations, open_cuda_memory
 from ..machine.gpu import GpuInfo, detect_gpu
@@ -51,7 +52,7 @@ from ..machine.runtimes import tensorrt_installed
 from ..package import Manifest, ModelPackage, load_package
 from ..package.accuracy import GPU_INT8_FORM, auto_precisions, precision_files
 from ..package.digest import pinned_onnx
-from .base import Backend
+from .base import GRAPHS, MODEL_GRID, SLICE, SLICE_FEEDS, Backend
 from .choice import Candidates, Choice, Request
 from .registry import BACKENDS
 
@@ -89,6 +90,11 @@ class CudaGraphState:
 def _dims(dims: Any) -> tuple[int, ...]:
     """A TensorRT Dims as a tuple of ints."""
     return tuple(int(dims[i]) for i in range(len(dims)))
+
+
+def _view(buffer: np.ndarray, shape: tuple[int, ...]) -> np.ndarray:
+    """The first elements of a buffer sized for the largest shapes, as an array of ``shape`` (no copy)."""
+    return buffer.reshape(-1)[:math.prod(shape)].reshape(shape)
 
 
 log = logging.getLogger("liverlesion.backends.tensorrt")
@@ -138,6 +144,13 @@ def engine_candidates(manifest: Manifest, machine: Machine, request: Request, of
     records, left_out = _engines(manifest, request.pinned, request.trust_device_builds)
     choices, refused = [], []
     for precision in wanted:
+        sliced, _ = select_engine(records, precision, offer.version, machine.compute_capability, machine.gpu_name,
+                                  runtime=offer.runtime, graph=SLICE)
+        if sliced is not None:  # first: the resampling runs on the GPU too (sdk.slice_graph decides under auto)
+            why = (f"engine {sliced.file} of the slice graph (resampling on the GPU) was built for this GPU and "
+                   f"{offer.title} {sliced.tensorrt} ({sliced.sm})")
+            choices.append(Choice(offer.backend, precision, {"engine": sliced.file, "graph": SLICE,
+                                                             **offer.load_options}, device, why))
         record, rejected = select_engine(records, precision, offer.version, machine.compute_capability,
                                          machine.gpu_name, runtime=offer.runtime)
         if record is not None:
@@ -203,6 +216,7 @@ class TensorRTBackend(Backend):
     """Runs a TensorRT plan from the package (see the module docstring for the guarantees)."""
 
     name: ClassVar[str] = "tensorrt"
+    runs_slice_graph: ClassVar[bool] = True
     #: The runtime's name in messages, and the ``runtime`` of the engine records it runs.
     title: ClassVar[str] = "TensorRT"
     engine_runtime: ClassVar[str] = TENSORRT
@@ -278,13 +292,17 @@ class TensorRTBackend(Backend):
         return None, "; ".join(f"{r.file}: {why}" for r, why in refused) or f"no {precision} engine fits"
 
     def __init__(self, package: ModelPackage, precision: str, *, engine: str | None = None, device: int = 0,
-                 cuda_graph_batch: int | None = None, memory: str | None = None) -> None:
+                 cuda_graph_batch: int | None = None, memory: str | None = None, graph: str = MODEL_GRID) -> None:
         """Load ``engine`` (a file in the package), else the package's ``precision`` engine that fits here.
 
         ``cuda_graph_batch``: capture and replay a CUDA graph for that batch size (needs
         cuda-python; see ``cuda_graph`` for whether it is in use). ``memory``: force 'cuda-python' or 'pycuda'.
+        ``graph``: the engines of the fused graph ("model-grid") or of its slice graph ("slice").
         """
         super().__init__(package, precision)
+        if graph not in GRAPHS:
+            raise InputError(f"graph={graph!r:.40} is not accepted: give one of {', '.join(GRAPHS)}")
+        self.graph = graph
         self._lock = threading.Lock()
         self._memory: CudaMemory | None = None
         self._runtime: trt.Runtime | None = None
@@ -292,7 +310,7 @@ class TensorRTBackend(Backend):
         self._context: trt.IExecutionContext | None = None
         self._tensors: dict[str, _Tensor] = {}
         self._stream = 0
-        self._batch = 0
+        self._shapes: dict[str, tuple[int, ...]] = {}  # the input shapes the context is set to
         self._graph: Any = None
         self._graph_batch = cuda_graph_batch
         self._graph_failure: str | None = None  # set once: capture failed, graphs are off for good
@@ -340,6 +358,9 @@ class TensorRTBackend(Backend):
             if chosen[0].precision != self.precision:
                 raise EngineError(f"engine {engine} is {chosen[0].precision}, "
                                   f"and {self.precision} was asked for")
+            if chosen[0].graph != self.graph:
+                raise EngineError(f"engine {engine} was built from the {chosen[0].graph} graph, and the "
+                                  f"{self.graph} graph was asked for (graph={chosen[0].graph!r} runs it)")
             ok, reason = engine_compatibility(chosen[0], self.trt_version, self.gpu.compute_capability,
                                               self.gpu.name)
             if not ok:
@@ -349,7 +370,8 @@ class TensorRTBackend(Backend):
             raise EngineError(f"the package has no {self.precision} TensorRT engine; build one on this "
                               f"machine: {_rebuild(self.package, self.precision)}")
         record, refused = select_engine(records, self.precision, self.trt_version,
-                                        self.gpu.compute_capability, self.gpu.name, runtime=self.engine_runtime)
+                                        self.gpu.compute_capability, self.gpu.name, runtime=self.engine_runtime,
+                                        graph=self.graph)
         if record is None:
             why = "; ".join(f"{r.file}: {reason}" for r, reason in refused)
             raise EngineError(f"no {self.precision} engine in the package runs on this machine ({why})")
@@ -402,22 +424,15 @@ class TensorRTBackend(Backend):
                               "build an engine with a smaller maximum batch (build-engine --max-batch)")
         names = [engine.get_tensor_name(i) for i in range(engine.num_io_tensors)]
         inputs = [n for n in names if engine.get_tensor_mode(n) == trt.TensorIOMode.INPUT]
-        spec = self.input_metadata()
-        if inputs != [spec.name]:
-            raise EngineError(f"engine {record.file} takes inputs {inputs}, the package's graph takes "
-                              f"[{spec.name!r}]")
-        low, _, high = (_dims(s) for s in engine.get_tensor_profile_shape(spec.name, 0))
-        if high[1:] != spec.shape[1:]:
-            raise EngineError(f"engine {record.file} was built for input {high[1:]}, the package's grid is "
-                              f"{spec.shape[1:]}; rebuild it: {_rebuild(self.package, record.precision)}")
-        self._min_batch, self._max_batch = low[0], high[0]
-        if not context.set_input_shape(spec.name, high):
-            raise EngineError(f"{self.title} refused input shape {high} for {record.file}")
-        self._batch = high[0]
+        highs = self._check_inputs(engine, inputs)
+        for name, high in highs.items():  # every buffer sized for the largest shapes the profile admits
+            if not context.set_input_shape(name, high):
+                raise EngineError(f"{self.title} refused input shape {high} of {name!r} for {record.file}")
+        self._shapes = highs
         self._stream = memory.create_stream()
         for name in names:
             shape = _dims(context.get_tensor_shape(name))
-            if any(d < 0 for d in shape) or shape[0] != high[0]:
+            if any(d < 0 for d in shape) or shape[0] != self._max_batch:
                 raise EngineError(f"engine output {name!r} has shape {shape}; outputs must be batch-first "
                                   "with static dimensions")
             host = memory.pinned_empty(shape, np.dtype(trt.nptype(engine.get_tensor_dtype(name))))
@@ -425,6 +440,30 @@ class TensorRTBackend(Backend):
             if not context.set_tensor_address(name, device):
                 raise EngineError(f"{self.title} refused the address of tensor {name!r}")
             self._tensors[name] = _Tensor(name, name in inputs, host, device)
+
+    def _check_inputs(self, engine: Any, inputs: list[str]) -> dict[str, tuple[int, ...]]:
+        """The largest shape of each input, once the engine's inputs are checked against the graph asked for."""
+        record = self.record
+        if self.graph == SLICE:
+            if sorted(inputs) != sorted(SLICE_FEEDS):
+                raise EngineError(f"engine {record.file} takes inputs {inputs}; a slice-graph engine takes "
+                                  f"{sorted(SLICE_FEEDS)}")
+        else:
+            spec = self.input_metadata()
+            if inputs != [spec.name]:
+                raise EngineError(f"engine {record.file} takes inputs {inputs}, the package's graph takes "
+                                  f"[{spec.name!r}]")
+        profiles = {name: [_dims(s) for s in engine.get_tensor_profile_shape(name, 0)] for name in inputs}
+        main = "pixels" if self.graph == SLICE else self.input_metadata().name
+        low, _, high = profiles[main]
+        if self.graph != SLICE and high[1:] != self.input_metadata().shape[1:]:
+            raise EngineError(f"engine {record.file} was built for input {high[1:]}, the package's grid is "
+                              f"{self.input_metadata().shape[1:]}; rebuild it: "
+                              f"{_rebuild(self.package, record.precision)}")
+        if any(p[0][0] != low[0] or p[2][0] != high[0] for p in profiles.values()):
+            raise EngineError(f"engine {record.file}'s inputs have different batch ranges; rebuild it")
+        self._min_batch, self._max_batch = low[0], high[0]
+        return {name: p[2] for name, p in profiles.items()}
 
     @property
     def device(self) -> str:
@@ -509,32 +548,44 @@ class TensorRTBackend(Backend):
         return self.record.file, self.package.path(self.record.file).stat().st_size
 
     def _run(self, hu: np.ndarray) -> dict[str, np.ndarray]:
-        count = hu.shape[0]
+        return self._execute({self.input_metadata().name: hu})
+
+    def _run_slices(self, feeds: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+        return self._execute(feeds)
+
+    def _execute(self, feeds: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+        """Run the engine on ``feeds`` (input name -> batch-first array, one batch size), its outputs by name."""
+        count = next(iter(feeds.values())).shape[0]
         batch = max(count, self._min_batch)  # static (e.g. DLA) profiles: pad up to the profile's batch
+        shapes = {name: (batch, *value.shape[1:]) for name, value in feeds.items()}
         with self._lock:
             context, memory = self._context, self._memory
             if context is None or memory is None:
                 raise EngineError(f"the {self.title} backend was released")
-            spec_name = self.input_metadata().name
             with memory.activate():
-                if batch != self._batch:
+                if shapes != self._shapes:  # a captured graph holds one set of shapes
                     self._warm = False
                     self._drop_graph()
-                    if not context.set_input_shape(spec_name, (batch, *hu.shape[1:])):
-                        raise EngineError(f"{self.title} refused a batch of {batch}")
-                    self._batch = batch
-                staged = self._tensors[spec_name].host[:batch]
-                staged[:count] = hu
-                staged[count:] = 0.0
-                memory.copy_htod_async(self._tensors[spec_name].device, staged, self._stream)
+                    for name, shape in shapes.items():
+                        if not context.set_input_shape(name, shape):
+                            raise EngineError(f"{self.title} refused input {name!r} of shape {shape} (batch "
+                                              f"{batch}); the engine's profile bounds it")
+                    self._shapes = shapes
+                for name, value in feeds.items():
+                    tensor = self._tensors[name]
+                    staged = _view(tensor.host, shapes[name])
+                    staged[:count] = value
+                    staged[count:] = 0
+                    memory.copy_htod_async(tensor.device, staged, self._stream)
                 ran_plainly = self._enqueue(batch)
                 outputs = [t for t in self._tensors.values() if not t.is_input]
+                results = {t.name: _view(t.host, _dims(context.get_tensor_shape(t.name))) for t in outputs}
                 for tensor in outputs:
-                    memory.copy_dtoh_async(tensor.host[:batch], tensor.device, self._stream)
+                    memory.copy_dtoh_async(results[tensor.name], tensor.device, self._stream)
                 memory.synchronize(self._stream)
                 self._warm = self._warm or ran_plainly
                 # Copies: the pinned buffers are reused by the next call.
-                return {t.name: t.host[:count].copy() for t in outputs}
+                return {name: staged[:count].copy() for name, staged in results.items()}
 
     def _release(self) -> None:
         with self._lock:

@@ -114,12 +114,12 @@ class TensorRTRtxBackend(TensorRTBackend):
 
     def __init__(self, package: ModelPackage, precision: str, *, engine: str | None = None, device: int = 0,
                  cuda_graphs: bool = False, runtime_cache: bool | str | Path | None = None,
-                 memory: str | None = None) -> None:
+                 memory: str | None = None, graph: str = "model-grid") -> None:
         """Load ``engine`` (a file in the package), else the package's TensorRT-RTX ``precision`` engine.
 
         ``cuda_graphs``: let TensorRT-RTX capture and replay the whole network (``cuda_graph_strategy``).
         ``runtime_cache``: the cache folder's root (default: the per-user cache; False: JIT on every load).
-        ``memory``: force 'cuda-python' or 'pycuda'.
+        ``memory``: force 'cuda-python' or 'pycuda'. ``graph``: "model-grid" or "slice" (see TensorRTBackend).
         """
         self._cuda_graphs = bool(cuda_graphs)
         self._cache_root: Path | None = None
@@ -131,9 +131,10 @@ class TensorRTRtxBackend(TensorRTBackend):
         self._runtime_cache: Any = None
         self._cache_loaded = False  # a verified cache was accepted by TensorRT-RTX: this load skipped JIT
         self._saved_digest: str | None = None
-        self._cached_batches: set[int] = set()
+        self._cached_shapes: set[tuple[Any, ...]] = set()  # input shapes whose kernels the cache holds
         self._cache_lock = threading.Lock()
-        super().__init__(package, precision, engine=engine, device=device, cuda_graph_batch=None, memory=memory)
+        super().__init__(package, precision, engine=engine, device=device, cuda_graph_batch=None, memory=memory,
+                         graph=graph)
 
     # -- the hooks of TensorRTBackend -------------------------------------------------------
     def _check_plan(self, runtime: Any, plan: bytes) -> None:
@@ -207,14 +208,15 @@ class TensorRTRtxBackend(TensorRTBackend):
         return CudaGraphState(None, GRAPH_CAPTURED, "TensorRT-RTX captures and replays the whole network "
                                                     "(cuda_graph_strategy WHOLE_GRAPH_CAPTURE)")
 
-    def _run(self, hu: np.ndarray) -> dict[str, np.ndarray]:
-        outputs = super()._run(hu)
-        batch = max(hu.shape[0], self._min_batch)
-        if batch not in self._cached_batches:  # JIT compiles per shape: save after each first run of one
+    def _execute(self, feeds: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+        outputs = super()._execute(feeds)
+        batch = max(next(iter(feeds.values())).shape[0], self._min_batch)
+        shapes = tuple((name, (batch, *value.shape[1:])) for name, value in sorted(feeds.items()))
+        if shapes not in self._cached_shapes:  # JIT compiles per shape: save after each first run of one
             with self._cache_lock:
-                if batch not in self._cached_batches:
+                if shapes not in self._cached_shapes:
                     self._save_runtime_cache()
-                    self._cached_batches.add(batch)
+                    self._cached_shapes.add(shapes)
         return outputs
 
     def _release(self) -> None:

@@ -40,6 +40,10 @@ def register(subparsers: Any) -> None:
                         help="slices per calibration batch (TensorRT 8.x int8)")
     parser.add_argument("--memory", choices=("cuda-python", "pycuda"),
                         help="CUDA memory library for calibration (default: whichever is installed)")
+    parser.add_argument("--graph", choices=("model-grid", "slice"), default="model-grid",
+                        help="the fused graph (HU on the model grid in; default) or its slice graph (the slice "
+                             "as stored in, resampling inside; from liverlesion slice-graphs; TensorRT 10+ and "
+                             "TensorRT-RTX, stored sides 256..1024)")
     parser.add_argument("--dry-run", action="store_true", help="print the build plan as JSON and stop")
     parser.add_argument("--trt-version", help="plan for this TensorRT (or TensorRT-RTX) version (default: the "
                                               "installed one)")
@@ -106,7 +110,8 @@ def run(args: argparse.Namespace) -> int:
     with load_package(args.package) as package:
         common = dict(precision=args.precision, max_batch=args.max_batch, opt_batch=args.opt_batch,
                       workspace_mb=args.workspace_mb, dla_core=args.dla_core, timing_cache=args.timing_cache,
-                      version_compatible=args.version_compatible, calibration_batch=args.calibration_batch)
+                      version_compatible=args.version_compatible, calibration_batch=args.calibration_batch,
+                      graph=args.graph)
         if args.runtime == TENSORRT_RTX:
             version = _version(args, TENSORRT_RTX)
             options = BuildOptions(runtime=TENSORRT_RTX, compute_capabilities=tuple(args.compute_capability or ()),

@@ -41,7 +41,7 @@ def run(args: argparse.Namespace) -> int:
                          "gpu": record.gpu_name, "compute_capability": record.compute_capability,
                          "compute_capabilities": list(record.compute_capabilities),
                          "batch": [record.min_batch, int(record.profile["opt"][0]), record.max_batch],
-                         "dla_core": record.dla_core, "built": record.built, "runs_here": ok,
+                         "dla_core": record.dla_core, "graph": record.graph, "built": record.built, "runs_here": ok,
                          "reason": reason})
     machine = {"tensorrt": None if versions[TENSORRT] is None else str(versions[TENSORRT]),
                "tensorrt_rtx": None if versions[TENSORRT_RTX] is None else str(versions[TENSORRT_RTX]),
@@ -61,8 +61,9 @@ def run(args: argparse.Namespace) -> int:
         batch = "/".join(str(b) for b in row["batch"])
         ccs = " ".join(row["compute_capabilities"])
         gpus = f"{row['gpu']} (sm {ccs})" if row["gpu"] else f"any GPU of compute capability {ccs}"
-        print(f"{'yes' if row['runs_here'] else 'no ':4} {row['file']}  {row['precision']}, {row['runtime_title']} "
-              f"{row['tensorrt']}, {gpus}{dla}, batch min/opt/max "
+        graph = ", slice graph (stored slice in)" if row["graph"] == "slice" else ""
+        print(f"{'yes' if row['runs_here'] else 'no ':4} {row['file']}  {row['precision']}{graph}, "
+              f"{row['runtime_title']} {row['tensorrt']}, {gpus}{dla}, batch min/opt/max "
               f"{batch}, built {row['built']}")
         print(f"     {row['reason']}")
     return 0

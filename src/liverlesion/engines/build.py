@@ -149,8 +149,9 @@ def build_engine(root: str | Path, plan: BuildPlan, *, log: Callable[[str], None
     for flag in plan.builder_flags:
         config.set_flag(getattr(trt.BuilderFlag, flag))
     profile = builder.create_optimization_profile()
-    profile.set_shape(plan.profile.input, trt.Dims(list(plan.profile.min)), trt.Dims(list(plan.profile.opt)),
-                      trt.Dims(list(plan.profile.max)))
+    for shapes in plan.profiles:  # the slice graph has four inputs, the fused graph one
+        profile.set_shape(shapes.input, trt.Dims(list(shapes.min)), trt.Dims(list(shapes.opt)),
+                          trt.Dims(list(shapes.max)))
     config.add_optimization_profile(profile)
     if plan.dla_core is not None:
         if builder.num_DLA_cores <= plan.dla_core:

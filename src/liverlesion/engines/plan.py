@@ -27,6 +27,7 @@ from ..engine_tags import (
 from ..errors import EngineError, InputError
 from ..package import FileRecord, Manifest
 from ..package.accuracy import GPU_INT8_FORM
+from ..package.manifest import MODEL_GRID_GRAPH, SLICE_GRAPH, SLICE_ROLE
 from .versions import (
     BUILDER_FLAGS,
     CHECKED_RELEASES,
@@ -47,6 +48,23 @@ DEFAULT_WORKSPACE_MB = 1024  # an 8 GB Orin NX builds with this; more starves th
 DEFAULT_CALIBRATION_BATCH = 8
 ENGINES_DIR = "engines"
 INT8_FORM = GPU_INT8_FORM  # TensorRT builds from the symmetric Q/DQ form
+
+
+#: Sides (pixels) of the stored slices a slice graph's engines are built for: min, opt, max (issue 14).
+SLICE_SIDES = (256, 512, 1024)
+
+
+def slice_graph_profiles(max_batch: int = DEFAULT_MAX_BATCH, sides: tuple[int, int, int] = SLICE_SIDES
+                         ) -> dict[str, tuple[tuple[int, ...], tuple[int, ...], tuple[int, ...]]]:
+    """The slice graph's inputs -> (min, opt, max) shapes: square sides from ``sides``, batch 1..``max_batch``."""
+    low, opt, high = sides
+    if not 2 <= low <= opt <= high:
+        raise InputError(f"slice sides {sides!r} are not accepted: give (min, opt, max) with 2 <= min <= opt <= max")
+    per_slice = {"rescale": (2,), "theta": (2, 3), "theta_back": (2, 3)}
+    profiles = {"pixels": ((1, 1, low, low), (1, 1, opt, opt), (max_batch, 1, high, high))}
+    for name, tail in per_slice.items():
+        profiles[name] = ((1, *tail), (1, *tail), (max_batch, *tail))
+    return profiles
 
 
 @dataclass(frozen=True)
@@ -71,23 +89,10 @@ class BuildOptions:
     reuse_calibration_cache: bool = True
     runtime: str = TENSORRT
     compute_capabilities: tuple[tuple[int, int] | str, ...] = ()
-
-
-#: Sides (pixels) of the stored slices a slice graph's engines are built for: min, opt, max (issue 14).
-SLICE_SIDES = (256, 512, 1024)
-
-
-def slice_graph_profiles(max_batch: int = DEFAULT_MAX_BATCH, sides: tuple[int, int, int] = SLICE_SIDES
-                         ) -> dict[str, tuple[tuple[int, ...], tuple[int, ...], tuple[int, ...]]]:
-    """The slice graph's inputs -> (min, opt, max) shapes: square sides from ``sides``, batch 1..``max_batch``."""
-    low, opt, high = sides
-    if not 2 <= low <= opt <= high:
-        raise InputError(f"slice sides {sides!r} are not accepted: give (min, opt, max) with 2 <= min <= opt <= max")
-    per_slice = {"rescale": (2,), "theta": (2, 3), "theta_back": (2, 3)}
-    profiles = {"pixels": ((1, 1, low, low), (1, 1, opt, opt), (max_batch, 1, high, high))}
-    for name, tail in per_slice.items():
-        profiles[name] = ((1, *tail), (1, *tail), (max_batch, *tail))
-    return profiles
+    #: "model-grid" (the fused graph) or "slice" (its slice graph: the stored slice in, resampling inside).
+    graph: str = MODEL_GRID_GRAPH
+    #: Slice graph only: (min, opt, max) sides of the stored slices the engine runs.
+    slice_sides: tuple[int, int, int] = SLICE_SIDES
 
 
 @dataclass(frozen=True)
@@ -98,6 +103,35 @@ class ShapeProfile:
     min: tuple[int, ...]
     opt: tuple[int, ...]
     max: tuple[int, ...]
+
+
+def _input_profiles(manifest: Manifest, options: BuildOptions, batches: tuple[int, int, int]
+                    ) -> tuple[ShapeProfile, tuple[ShapeProfile, ...]]:
+    """The main input's profile and the others' (the slice graph's rescale and affines) for batches (min, opt, max)."""
+    low, opt, high = batches
+    if options.graph == SLICE_GRAPH:
+        shapes = slice_graph_profiles(high, tuple(options.slice_sides))  # type: ignore[arg-type]
+        made = [ShapeProfile(input=name, min=(low, *mins[1:]), opt=(opt, *opts[1:]), max=maxs)
+                for name, (mins, opts, maxs) in shapes.items()]
+        return made[0], tuple(made[1:])
+    rows, cols = manifest.grid.size
+    shape = (1, int(rows), int(cols))  # HU in, one channel, on the model grid
+    return ShapeProfile(input=manifest.input_name, min=(low, *shape), opt=(opt, *shape), max=(high, *shape)), ()
+
+
+def _check_graph(options: BuildOptions, path: str) -> None:
+    """Refuse a slice-graph build where it cannot be right; EngineError says what to use instead."""
+    if options.graph not in (MODEL_GRID_GRAPH, SLICE_GRAPH):
+        raise EngineError(f"graph {options.graph!r} is not accepted; give {MODEL_GRID_GRAPH} or {SLICE_GRAPH}")
+    if options.graph != SLICE_GRAPH:
+        return
+    if path == BUILDER_FLAGS:
+        raise EngineError("TensorRT 8.x builds from precision flags, which let its layers (the resampling's "
+                          "sample coordinates among them) run in FP16: coordinates of a 512-pixel slice lose "
+                          "half a pixel there. JetPack 5 keeps the host path: build --graph model-grid")
+    if options.dla_core is not None:
+        raise EngineError("the DLA runs no GridSample and needs static shapes: build the slice graph for the GPU "
+                          "(drop --dla-core), or the model-grid graph for the DLA")
 
 
 @dataclass(frozen=True)
@@ -149,6 +183,14 @@ class BuildPlan:
     targets: tuple[str, ...] = ()
     #: TensorRT-RTX only: no target was named, so the builder used its own portable default set.
     default_targets: bool = False
+    #: The graph built from ("model-grid" or "slice") and, for the slice graph, its other inputs' profiles.
+    graph: str = MODEL_GRID_GRAPH
+    extra_profiles: tuple[ShapeProfile, ...] = ()
+
+    @property
+    def profiles(self) -> tuple[ShapeProfile, ...]:
+        """Every input's profile, the main one (``hu`` or ``pixels``) first."""
+        return (self.profile, *self.extra_profiles)
 
     @property
     def max_batch(self) -> int:
@@ -173,25 +215,29 @@ def _positive(name: str, value: Any, minimum: int = 1) -> int:
     return value
 
 
-def _onnx_for(manifest: Manifest, path: str, precision: str) -> FileRecord:
-    """The ONNX file the code path needs for this precision, or an EngineError naming what exists."""
+def _onnx_for(manifest: Manifest, path: str, precision: str, graph: str = MODEL_GRID_GRAPH) -> FileRecord:
+    """The ONNX file the code path needs for this precision and graph, or an EngineError naming what exists."""
+    role = SLICE_ROLE if graph == SLICE_GRAPH else "onnx"
+    if graph == SLICE_GRAPH and not manifest.onnx_files(SLICE_ROLE):
+        raise EngineError("an engine of the slice graph needs the package's slice graphs: run liverlesion "
+                          "slice-graphs PACKAGE first (or build the model-grid graph: --graph model-grid)")
     if path == BUILDER_FLAGS:  # TensorRT 8.x sets the precision with flags, on the float32 graph
-        record = manifest.find(role="onnx", precision="fp32")
+        record = manifest.find(role=role, precision="fp32")
         wanted = "the float32 ONNX (precision fp32)"
     elif precision == "int8":
-        record = manifest.find(role="onnx", precision="int8", form=INT8_FORM)
+        record = manifest.find(role=role, precision="int8", form=INT8_FORM)
         wanted = (f"an INT8 Q/DQ ONNX (precision int8, form {INT8_FORM!r}); run `liverlesion quantize` on "
                   "the package")
     elif precision == "fp16":
-        record = manifest.find(role="onnx", precision="fp16")
+        record = manifest.find(role=role, precision="fp16")
         wanted = ("a float16 ONNX (precision fp16, model_fp16.onnx); re-export the package with "
                   "`liverlesion export`")
     else:
-        record = manifest.find(role="onnx", precision="fp32")
+        record = manifest.find(role=role, precision="fp32")
         wanted = "the float32 ONNX (precision fp32)"
     if record is None:
         have = ", ".join(f"{f.path} ({f.precision}, form {f.extra.get('form', '?')})"
-                         for f in manifest.onnx_files()) or "none"
+                         for f in manifest.onnx_files(role)) or "none"
         raise EngineError(f"a {precision} engine on the {path} path needs {wanted}; the package has: {have}")
     return record
 
@@ -277,20 +323,20 @@ def _plan_rtx(version: TrtVersion, options: BuildOptions, manifest: Manifest) ->
     if opt_batch > max_batch:
         raise EngineError(f"opt batch {opt_batch} is larger than max batch {max_batch}")
     workspace_mb = _positive("workspace (MiB)", options.workspace_mb, minimum=16)
-    onnx = _onnx_for(manifest, RTX_AHEAD_OF_TIME, options.precision)
-    rows, cols = manifest.grid.size
-    shape = (1, int(rows), int(cols))
+    _check_graph(options, RTX_AHEAD_OF_TIME)
+    onnx = _onnx_for(manifest, RTX_AHEAD_OF_TIME, options.precision, options.graph)
+    profile, extra_profiles = _input_profiles(manifest, options, (1, opt_batch, max_batch))
+    arch = manifest.arch if options.graph == MODEL_GRID_GRAPH else f"{manifest.arch}_slice"
     return BuildPlan(
         tensorrt=str(version), code_path=RTX_AHEAD_OF_TIME, precision=options.precision,
         compute_capability=format_compute_capability(targets[0]), onnx=onnx.path, onnx_sha256=onnx.sha256,
         network_flags=("STRONGLY_TYPED",), builder_flags=(),
-        profile=ShapeProfile(input=manifest.input_name, min=(1, *shape), opt=(opt_batch, *shape),
-                             max=(max_batch, *shape)),
+        profile=profile, extra_profiles=extra_profiles,
         workspace_bytes=workspace_mb * 2**20, device="GPU", dla_core=None, timing_cache=None,
         version_compatible=False, calibrator=None,
-        engine_file=rtx_engine_file_name(manifest.arch, options.precision, targets, version, default),
+        engine_file=rtx_engine_file_name(arch, options.precision, targets, version, default),
         warnings=tuple(warnings), runtime=TENSORRT_RTX,
-        targets=tuple(format_compute_capability(c) for c in targets), default_targets=default)
+        targets=tuple(format_compute_capability(c) for c in targets), default_targets=default, graph=options.graph)
 
 
 def plan_build(trt_version: str, options: BuildOptions, manifest: Manifest) -> BuildPlan:
@@ -322,9 +368,10 @@ def plan_build(trt_version: str, options: BuildOptions, manifest: Manifest) -> B
     workspace_mb = _positive("workspace (MiB)", options.workspace_mb, minimum=16)
     warnings: list[str] = []
 
-    onnx = _onnx_for(manifest, path, options.precision)
+    _check_graph(options, path)
+    onnx = _onnx_for(manifest, path, options.precision, options.graph)
     rows, cols = manifest.grid.size
-    shape = (1, int(rows), int(cols))  # HU in, one channel, on the model grid
+    shape = (1, int(rows), int(cols))  # HU in, one channel, on the model grid (the calibrator's shape)
     network_flags = ("EXPLICIT_BATCH",) if path == BUILDER_FLAGS else ("STRONGLY_TYPED",)
     builder_flags: list[str] = []
     if path == BUILDER_FLAGS and options.precision == "fp16":
@@ -373,16 +420,17 @@ def plan_build(trt_version: str, options: BuildOptions, manifest: Manifest) -> B
     if path == BUILDER_FLAGS and options.precision == "int8":
         calibrator = _calibrator(manifest, version, cc, options, shape, manifest.arch)
 
+    profile, extra_profiles = _input_profiles(manifest, options, (min_batch, opt_batch, max_batch))
+    arch = manifest.arch if options.graph == MODEL_GRID_GRAPH else f"{manifest.arch}_slice"
     return BuildPlan(
         tensorrt=str(version), code_path=path, precision=options.precision,
         compute_capability=format_compute_capability(cc), onnx=onnx.path, onnx_sha256=onnx.sha256,
         network_flags=network_flags, builder_flags=tuple(builder_flags),
-        profile=ShapeProfile(input=manifest.input_name, min=(min_batch, *shape), opt=(opt_batch, *shape),
-                             max=(max_batch, *shape)),
+        profile=profile, extra_profiles=extra_profiles, graph=options.graph,
         workspace_bytes=workspace_mb * 2**20, device=device, dla_core=options.dla_core,
         timing_cache=options.timing_cache, version_compatible=bool(options.version_compatible),
         calibrator=calibrator,
-        engine_file=engine_file_name(manifest.arch, options.precision, cc, version, options.dla_core,
+        engine_file=engine_file_name(arch, options.precision, cc, version, options.dla_core,
                                      bool(options.version_compatible)),
         warnings=tuple(warnings), targets=(format_compute_capability(cc),),
     )

@@ -16,6 +16,7 @@ from ..engine_tags import TENSORRT, TENSORRT_RTX, TrtVersion, parse_compute_capa
 from ..errors import EngineError, install_hint
 from ..package import FileRecord, Manifest, write_manifest
 from ..package.engines import EngineRecord
+from ..package.manifest import MODEL_GRID_GRAPH
 from ..package.store import file_record, read_manifest
 from .versions import runtime_can_run
 
@@ -83,11 +84,11 @@ def engine_compatibility(record: EngineRecord, trt_version: str | TrtVersion | N
 
 def select_engine(records: Iterable[EngineRecord], precision: str, trt_version: str | TrtVersion | None,
                   compute_capability: str | tuple[int, int] | None, gpu_name: str | None = None,
-                  *, dla: bool | None = None,
-                  runtime: str = TENSORRT) -> tuple[EngineRecord | None, list[tuple[EngineRecord, str]]]:
-    """The first ``runtime`` engine of ``precision`` that runs here (GPU engines before DLA ones unless
-    ``dla`` says), and why each other candidate does not; ``trt_version`` is that runtime's here."""
-    candidates = [r for r in records if r.precision == precision and r.runtime == runtime]
+                  *, dla: bool | None = None, runtime: str = TENSORRT,
+                  graph: str = MODEL_GRID_GRAPH) -> tuple[EngineRecord | None, list[tuple[EngineRecord, str]]]:
+    """The first ``runtime`` engine of ``precision`` built from ``graph`` that runs here (GPU engines before DLA
+    ones unless ``dla`` says), and why each other candidate does not; ``trt_version`` is that runtime's here."""
+    candidates = [r for r in records if r.precision == precision and r.runtime == runtime and r.graph == graph]
     if dla is None:
         candidates.sort(key=lambda r: r.dla_core is not None)
     else:
@@ -123,6 +124,7 @@ def make_record(root: str | Path, engine_file: str, plan: Mapping[str, Any], *, 
         built=utc_now(), build_seconds=build_seconds, onnx=str(plan.get("onnx", "")),
         calibration_cache=calibrator.get("cache"), placement=None if placement is None else dict(placement),
         plan=dict(plan), extra=dict(extra), runtime=str(plan.get("runtime", TENSORRT)),
+        graph=str(plan.get("graph", MODEL_GRID_GRAPH)),
         compute_capabilities=built_for,
     )
 

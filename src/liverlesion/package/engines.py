@@ -25,10 +25,11 @@ from ..engine_tags import (
     sm_tags,
 )
 from ..errors import EngineError, PackageError
-from .manifest import FileRecord
+from .manifest import GRAPHS, MODEL_GRID_GRAPH, FileRecord
 
 _KNOWN = {"file", "sha256", "size", "precision", "tensorrt", "gpu", "profile", "dla_core",
-          "version_compatible", "built", "build_seconds", "onnx", "calibration_cache", "placement", "plan", "runtime"}
+          "version_compatible", "built", "build_seconds", "onnx", "calibration_cache", "placement", "plan", "runtime",
+          "graph"}
 
 
 @dataclass(frozen=True)
@@ -55,6 +56,9 @@ class EngineRecord:
     runtime: str = TENSORRT
     #: Every compute capability targeted ("8.6", ...); ``compute_capability`` is the first.
     compute_capabilities: tuple[str, ...] = ()
+    #: Which graph the engine was built from: "model-grid" (the fused graph; records without the field) or
+    #: "slice" (its slice graph, resampling inside).
+    graph: str = MODEL_GRID_GRAPH
 
     def __post_init__(self) -> None:
         if not self.compute_capabilities:  # a record of one GPU
@@ -94,6 +98,9 @@ class EngineRecord:
             runtime = str(data.get("runtime", TENSORRT))
             if runtime not in ENGINE_RUNTIMES:
                 raise ValueError(f"runtime {runtime!r} is none of {', '.join(ENGINE_RUNTIMES)}")
+            graph = str(data.get("graph", MODEL_GRID_GRAPH))
+            if graph not in GRAPHS:
+                raise ValueError(f"graph {graph!r} is none of {', '.join(GRAPHS)}")
             targets = tuple(format_compute_capability(parse_compute_capability(str(c)))
                             for c in gpu.get("compute_capabilities") or [gpu["compute_capability"]])
             profile = dict(data["profile"])
@@ -111,7 +118,7 @@ class EngineRecord:
                 onnx=str(data.get("onnx", "")), calibration_cache=data.get("calibration_cache"),
                 placement=data.get("placement"), plan=dict(data.get("plan") or {}),
                 extra={k: v for k, v in data.items() if k not in _KNOWN},
-                runtime=runtime, compute_capabilities=targets,
+                runtime=runtime, compute_capabilities=targets, graph=graph,
             )
             if record.compute_capability != targets[0]:
                 raise ValueError(f"gpu.compute_capability {record.compute_capability} is not the first of "
@@ -126,7 +133,7 @@ class EngineRecord:
     def to_dict(self) -> dict[str, Any]:
         out: dict[str, Any] = {
             "file": self.file, "sha256": self.sha256, "size": self.size, "precision": self.precision,
-            "runtime": self.runtime, "tensorrt": self.tensorrt,
+            "runtime": self.runtime, "graph": self.graph, "tensorrt": self.tensorrt,
             "gpu": {"name": self.gpu_name, "compute_capability": self.compute_capability,
                     "compute_capabilities": list(self.compute_capabilities)},
             "profile": self.profile, "dla_core": self.dla_core, "version_compatible": self.version_compatible,

@@ -39,6 +39,9 @@ MANIFEST_NAME = "manifest.json"
 FILE_ROLES = ("onnx", "onnx-bare", "onnx-slice", "weights", "engine", "calibration", "calibration-cache", "other")
 #: The role of a fused graph wrapped in its resampling (``export.resampling_graph``): the slice as stored in.
 SLICE_ROLE = "onnx-slice"
+#: The two graphs a package may hold: the fused graph (HU on the model grid in) and its slice graph.
+MODEL_GRID_GRAPH, SLICE_GRAPH = "model-grid", "slice"
+GRAPHS = (MODEL_GRID_GRAPH, SLICE_GRAPH)
 #: File roles written on target devices after export: verified on use, and outside the package digest.
 DEVICE_BUILT_ROLES = ("engine", "calibration-cache")
 PRECISIONS = ("fp32", "fp16", "int8", "bf16")

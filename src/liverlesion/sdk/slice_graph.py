@@ -39,29 +39,41 @@ def _runs_slice_graph(backend: str) -> bool:
 def with_graph(selection: Selection, asked: str, manifest: Manifest) -> Selection:
     """``selection`` with each choice told which graph to run (``options["graph"]`` where it is the slice graph).
 
-    "slice": only the choices whose backend runs slice graphs are kept (InputError when none, or when the
-    package has none); "model-grid": unchanged; "auto": the slice graph where the package has one and the
-    choice runs it on a GPU.
+    Engine backends offer their slice-graph engines as choices of their own (``options["graph"]``);
+    onnxruntime runs either graph of one file set. "model-grid": every slice-graph choice is left out;
+    "slice": only slice-graph choices are kept (InputError when none is possible); "auto": engine choices
+    stay as offered, and onnxruntime takes the slice graph where the package has one and it runs on a GPU.
     """
     if asked not in GRAPH_CHOICES:
         raise InputError(f"graph={asked!r:.40} is not accepted: give one of {', '.join(GRAPH_CHOICES)}")
     if asked == MODEL_GRID:
-        return selection
+        kept = tuple(c for c in selection.candidates if c.options.get("graph", MODEL_GRID) == MODEL_GRID)
+        if not kept:
+            raise InputError("graph='model-grid' was asked for, but every backend considered offers only "
+                             "slice-graph engines; build a model-grid engine, or load with graph='auto'")
+        return replace(selection, candidates=kept)
     has_slice = any(f.role == SLICE_ROLE for f in manifest.files)
     if asked == SLICE and not has_slice:
         raise InputError("graph='slice' was asked for, but the package holds no slice graph; add them with "
                          "liverlesion slice-graphs PACKAGE, or load with graph='model-grid'")
-    kept = []
+    chosen = []
     for choice in selection.candidates:
+        offered = choice.options.get("graph")
+        if offered is not None or "engine" in choice.options or "build" in choice.options:  # an engine choice
+            if asked == SLICE and offered != SLICE:
+                continue
+            chosen.append(choice)
+            continue
         runs = has_slice and _runs_slice_graph(choice.backend)
         if asked == SLICE and not runs:
             continue
         if asked == SLICE or (runs and choice.device != "CPU"):
             why = "slice graph asked for" if asked == SLICE else "slice graph: the resampling runs on the GPU"
             choice = replace(choice, options={**choice.options, "graph": SLICE}, reason=f"{choice.reason}; {why}")
-        kept.append(choice)
-    if not kept:
+        chosen.append(choice)
+    if not chosen:
         tried = ", ".join(dict.fromkeys(c.backend for c in selection.candidates)) or "none"
-        raise InputError(f"graph='slice' was asked for, but no backend considered ({tried}) runs slice graphs; "
-                         "onnxruntime does (any provider)")
-    return replace(selection, candidates=tuple(kept))
+        raise InputError(f"graph='slice' was asked for, but no backend considered ({tried}) runs slice graphs "
+                         "here: onnxruntime runs them (any provider), TensorRT and TensorRT-RTX from a slice-graph "
+                         "engine (liverlesion build-engine --graph slice)")
+    return replace(selection, candidates=tuple(chosen))
