@@ -83,6 +83,8 @@ def test_fp32_slice_graph_agrees_with_the_host_path_on_the_held_out_slices(slice
     for key, record in result.parity.items():
         assert record["pixels"] == fp32["pixels"], key
         assert set(record["scores"]) == {"host", "slice_graph"}, key  # both scored against the ground truth
+        assert record["target"] == ("met" if not record["target_misses"] else "missed"), key
+    assert fp32["target"] == "met"  # FP32 has no loss target: it is the reference
 
 
 def _variants(hu: np.ndarray, spacing):

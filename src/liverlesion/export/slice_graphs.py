@@ -79,6 +79,7 @@ def add_slice_graphs(package_dir: str | Path, *, eval_data: str | Path | None = 
 
     from ..atomic import folder_swap
     from ..engines.plan import SLICE_SIDES, slice_graph_profiles
+    from .accuracy import target_misses
     from .binding import bound_onnx_record
     from .resampling_graph import OPSETS, wrap_with_resampling
     from .slice_parity import PathRunner, compare_paths, eval_slices
@@ -133,6 +134,13 @@ def add_slice_graphs(package_dir: str | Path, *, eval_data: str | Path | None = 
                     f"pixels ({report.differing} differ{where})")
                 timings[f"{name}_parity_s"] = round(time.perf_counter() - t, 2)
         fp32 = parity.get("fp32")
+        if fp32 is not None:  # each slice graph against the FP32 host path, on the input grid, by the export targets
+            reference = fp32["scores"].get("host", {})
+            for key, record in parity.items():
+                misses = target_misses(key, record["scores"].get("slice_graph", {}), reference)
+                record.update(target="met" if not misses else "missed", target_misses=misses)
+                if misses:
+                    say(f"{record['file']} misses the {key} target against the FP32 host path: {'; '.join(misses)}")
         if fp32 is not None and fp32["agreement"] < FP32_AGREEMENT_TARGET:
             raise ExportError(f"the FP32 slice graph agrees with the host path on {fp32['agreement']:.4%} of the "
                               f"pixels, below the {FP32_AGREEMENT_TARGET:.1%} target; nothing was written")
