@@ -190,3 +190,30 @@ def test_the_cli_rewrites_the_slice_graphs_without_duplicates(sliced, tmp_path, 
     _, files = _records(copy)
     assert sum(f.role == "onnx-slice" for f in files.values()) == 4
     assert "model_slice_fp32.onnx" in out and "wraps model_fp32.onnx" in out
+
+
+@pytest.mark.slow
+def test_rewriting_slice_graphs_drops_engines_built_from_older_ones(sliced, tmp_path):
+    from liverlesion.engines.plan import BuildOptions, plan_build
+    from liverlesion.engines.records import add_engine_record, make_record
+    from liverlesion.package.store import read_manifest
+
+    root, _ = sliced
+    copy = tmp_path / "package"
+    shutil.copytree(root, copy)
+    plans = {}
+    for name, sha in (("current", None), ("older", "0" * 64)):
+        plan = plan_build("10.3.0.30", BuildOptions(precision="fp16", compute_capability=(8, 7), graph="slice",
+                                                   max_batch=2 if name == "current" else 3), read_manifest(copy))
+        data = plan.to_dict()
+        data["engine_file"] = f"engines/{name}.engine"
+        if sha is not None:
+            data["onnx_sha256"] = sha  # as if built from a slice graph since rewritten
+        (copy / "engines").mkdir(exist_ok=True)
+        (copy / data["engine_file"]).write_bytes(b"plan")
+        add_engine_record(copy, make_record(copy, data["engine_file"], data, gpu_name="Orin"))
+        plans[name] = data["engine_file"]
+    add_slice_graphs(copy)
+    with load_package(copy) as package:
+        assert [e.file for e in package.manifest.engines] == [plans["current"]]
+    assert not (copy / plans["older"]).exists()

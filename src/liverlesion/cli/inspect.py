@@ -80,7 +80,10 @@ def summary(manifest: Any, root: Path) -> str:
         extra = ", ".join(f"{k} {v}" for k, v in f.extra.items() if k in ("form", "opset"))
         lines.append(f"    {f.path:<28} {f.role:<12} {f.precision or '-':<5} {f.size / 1e6:>8.2f} MB  "
                      f"{f.sha256[:12]}  {extra}")
-        if f.role == "onnx":
+        if f.role == "onnx-slice":
+            lines.append(f"      slice graph of {f.extra.get('wraps', '?')}: the stored slice in, labels on its grid "
+                         "out")
+        if f.role in ("onnx", "onnx-slice"):
             lines.append(f"      {parser_verdict(f.extra.get('nvidia_parser'), f.extra.get('form'))}")
     calib = manifest.calibration
     if calib is not None and calib.to_dict():
@@ -100,6 +103,7 @@ def summary(manifest: Any, root: Path) -> str:
             lines.append(f"    {precision:<{width}}{_score(s.lesion_dice, 12, 4)}"
                          f"{_score(s.liver_dice, 12, 4)}{_score(s.accuracy, 10, 4)}"
                          f"{_score(s.agreement_with_fp32, 12, 5)}{met}")
+    lines += _slice_parity(manifest.raw.get("slice_graph"))
     versions = manifest.versions
     if versions:
         lines.append("  made with    " + ", ".join(f"{k} {v}" for k, v in versions.items()))
@@ -113,6 +117,23 @@ def summary(manifest: Any, root: Path) -> str:
         where = f"{e.gpu_name} ({e.sm})" if e.gpu_name else f"any GPU of {e.sm}"
         lines.append(f"    {e.file}: {e.runtime_title} {e.tensorrt}, {where}, {e.precision}")
     return "\n".join(lines)
+
+
+def _slice_parity(section: Any) -> list[str]:
+    """The slice graphs' agreement with the host path, one line per graph (``slice-graphs --eval-data``)."""
+    parity = section.get("parity") if isinstance(section, dict) else None
+    if not isinstance(parity, dict) or not parity:
+        return []
+    lines = [f"  slice graphs vs the host path ({section.get('parity_data') or '?'})"]
+    for key, record in parity.items():
+        if not isinstance(record, dict):
+            continue
+        differing = record.get("differing", 0)
+        where = f", {record.get('boundary_share', 0):.0%} of them on label boundaries" if differing else ""
+        lines.append(f"    {key:<18} labels equal on {record.get('agreement', float('nan')):.4%} of "
+                     f"{record.get('pixels', 0)} input pixels ({differing} differ{where}); target "
+                     f"{record.get('target', '?')}")
+    return lines
 
 
 def run(args: argparse.Namespace) -> int:

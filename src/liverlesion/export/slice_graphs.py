@@ -146,6 +146,14 @@ def add_slice_graphs(package_dir: str | Path, *, eval_data: str | Path | None = 
                               f"pixels, below the {FP32_AGREEMENT_TARGET:.1%} target; nothing was written")
         raw = manifest.to_dict()
         raw["files"] = [f for f in raw["files"] if f.get("role") != SLICE_ROLE] + [r.to_dict() for r in records]
+        # engines built from a slice graph that this run changed would run a graph the package no longer holds
+        current = {r.sha256 for r in records}
+        stale = [e for e in raw.get("engines") or [] if e.get("graph") == "slice"
+                 and (e.get("plan") or {}).get("onnx_sha256") not in current]
+        for engine in stale:
+            (tmp / str(engine.get("file", ""))).unlink(missing_ok=True)
+            say(f"engine {engine.get('file')} was built from a slice graph that changed: removed (rebuild it)")
+        raw["engines"] = [e for e in raw.get("engines") or [] if e not in stale]
         rows, cols = manifest.grid.size
         raw[SECTION] = _section(rows, cols, len(manifest.labels), sides, opset, parity,
                                 None if slices is None else str(eval_data))
