@@ -1,0 +1,64 @@
+"""The wire contract between the Triton models this SDK serves and :class:`RemoteAnalyzer`: names, types, shapes.
+
+One definition for ``liverlesion serve`` (PyTriton), ``liverlesion triton-repo`` (NGC Triton's model
+repository) and the client. Plain data: no Triton import here.
+
+Two models, both with dynamic batching (the batcher groups requests of one shape):
+
+- :data:`PIPELINE_MODEL` runs the whole SDK: a slice's HU as stored and its spacing in; the label map, the
+  lesion components and the rest of the Prediction (as JSON) out.
+- :data:`NETWORK_MODEL` runs the fused network alone: HU on the model grid in; labels and probabilities out,
+  for clients that resample themselves.
+
+Each model's config carries :data:`PARAMETER_KEYS` (package name, version, digest), which the client checks
+against what it was told to expect before the first request.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+PIPELINE_MODEL = "liverlesion_pipeline"
+NETWORK_MODEL = "liverlesion_network"
+
+
+@dataclass(frozen=True)
+class Tensor:
+    """One input or output of a served model; shapes exclude the batch dimension (-1: dynamic)."""
+
+    name: str
+    dtype: str  # numpy dtype name; Triton's type is its TYPE_ counterpart (``TRITON_TYPES``)
+    shape: tuple[int, ...]
+    meaning: str
+    optional: bool = False
+
+
+#: numpy dtype name -> Triton config data type.
+TRITON_TYPES = {"float32": "TYPE_FP32", "int32": "TYPE_INT32", "uint8": "TYPE_UINT8", "bytes": "TYPE_STRING",
+                "bool": "TYPE_BOOL"}
+
+PIPELINE_INPUTS = (
+    Tensor("hu", "float32", (-1, -1), "the slice in HU as stored (rows x cols)"),
+    Tensor("spacing_mm", "float32", (2,), "pixel spacing (row_mm, col_mm)"),
+    Tensor("orientation", "uint8", (3,), "transpose, flip_rows, flip_cols of the stored slice (0/1); "
+           "absent: stored in the radiological view", optional=True),
+)
+PIPELINE_OUTPUTS = (
+    Tensor("label_map", "uint8", (-1, -1), "labels.TARGET_LABELS per input pixel"),
+    Tensor("lesion_components", "int32", (-1, -1), "0 none, k: lesion k of the JSON"),
+    Tensor("prediction_json", "bytes", (1,), "Prediction.to_dict(masks='none') as UTF-8 JSON"),
+)
+
+
+def network_tensors(rows: int, cols: int, labels: int) -> tuple[tuple[Tensor, ...], tuple[Tensor, ...]]:
+    """The fused network's inputs and outputs for a package's grid (rows x cols) and number of labels."""
+    inputs = (Tensor("hu", "float32", (1, rows, cols), "HU on the model grid"),)
+    outputs = (Tensor("labels", "int32", (rows, cols), "argmax label per model-grid pixel (the package's order)"),
+               Tensor("probabilities", "float32", (labels, rows, cols), "softmax over the package's labels"))
+    return inputs, outputs
+
+
+#: Keys of the model config parameters that identify the package a server runs.
+PARAMETER_KEYS = ("liverlesion.package.name", "liverlesion.package.version", "liverlesion.package.digest")
+#: Largest slice side (pixels) a server accepts, checked from the request's shape before anything is allocated.
+MAX_SIDE = 2048
