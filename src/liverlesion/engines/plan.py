@@ -60,8 +60,9 @@ def slice_graph_profiles(max_batch: int = DEFAULT_MAX_BATCH, sides: tuple[int, i
     low, opt, high = sides
     if not 2 <= low <= opt <= high:
         raise InputError(f"slice sides {sides!r} are not accepted: give (min, opt, max) with 2 <= min <= opt <= max")
-    per_slice = {"rescale": (2,), "theta": (2, 3), "theta_back": (2, 3)}
-    profiles = {"pixels": ((1, 1, low, low), (1, 1, opt, opt), (max_batch, 1, high, high))}
+    per_slice: dict[str, tuple[int, ...]] = {"rescale": (2,), "theta": (2, 3), "theta_back": (2, 3)}
+    profiles: dict[str, tuple[tuple[int, ...], tuple[int, ...], tuple[int, ...]]] = {
+        "pixels": ((1, 1, low, low), (1, 1, opt, opt), (max_batch, 1, high, high))}
     for name, tail in per_slice.items():
         profiles[name] = ((1, *tail), (1, *tail), (max_batch, *tail))
     return profiles
