@@ -6,8 +6,9 @@ pixels (``discovery``) and one series is chosen; its geometry is checked once (s
 orientation, pixel spacing and size; axial; no two slices at one position), its slices
 sorted by position along the slice normal, and gaps and uneven spacing reported, never
 interpolated. :meth:`SeriesSlices.read` then decodes one slice through the per-slice
-reader (``inputs.dicom.read_dicom``, ``inputs.nifti.read_nifti_slice``, ``inputs.array.from_array``),
-so the HU of a whole series is never held at once.
+reader (``inputs.dicom.read_dicom``, ``inputs.array.from_array``, or the NIfTI volume opened
+with the series, ``inputs.nifti.open_nifti_volume``, which inflates a .nii.gz once), so the HU
+of a whole series is never held at once.
 
 Slice 0 is the one nearest the feet: positions are distances along the slice normal turned
 to point feet -> head (+z in DICOM's LPS, +S in NIfTI's RAS), the order of a NIfTI volume's
@@ -19,16 +20,16 @@ from __future__ import annotations
 import math
 import os
 from collections.abc import Iterator, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from decimal import Decimal
 from numbers import Real
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
 from ... import input_limits
-from ...errors import DataFormatError, DicomError, InputError, LiverLesionError, require
+from ...errors import DataFormatError, DicomError, InputError, LiverLesionError
 from ...grid import SPACING_RANGE_MM, Spacing, check_spacing
 from ...input_limits import check_side, regular_file, side_limit
 from ..geometry import (
@@ -36,7 +37,6 @@ from ..geometry import (
     MAX_TILT_DEG,
     ORIENTATION_TOLERANCE,
     Orientation,
-    check_axial,
     check_max_tilt,
     orientation_from_directions,
 )
@@ -55,6 +55,9 @@ from .discovery import (
     plane_name,
     text,
 )
+
+if TYPE_CHECKING:
+    from ..inputs.nifti import NiftiVolume
 
 __all__ = ["GAP_FACTOR", "SeriesChoiceError", "SeriesInfo", "SeriesSlices", "SliceGap", "SliceReadError",
            "SliceRef", "find_series", "open_series"]
@@ -125,8 +128,9 @@ class ReadOptions:
 class SeriesSlices:
     """One series, checked and sorted feet -> head; slices are decoded one at a time by :meth:`read`.
 
-    Holds headers and positions only: reading is stateless, so slices may be read from
-    several threads at once (e.g. the next batch while the current one is inferred).
+    Holds headers and positions only (and, for a NIfTI volume, its open file): slices may be
+    read from several threads at once, in any order (e.g. the next batch while the current
+    one is inferred). Close it, or use ``with``, to release a NIfTI volume's file and copy.
     """
 
     info: SeriesInfo
@@ -145,9 +149,22 @@ class SeriesSlices:
     #: Files skipped while looking for the series (not DICOM, unreadable headers, DICOMDIR).
     skipped_files: int = 0
     options: ReadOptions = ReadOptions()
+    #: The open NIfTI volume the slices are read from (NIfTI sources only); :meth:`close` closes it.
+    volume: NiftiVolume | None = field(default=None, repr=False)
 
     def __len__(self) -> int:
         return len(self.refs)
+
+    def close(self) -> None:
+        """Release what reading holds: a NIfTI volume's file and its inflated copy (nothing for DICOM, arrays)."""
+        if self.volume is not None:
+            self.volume.close()
+
+    def __enter__(self) -> SeriesSlices:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
 
     @property
     def voxel_mm(self) -> tuple[float, float, float]:
@@ -173,10 +190,13 @@ class SeriesSlices:
                 slice_input = from_array(ref.source[ref.index], self.spacing_mm, allow_non_hu=opts.allow_non_hu,
                                          max_side=opts.max_side)
             elif self.info.kind == "nifti":
-                from ..inputs.nifti import read_nifti_slice
+                if self.volume is None:  # a series built without its open volume: one read through the file
+                    from ..inputs.nifti import read_nifti_slice
 
-                slice_input = read_nifti_slice(ref.source, ref.index, max_tilt_deg=opts.max_tilt_deg,
-                                               allow_non_hu=opts.allow_non_hu, max_side=opts.max_side)
+                    slice_input = read_nifti_slice(ref.source, ref.index, max_tilt_deg=opts.max_tilt_deg,
+                                                   allow_non_hu=opts.allow_non_hu, max_side=opts.max_side)
+                else:  # the volume opened, and its header checked, with the series
+                    slice_input = self.volume.slice(ref.index)
             else:
                 from ..inputs.dicom import read_dicom
 
@@ -469,77 +489,30 @@ def _spacing(positions: np.ndarray, thickness: Any, what: str) -> tuple[float, t
 
 
 # -- NIfTI ----------------------------------------------------------------------------------------
-@dataclass(frozen=True)
-class _NiftiGeometry:
-    count: int
-    shape: tuple[int, int]
-    spacing: tuple[float, float]
-    positions: np.ndarray  # feet -> head
-    slice_mm: float  # one slice's step along the normal
-    plane: str
+def _nifti_info(path: Path, volume: NiftiVolume | None = None) -> SeriesInfo:
+    if volume is None:  # listing: the header only, any orientation described, none refused
+        from ..inputs.nifti import open_nifti_volume
 
-
-def _nifti_geometry(path: Path, max_tilt_deg: float | None, max_side: int | None) -> _NiftiGeometry:
-    """The header of a NIfTI volume read as ``inputs.nifti.read_nifti_slice`` reads it, no voxel read.
-
-    ``max_tilt_deg`` None: any orientation is described, none refused (for :func:`find_series`).
-    """
-    from ...nifti_header import check_pixdims, check_plane_size, oriented_axes
-
-    nib = require("nibabel", "nifti", "reading NIfTI volumes")
-    what = f"NIfTI volume {path}"
-    try:
-        image = nib.load(str(path))
-        shape = tuple(int(v) for v in image.shape)
-        dtype = image.header.get_data_dtype()
-        affine = image.affine
-    except Exception as exc:  # noqa: BLE001 - nibabel raises many kinds for damaged headers
-        raise DataFormatError(f"{path} is not a readable NIfTI volume ({type(exc).__name__}: {exc})") from None
-    if not (len(shape) == 3 or (len(shape) == 4 and shape[3] == 1)) or min(shape) < 1:
-        raise DataFormatError(f"{path}: volume shape {shape} is not 3D; accepted: a 3D CT volume in HU")
-    if dtype.kind not in "iuf" or dtype.itemsize > 8:
-        raise DataFormatError(f"{path}: its voxels are of type {dtype}, which is not HU; accepted: integer or "
-                              "floating-point voxels of at most 8 bytes")
-    check_pixdims(image, what)
-    affine, ornt = oriented_axes(affine, what)
-    check_plane_size(shape, ornt, what, max_side=max_side)
-    axis = int(np.flatnonzero(ornt[:, 0] == 2)[0])
-    plane = [a for a in range(3) if a != axis]
-    cols_dir, rows_dir = affine[:3, plane[0]], affine[:3, plane[1]]
-    if max_tilt_deg is not None:
-        check_axial(rows_dir, cols_dir, max_tilt_deg=max_tilt_deg, what=what, error=DataFormatError, unit=False)
-    count = shape[axis]
-    if count > input_limits.MAX_FRAMES:
-        raise DataFormatError(f"{what}: its header claims {count} axial slices; accepted: at most "
-                              f"{input_limits.MAX_FRAMES} (liverlesion.input_limits.MAX_FRAMES)")
-    zooms = nib.affines.voxel_sizes(affine)
-    canonical = {int(ornt[a, 0]): (float(zooms[a]), shape[a]) for a in plane}  # RAS axis -> (mm, voxels)
-    try:
-        spacing = check_spacing((canonical[1][0], canonical[0][0]))  # rows run A-P, columns R-L
-    except InputError as exc:
-        raise DataFormatError(f"{what}: {exc} (read from the NIfTI affine)") from None
-    step = affine[:3, axis] * ornt[axis, 1]  # one slice towards the head
-    normal = np.cross(cols_dir, rows_dir)
-    normal = normal / np.linalg.norm(normal) * (1.0 if float(normal @ step) > 0 else -1.0)
-    stored = np.arange(count) if ornt[axis, 1] > 0 else np.arange(count)[::-1]
-    positions = (affine[:3, 3] @ normal) + stored * float(affine[:3, axis] @ normal)
-    orientation = [*(cols_dir / np.linalg.norm(cols_dir)), *(rows_dir / np.linalg.norm(rows_dir))]
-    return _NiftiGeometry(count, (canonical[1][1], canonical[0][1]), spacing, positions,
-                          abs(float(affine[:3, axis] @ normal)), plane_name(orientation))
-
-
-def _nifti_info(path: Path, geometry: _NiftiGeometry | None = None) -> SeriesInfo:
-    geometry = geometry or _nifti_geometry(path, None, None)
-    return SeriesInfo(None, path.name, "", geometry.count, geometry.plane, kind="nifti")
+        with open_nifti_volume(path, max_tilt_deg=None) as listed:
+            return _nifti_info(path, listed)
+    return SeriesInfo(None, path.name, "", volume.count, plane_name(volume.direction_cosines), kind="nifti")
 
 
 def _nifti_series(path: Path, options: ReadOptions) -> SeriesSlices:
-    geometry = _nifti_geometry(path, options.max_tilt_deg, options.max_side)
-    what = f"NIfTI volume {path}"
-    slice_mm, gaps, notes = _spacing(geometry.positions, lambda: geometry.slice_mm, what)
-    refs = tuple(SliceRef(path, None, float(z), f"{path} slice {k}", index=k) for k, z in enumerate(geometry.positions))
-    return SeriesSlices(_nifti_info(path, geometry), refs, tuple(float(z) for z in geometry.positions), slice_mm,
-                        check_spacing(geometry.spacing), geometry.shape, IDENTITY, gaps, tuple(notes), 0, options)
+    from ..inputs.nifti import open_nifti_volume
+
+    volume = open_nifti_volume(path, max_tilt_deg=options.max_tilt_deg, allow_non_hu=options.allow_non_hu,
+                               max_side=options.max_side)  # its header checked once; every slice read from it
+    try:
+        what = f"NIfTI volume {path}"
+        positions = np.asarray(volume.positions_mm)
+        slice_mm, gaps, notes = _spacing(positions, lambda: volume.slice_mm, what)
+        refs = tuple(SliceRef(path, None, float(z), f"{path} slice {k}", index=k) for k, z in enumerate(positions))
+        return SeriesSlices(_nifti_info(path, volume), refs, volume.positions_mm, slice_mm, volume.spacing_mm,
+                            volume.shape, IDENTITY, gaps, tuple(notes), 0, options, volume)
+    except BaseException:
+        volume.close()
+        raise
 
 
 # -- 3-D array ------------------------------------------------------------------------------------
