@@ -68,6 +68,7 @@ def axial_diameters(mask: np.ndarray, spacing_mm: Sequence[float], origin: Seque
     points = np.array(y, dtype=np.float64) * (0.5 * row_mm) + 1j * (np.array(x, dtype=np.float64) * (0.5 * col_mm))
     long_mm, i, j = _feret(points)
     short_mm, ends = _perpendicular_chord(points, i, j)
+    short_mm = min(short_mm, long_mm)  # a chord never exceeds the diameter; rounding could make it by an ulp
     r0, c0 = float(origin[0]), float(origin[1])
 
     def pixel(z: complex) -> Point:
