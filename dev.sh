@@ -7,7 +7,7 @@ set -euo pipefail
 cd "$(dirname "$0")"
 PY=${PYTHON:-python3}
 VENV=.venv
-EXTRAS="train,onnxruntime,openvino,dicom,nifti,viz,dev"
+EXTRAS="train,onnxruntime,openvino,dicom,nifti,viz,dev,remote"
 
 setup() {
   local stamp="$VENV/.liverlesion-setup"
@@ -24,6 +24,20 @@ setup() {
   # TensorRT-RTX alone (not its extra's cuda-python, which only a GPU machine uses): NVIDIA's ONNX parser
   # and builder run on a CPU, so the tests and the export gate build every graph with it.
   "$VENV/bin/python" -m pip install -q -c constraints/dev.txt tensorrt-rtx-cu12
+  echo "$want" > "$stamp"
+}
+
+# The serving environment: `liverlesion serve` runs PyTriton's bundled tritonserver, which pins numpy<2, so it
+# gets .venv-serve (constraints/serve.txt) while .venv keeps numpy 2 and the client (the remote extra). The
+# serving tests start the server from it (LIVERLESION_SERVE_PYTHON; docs/serving.md).
+serve_env() {
+  local venv=.venv-serve stamp=.venv-serve/.liverlesion-setup want
+  want=$(cat setup.cfg constraints/serve.txt | sha256sum | cut -d' ' -f1)
+  if [ -f "$stamp" ] && [ "$(cat "$stamp")" = "$want" ]; then return 0; fi
+  echo "== setting up $venv for liverlesion serve (pinned by constraints/serve.txt)"
+  [ -x "$venv/bin/python" ] || "$PY" -m venv "$venv"
+  "$venv/bin/python" -m pip install -q --upgrade pip
+  "$venv/bin/python" -m pip install -q -c constraints/serve.txt -e ".[onnxruntime,openvino,serve]"
   echo "$want" > "$stamp"
 }
 
@@ -56,8 +70,8 @@ validators() {
 
 cmd=${1:-help}; shift || true
 case "$cmd" in
-  setup) setup ;;
+  setup) setup; serve_env ;;
   demo)  setup; exec "$VENV/bin/liverlesion" demo --out "${DEMO_OUT:-demo-out}" "$@" ;;
-  test)  setup; validators; exec bash scripts/test.sh "$@" ;;
+  test)  setup; serve_env; validators; exec bash scripts/test.sh "$@" ;;
   *) sed -n '2,6p' "$0"; exit 2 ;;
 esac

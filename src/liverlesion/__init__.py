@@ -10,6 +10,7 @@ __version__ = "0.1.0"
 #: (PEP 562), so that ``import liverlesion`` stays light: no numpy-heavy runtime, torch or onnxruntime.
 _LAZY = {
     "LesionAnalyzer": "liverlesion.sdk.analyzer",
+    "RemoteAnalyzer": "liverlesion.serving.remote",
     "Prediction": "liverlesion.sdk.prediction",
     "LiverLesionError": "liverlesion.errors",
 }

@@ -112,6 +112,10 @@ def _imports(path: Path) -> set[str]:
     ("export", ("liverlesion.backends", "liverlesion.sdk", "liverlesion.bench", "liverlesion.cli")),
     ("backends", ("liverlesion.sdk", "liverlesion.bench", "liverlesion.cli", "liverlesion.export")),
     ("package", ("liverlesion.backends", "liverlesion.engines", "liverlesion.sdk", "liverlesion.machine")),
+    # serving sits on the SDK (server and client); the SDK never reaches up to it
+    ("serving", ("liverlesion.cli", "liverlesion.bench", "liverlesion.export", "liverlesion.training")),
+    ("sdk", ("liverlesion.serving", "liverlesion.cli", "liverlesion.bench", "liverlesion.export",
+             "liverlesion.training")),
     ("sdk/selection.py", ("liverlesion.engines",)),
     ("sdk/analyzer.py", ("liverlesion.engines",)),
     ("sdk/loader.py", ("liverlesion.engines",)),

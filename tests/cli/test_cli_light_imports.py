@@ -11,6 +11,7 @@ HEAVY = ("numpy", "scipy", "onnxruntime", "openvino", "torch", "liverlesion.pack
 
 
 @pytest.mark.parametrize("module", ["liverlesion.cli", "liverlesion.cli.predict", "liverlesion.cli.bench",
+                                    "liverlesion.cli.predict_series", "liverlesion.cli.serve",
                                     "liverlesion.bench.configs", "liverlesion.backends.registry"])
 def test_importing_the_parser_side_pulls_nothing_heavy(module):
     code = (f"import sys, {module}\n"

@@ -17,7 +17,7 @@ from ..errors import LiverLesionError
 
 #: Subcommand modules, in the order ``--help`` lists them.
 COMMANDS = ("demo", "phantom", "train", "evaluate", "export", "quantize", "inspect",
-            "slice_graphs", "predict", "predict_series", "build_engine", "engines", "bench")
+            "slice_graphs", "predict", "predict_series", "build_engine", "engines", "bench", "serve")
 
 
 def build_parser() -> tuple[argparse.ArgumentParser, dict[str, object]]:

@@ -47,9 +47,21 @@ def register(subparsers: Any) -> None:
     add("--markdown", type=Path, metavar="OUT", help="write the table as markdown")
     add("--plot", type=Path, metavar="PNG", help="write latency against accuracy per configuration")
     add("--quiet", action="store_true", help="no progress line on stderr")
+    add("--series", type=int, nargs="?", const=200, metavar="N",
+        help="instead: an N-slice 512 x 512 DICOM series (default 200) from disk to SEG + SR written, end-to-end "
+             "slices/s against the same backend's raw batched inference (target >= 85%%), with peak memory; on the "
+             "SDK's auto choice unless --backends / --precisions / --batch-sizes are given")
+    add("--serve", type=int, nargs="?", const=200, metavar="N",
+        help="instead: Triton-served throughput (liverlesion serve, started here) at 1, 4 and 8 clients x N requests "
+             "(default 200) against in-process predict_batch in the same run (target >= 70%% at 8 clients), with "
+             "p50/p99, mean batch size and where a request's time goes; the first of --backends / --precisions")
 
 
 def run(args: argparse.Namespace) -> int:
+    if args.series is not None:
+        return _run_series(args)
+    if args.serve is not None:
+        return _run_serve(args)
     from ..bench.data import load_bench_data
     from ..bench.report import format_table, write_json, write_markdown, write_plot
     from ..bench.runner import BenchOptions, run_benchmark
@@ -67,3 +79,46 @@ def run(args: argparse.Namespace) -> int:
             write(result, path)
             print(f"wrote {path}")
     return 0 if any(r["status"] == "ok" for r in result["rows"]) else 1
+
+
+def _run_series(args: argparse.Namespace) -> int:
+    """``--series``: the options left at their defaults mean the SDK's own choice (auto, its batch size)."""
+    from ..bench.configs import BACKEND_SPECS, DEFAULT_BATCH_SIZES, PRECISIONS
+    from ..bench.report import write_json
+    from ..bench.series import format_series_table, run_series_bench
+    from ..errors import InputError
+
+    if args.markdown is not None or args.plot is not None or args.memory_soak:
+        raise InputError("--series writes a table and --json; --markdown, --plot and --memory-soak are for the "
+                         "per-slice benchmark")
+
+    def chosen(given: list[Any], default: Any, auto: tuple[Any, ...]) -> tuple[Any, ...]:
+        return tuple(dict.fromkeys(given)) if list(given) != list(default) else auto
+
+    result = run_series_bench(args.package, slices=args.series, seed=args.seed, threads=args.threads,
+                              backends=chosen(args.backends, BACKEND_SPECS, ("auto",)),
+                              precisions=chosen(args.precisions, PRECISIONS, ("auto",)),
+                              batch_sizes=chosen(args.batch_sizes, DEFAULT_BATCH_SIZES, (None,)),
+                              progress=not args.quiet)
+    print(format_series_table(result), end="")
+    if args.json is not None:
+        write_json(result, args.json)
+        print(f"wrote {args.json}")
+    return 0 if any(r["status"] == "ok" for r in result["rows"]) else 1
+
+
+def _run_serve(args: argparse.Namespace) -> int:
+    """``--serve``: the SDK's auto choice unless --backends / --precisions name one."""
+    from ..bench.configs import BACKEND_SPECS, PRECISIONS
+    from ..bench.report import write_json
+    from ..bench.serve import format_serve_table, run_serve_bench
+
+    backend = args.backends[0] if list(args.backends) != list(BACKEND_SPECS) else "auto"
+    precision = args.precisions[0] if list(args.precisions) != list(PRECISIONS) else "auto"
+    result = run_serve_bench(args.package, requests=args.serve, backend=backend, precision=precision,
+                             threads=args.threads, seed=args.seed, progress=not args.quiet)
+    print(format_serve_table(result), end="")
+    if args.json is not None:
+        write_json(result, args.json)
+        print(f"wrote {args.json}")
+    return 0 if all(r["failed"] == 0 for r in result["served"]) else 1

@@ -34,20 +34,28 @@ class Tensor:
 
 
 #: numpy dtype name -> Triton config data type.
-TRITON_TYPES = {"float32": "TYPE_FP32", "int32": "TYPE_INT32", "uint8": "TYPE_UINT8", "bytes": "TYPE_STRING",
-                "bool": "TYPE_BOOL"}
+TRITON_TYPES = {"float32": "TYPE_FP32", "float64": "TYPE_FP64", "int32": "TYPE_INT32", "uint8": "TYPE_UINT8",
+                "bytes": "TYPE_STRING", "bool": "TYPE_BOOL"}
 
 PIPELINE_INPUTS = (
     Tensor("hu", "float32", (-1, -1), "the slice in HU as stored (rows x cols)"),
-    Tensor("spacing_mm", "float32", (2,), "pixel spacing (row_mm, col_mm)"),
+    # float64: the spacing as the client holds it, so that the geometry and every area and diameter in mm are the
+    # in-process ones to the bit (float32 turns 0.7 mm into 0.69999999 and moves nearest-neighbour ties).
+    Tensor("spacing_mm", "float64", (2,), "pixel spacing (row_mm, col_mm)"),
     Tensor("orientation", "uint8", (3,), "transpose, flip_rows, flip_cols of the stored slice (0/1); "
            "absent: stored in the radiological view", optional=True),
 )
 PIPELINE_OUTPUTS = (
     Tensor("label_map", "uint8", (-1, -1), "labels.TARGET_LABELS per input pixel"),
     Tensor("lesion_components", "int32", (-1, -1), "0 none, k: lesion k of the JSON"),
-    Tensor("prediction_json", "bytes", (1,), "Prediction.to_dict(masks='none') as UTF-8 JSON"),
+    Tensor("prediction_json", "bytes", (1,), "Prediction.to_dict(masks='none') as UTF-8 JSON; for a slice the "
+           "SDK refused, {ERROR_KEY: {type, message}} and 1 x 1 maps (the other requests of its batch are served)"),
 )
+#: Key of ``prediction_json`` for a refused slice: {"type": the liverlesion error class, "message": why}.
+ERROR_KEY = "error"
+#: Request parameters the pipeline reads (Triton request parameters): take values outside the plausible-HU rules
+#: as HU anyway (``allow_non_hu`` of ``predict``).
+REQUEST_PARAMETERS = ("allow_non_hu",)
 
 
 def network_tensors(rows: int, cols: int, labels: int) -> tuple[tuple[Tensor, ...], tuple[Tensor, ...]]:
@@ -60,5 +68,8 @@ def network_tensors(rows: int, cols: int, labels: int) -> tuple[tuple[Tensor, ..
 
 #: Keys of the model config parameters that identify the package a server runs.
 PARAMETER_KEYS = ("liverlesion.package.name", "liverlesion.package.version", "liverlesion.package.digest")
+#: Further model config parameters (not identity): the package's default spacing (JSON [row_mm, col_mm]), used by
+#: the client for arrays given without one, as ``LesionAnalyzer`` uses it.
+DEFAULT_SPACING_KEY = "liverlesion.input.default_spacing_mm"
 #: Largest slice side (pixels) a server accepts, checked from the request's shape before anything is allocated.
 MAX_SIDE = 2048

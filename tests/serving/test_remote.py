@@ -1,0 +1,152 @@
+"""``RemoteAnalyzer`` against a real ``liverlesion serve``: the in-process Predictions, and typed failures."""
+
+from __future__ import annotations
+
+import time
+
+import numpy as np
+import pytest
+
+from concurrency import run_together
+from liverlesion.errors import BackendError, InputError
+from liverlesion.serving import contract
+from liverlesion.serving.remote import ModelMissing, RemoteAnalyzer, RequestRefused, ServerUnavailable, WrongModel
+from sdk_fixtures import drawn_slice
+from serving_process import assert_same, free_ports
+
+pytestmark = pytest.mark.serving
+PROTOCOLS = ("http", "grpc")
+
+
+@pytest.fixture(params=PROTOCOLS)
+def remote(request, served):
+    with RemoteAnalyzer(served.server.url(request.param), protocol=request.param, expect_digest=served.digest,
+                        expect_name="threshold", timeout_s=30) as analyzer:
+        yield analyzer
+
+
+@pytest.mark.parametrize("spacing", [0.5, 0.7, 0.78125, 1.3])
+def test_predict_equals_in_process_predict(remote, served, spacing):
+    hu = drawn_slice(spacing, 300.0)
+    served_prediction = remote.predict(hu, spacing=(spacing, spacing))
+    assert_same(served_prediction, served.analyzer.predict(hu, spacing=(spacing, spacing)))
+    assert [x.label for x in served_prediction.lesions] == ["cyst", "cyst"]  # what the slice has drawn
+    assert served_prediction.timings["round_trip_ms"] > 0
+
+
+def test_an_array_without_spacing_takes_the_served_package_default(remote, served):
+    hu = drawn_slice(2.0, 300.0)
+    assert remote.default_spacing == (2.0, 2.0)
+    assert_same(remote.predict(hu), served.analyzer.predict(hu))
+
+
+def test_predict_batch_equals_in_process_predict_batch_across_shapes(remote, served):
+    slices = [drawn_slice(1.0, 300.0), drawn_slice(1.0, 300.0)[::-1].copy(), drawn_slice(1.0, 300.0)[:, :290],
+              *[drawn_slice(1.0, 300.0)] * 9]  # 12: two shapes, and more than one request of the server's 8
+    remote_results = remote.predict_batch(slices, spacing=(1.0, 1.0))
+    local_results = served.analyzer.predict_batch(slices, spacing=(1.0, 1.0))
+    assert len(remote_results) == len(slices)
+    for a, b in zip(remote_results, local_results):
+        assert_same(a, b)
+
+
+def test_a_dicom_slice_is_read_here_and_its_seg_written_from_the_served_prediction(remote, served):
+    pytest.importorskip("highdicom")
+    from series_files import ct_series
+
+    volume = np.stack([drawn_slice(0.78125, 400.0)[:, :] for _ in range(2)]).astype(np.float32)
+    dataset = ct_series(volume, spacing_mm=(0.78125, 0.78125))[0]
+    prediction = remote.predict(dataset)
+    assert_same(prediction, served.analyzer.predict(dataset))
+    assert prediction.dataset is dataset and prediction.source["kind"] == "dicom"
+    seg = prediction.to_dicom_seg()
+    assert seg.Modality == "SEG" and seg.ReferencedSeriesSequence[0].SeriesInstanceUID == dataset.SeriesInstanceUID
+
+
+def test_allow_non_hu_travels_with_the_request(remote, served):
+    flat = np.full((64, 64), 50.0)
+    with pytest.raises(InputError, match="air or fat"):  # read here: refused before it is sent
+        remote.predict(flat, spacing=(1.0, 1.0))
+    assert_same(remote.predict(flat, spacing=(1.0, 1.0), allow_non_hu=True),
+                served.analyzer.predict(flat, spacing=(1.0, 1.0), allow_non_hu=True))
+
+
+def test_a_slice_larger_than_the_server_takes_is_refused_before_it_is_copied_or_sent(remote):
+    # 20000 x 20000 float32 would be 1.6 GB: a zero-stride view of one value allocates nothing, and the
+    # refusal comes from its shape
+    huge = np.broadcast_to(np.float32(-1000.0), (20_000, 20_000))
+    with pytest.raises(InputError, match="2048"):
+        remote.predict(huge, spacing=(0.5, 0.5))
+    wide = np.broadcast_to(np.float32(-1000.0), (contract.MAX_SIDE + 1, 16))
+    with pytest.raises(InputError, match="2048"):
+        remote.predict(wide, spacing=(0.5, 0.5))
+
+
+def test_a_server_refusal_is_a_request_refused_and_an_input_error(remote):
+    from liverlesion.sdk.inputs import SliceInput
+
+    # a SliceInput is not read again here, so only the server sees that it is not a CT slice
+    forged = SliceInput(np.full((64, 64), 50.0, np.float32), (1.0, 1.0))
+    with pytest.raises(RequestRefused, match="air or fat") as caught:
+        remote.predict(forged)
+    assert isinstance(caught.value, InputError) and isinstance(caught.value, BackendError)
+
+
+@pytest.mark.parametrize("protocol", PROTOCOLS)
+def test_a_server_running_another_package_is_a_wrong_model(served, protocol):
+    url = served.server.url(protocol)
+    with pytest.raises(WrongModel, match="not the expected"):
+        RemoteAnalyzer(url, protocol=protocol, expect_digest="0" * 64)
+    with pytest.raises(WrongModel, match="'threshold'.*not the expected 'liver-v2'"):
+        RemoteAnalyzer(url, protocol=protocol, expect_name="liver-v2")
+    lazy = RemoteAnalyzer(url, protocol=protocol, expect_digest="f" * 64, connect=False)
+    with pytest.raises(WrongModel):  # checked before the first request too
+        lazy.predict(drawn_slice(1.0, 300.0), spacing=(1.0, 1.0))
+
+
+@pytest.mark.parametrize("protocol", PROTOCOLS)
+def test_a_model_the_server_does_not_serve_is_missing(served, protocol):
+    with pytest.raises(ModelMissing, match="no_such_model"):
+        RemoteAnalyzer(served.server.url(protocol), protocol=protocol, model="no_such_model")
+
+
+@pytest.mark.parametrize("protocol", PROTOCOLS)
+def test_no_server_is_server_unavailable_after_the_bounded_retries(protocol):
+    (port,) = free_ports(1)
+    start = time.monotonic()
+    with pytest.raises(ServerUnavailable, match=f"127.0.0.1:{port}"):
+        RemoteAnalyzer(f"127.0.0.1:{port}", protocol=protocol, retries=2, timeout_s=5)
+    waited = time.monotonic() - start
+    assert waited >= 0.5 + 1.0  # two retries, after 0.5 s and 1 s: it did retry, and stopped (no hang)
+
+
+def test_arguments_are_checked_before_anything_is_sent():
+    for kwargs, words in (({"protocol": "ftp"}, "http, grpc"), ({"timeout_s": 0}, "above 0"),
+                          ({"retries": -1}, "0 to 10")):
+        with pytest.raises(InputError, match=words):
+            RemoteAnalyzer("127.0.0.1:1", connect=False, **kwargs)
+    with pytest.raises(InputError, match="host:port"):
+        RemoteAnalyzer("http://127.0.0.1:1/v2", connect=False)
+
+
+def test_one_remote_analyzer_shared_by_threads(served):
+    hu = drawn_slice(1.0, 300.0)
+    local = served.analyzer.predict(hu, spacing=(1.0, 1.0))
+    with RemoteAnalyzer(served.server.grpc, protocol="grpc") as shared:
+        def work(_: int) -> None:
+            for _ in range(5):
+                assert_same(shared.predict(hu, spacing=(1.0, 1.0)), local)
+
+        assert run_together(4, work) == []
+
+
+def test_a_closed_remote_analyzer_refuses_further_calls(served):
+    remote = RemoteAnalyzer(served.server.http)
+    remote.close()
+    with pytest.raises(BackendError, match="closed"):
+        remote.predict(drawn_slice(1.0, 300.0), spacing=(1.0, 1.0))
+
+
+def test_predict_series_is_not_served_yet(served):
+    with RemoteAnalyzer(served.server.http) as remote, pytest.raises(BackendError, match="predict_series"):
+        remote.predict_series([])
