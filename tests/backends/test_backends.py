@@ -107,6 +107,16 @@ def test_onnxruntime_backend_refuses_providers_it_cannot_start(package, monkeypa
         OnnxRuntimeBackend(package, "int8")
 
 
+def test_onnxruntime_threads_do_not_spin_unless_asked_and_answer_the_same(package):
+    # Spinning idle threads steal the CPU from concurrent callers and the series readers (docs/sdk.md, Threads).
+    hu = hu_batch(2, package.manifest.grid.size, seed=3)
+    with OnnxRuntimeBackend(package, "fp32") as quiet, OnnxRuntimeBackend(package, "fp32", spinning=True) as spin:
+        entries = {backend.spinning: backend._session.get_session_options().get_session_config_entry(
+            "session.intra_op.allow_spinning") for backend in (quiet, spin)}
+        assert entries == {False: "0", True: "1"}
+        np.testing.assert_array_equal(quiet.infer(hu)["probabilities"], spin.infer(hu)["probabilities"])
+
+
 def test_fp16_onnx_runs_with_float32_input_and_stays_close_to_fp32(package):
     hu = hu_batch(2, package.manifest.grid.size, seed=2)
     with OnnxRuntimeBackend(package, "fp16") as half, OnnxRuntimeBackend(package, "fp32") as full:
