@@ -209,6 +209,23 @@ def test_each_lesion_carries_its_recist_axes_on_the_input_grid():
     assert json.loads(json.dumps(lesion.to_dict()))["long_axis_mm"] == pytest.approx(lesion.long_axis_mm)
 
 
+def test_recist_axes_are_measured_when_first_read_not_in_predict(monkeypatch):
+    from liverlesion.sdk import prediction as prediction_module
+
+    calls = []
+    real = prediction_module.axial_diameters
+    monkeypatch.setattr(prediction_module, "axial_diameters", lambda *a, **k: calls.append(1) or real(*a, **k))
+    labels = np.zeros(GRID.size, np.int32)
+    labels[3:25, 3:25] = 1
+    labels[5:9, 5:12] = MET
+    lesion, = Postprocessor(GRID)(outputs(labels), SliceInput(hu=np.zeros(GRID.size, np.float32),
+                                                              spacing_mm=GRID.spacing_mm)).lesions
+    assert calls == []  # predict's host time does not pay for them
+    assert lesion.long_axis_mm > lesion.short_axis_mm > 0 and len(calls) == 1
+    lesion.to_dict()
+    assert len(calls) == 1  # measured once
+
+
 def test_to_dict_is_json_and_its_run_length_map_decodes_to_the_label_map():
     labels = np.zeros(GRID.size, np.int32)
     labels[3:25, 3:25] = 1

@@ -31,7 +31,6 @@ from scipy import ndimage
 from ..errors import BackendError, PackageError
 from ..grid import ModelGrid
 from ..labels import FIRST_LESION_LABEL, LESION_CLASSES, LITS_LABELS, TARGET_LABELS, YNET_SEG_LABELS
-from .diameters import axial_diameters
 from .geometry import source_index, to_input
 from .inputs.slice import SliceInput
 from .prediction import Lesion, Prediction
@@ -140,7 +139,7 @@ class Postprocessor:
             components.ravel()[pixels] = placed.ids
             lesions, class_index, distribution = self._lesions(
                 found, placed, pixels, source, label_map, probs, head, slice_.spacing_mm)
-            lesions = tuple(_with_axes(lesion, components, slice_.spacing_mm) for lesion in lesions)
+            lesions = tuple(_with_outline(lesion, components, slice_.spacing_mm) for lesion in lesions)
             slice_class, slice_probability = LESION_CLASSES[class_index], float(distribution[class_index])
         return Prediction(
             label_map=label_map, lesion_components=components, lesions=lesions, slice_class=slice_class,
@@ -189,11 +188,10 @@ class Postprocessor:
         return comp_cls, np.bincount(comp, weights=value, minlength=found.count) / votes.sum(axis=1)
 
 
-def _with_axes(lesion: Lesion, components: np.ndarray, spacing: tuple[float, float]) -> Lesion:
-    """``lesion`` with its RECIST axes, measured on its pixels within its bounding box."""
+def _with_outline(lesion: Lesion, components: np.ndarray, spacing: tuple[float, float]) -> Lesion:
+    """``lesion`` with its pixels in its bounding box, on which ``Lesion.axes`` measures it when asked."""
     r0, c0, r1, c1 = lesion.bbox
-    axes = axial_diameters(components[r0:r1, c0:c1] == lesion.id, spacing, origin=(r0, c0))
-    return replace(lesion, axes=axes)
+    return replace(lesion, outline=(components[r0:r1, c0:c1] == lesion.id, spacing))
 
 
 class _ModelComponents:

@@ -129,7 +129,7 @@ def _lesion(item: Mapping[str, Any]) -> Lesion:
     return Lesion(id=int(item["id"]), label=str(item["label"]), probability=float(item["probability"]),
                   area_mm2=float(item["area_mm2"]), pixels=int(item["pixels"]),
                   bbox=_ints(item["bbox"], 4), centroid=_floats(item["centroid"]),
-                  axes=None if axes is None else AxialDiameters(
+                  measured_axes=None if axes is None else AxialDiameters(
                       long_mm=float(axes["long_mm"]), short_mm=float(axes["short_mm"]),
                       long_ends=(_floats(axes["long_ends"][0]), _floats(axes["long_ends"][1])),
                       short_ends=(_floats(axes["short_ends"][0]), _floats(axes["short_ends"][1]))))
