@@ -17,7 +17,8 @@ from ..errors import LiverLesionError
 
 #: Subcommand modules, in the order ``--help`` lists them.
 COMMANDS = ("demo", "phantom", "train", "evaluate", "export", "quantize", "inspect",
-            "slice_graphs", "predict", "predict_series", "build_engine", "engines", "bench", "serve")
+            "slice_graphs", "predict", "predict_series", "build_engine", "engines", "bench", "serve",
+            "triton_repo")
 
 
 def build_parser() -> tuple[argparse.ArgumentParser, dict[str, object]]:
