@@ -103,7 +103,7 @@ def summary(manifest: Any, root: Path) -> str:
             lines.append(f"    {precision:<{width}}{_score(s.lesion_dice, 12, 4)}"
                          f"{_score(s.liver_dice, 12, 4)}{_score(s.accuracy, 10, 4)}"
                          f"{_score(s.agreement_with_fp32, 12, 5)}{met}")
-    lines += _slice_parity(manifest.raw.get("slice_graph"))
+    lines += _slice_parity(manifest.slice_graph)
     versions = manifest.versions
     if versions:
         lines.append("  made with    " + ", ".join(f"{k} {v}" for k, v in versions.items()))

@@ -185,6 +185,12 @@ class Manifest:
         """What made the package: tool -> version."""
         return dict(self.raw.get("versions") or {})
 
+    @property
+    def slice_graph(self) -> dict[str, Any]:
+        """The slice graphs' section as written (``export.slice_graphs``): sides, opset, parity; {} if none."""
+        section = self.raw.get("slice_graph")
+        return dict(section) if isinstance(section, dict) else {}
+
     @functools.cached_property
     def engines(self) -> tuple[EngineRecord, ...]:
         """The TensorRT engine records, each validated when first read (PackageError names a bad one).
