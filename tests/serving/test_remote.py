@@ -147,6 +147,38 @@ def test_a_closed_remote_analyzer_refuses_further_calls(served):
         remote.predict(drawn_slice(1.0, 300.0), spacing=(1.0, 1.0))
 
 
-def test_predict_series_is_not_served_yet(served):
-    with RemoteAnalyzer(served.server.http) as remote, pytest.raises(BackendError, match="predict_series"):
-        remote.predict_series([])
+def _drawn_series(folder):
+    """A 16-slice 128 x 128 DICOM series on the threshold grid: body, a liver block, a metastasis ball, a cyst."""
+    from sdk_fixtures import THRESHOLD_GRID, THRESHOLD_HU
+    from series_files import ct_series, sphere_volume, write_series
+
+    side, pixel_mm, slice_mm = THRESHOLD_GRID.size[0], THRESHOLD_GRID.spacing_mm[0], 2.5
+    hu = np.full((16, side, side), THRESHOLD_HU["background"][0])
+    hu[:, :, :8] = THRESHOLD_HU["background"][1]  # air on the left
+    hu[2:14, 30:100, 30:100] = THRESHOLD_HU["liver"]
+    hu[sphere_volume(hu.shape, (20.0, 120.0, 120.0), 8.0, (pixel_mm, pixel_mm), slice_mm)] = THRESHOLD_HU["metastasis"]
+    hu[sphere_volume(hu.shape, (15.0, 80.0, 160.0), 5.0, (pixel_mm, pixel_mm), slice_mm)] = THRESHOLD_HU["cyst"]
+    paths = write_series(folder, ct_series(hu, (pixel_mm, pixel_mm), slice_mm, first_z_mm=0.0))
+    return paths[0].parent
+
+
+@pytest.mark.parametrize("protocol", PROTOCOLS)
+def test_predict_series_equals_in_process_predict_series(served, tmp_path, protocol):
+    folder = _drawn_series(tmp_path / "ct")
+    local = served.analyzer.predict_series(folder)
+    done = []
+    with RemoteAnalyzer(served.server.url(protocol), protocol=protocol, expect_digest=served.digest) as remote:
+        got = remote.predict_series(folder, batch_size=4, progress=lambda n, total: done.append((n, total)))
+    np.testing.assert_array_equal(got.labels, local.labels)
+    assert len(local.lesions) == 2
+    assert [lesion.to_dict() for lesion in got.lesions] == [lesion.to_dict() for lesion in local.lesions]
+    assert got.measurements.to_dict() == local.measurements.to_dict()
+    assert done[-1] == (16, 16) and got.model["digest"] == served.digest
+    seg = got.to_dicom_seg()
+    assert len(seg.SegmentSequence) == len(local.to_dicom_seg().SegmentSequence) == 3
+    assert len(got.to_dicom_sr(seg).ContentSequence) > 0
+
+
+def test_predict_series_refuses_a_bad_series_before_sending(served, tmp_path):
+    with RemoteAnalyzer(served.server.http) as remote, pytest.raises(InputError, match="DICOM|series"):
+        remote.predict_series(tmp_path)  # an empty folder

@@ -186,10 +186,23 @@ class RemoteAnalyzer:
             results.extend(self._send(group, allow_non_hu))
         return results
 
-    def predict_series(self, *_: Any, **__: Any) -> Any:
-        """Not served yet: a series is predicted in-process (``LesionAnalyzer.predict_series``) for now."""
-        raise RemoteError("RemoteAnalyzer.predict_series is not available yet: run the series in-process with "
-                          "LesionAnalyzer.predict_series, or send its slices with predict_batch")
+    def predict_series(self, source: Any, *, series_uid: str | None = None, spacing: Sequence[float] | None = None,
+                       batch_size: int | None = None, progress: Any = None, readers: int | None = None,
+                       max_tilt_deg: float = MAX_TILT_DEG, allow_non_hu: bool = False,
+                       max_side: int | None = None) -> Any:
+        """``LesionAnalyzer.predict_series`` with the slices predicted by the server: the series is opened, read,
+        joined into 3D lesions and measured here (``sdk.series.pipeline``, the same code), one request per batch
+        in flight while the next batch is read. Returns the same SeriesPrediction (SEG, SR, JSON, NIfTI)."""
+        from ..sdk.series.pipeline import predict_series
+        from ..sdk.series.source import open_series
+
+        self._check_open()
+        limit = min(side_limit(max_side), contract.MAX_SIDE)
+        series = open_series(source, series_uid=series_uid, spacing=spacing, max_tilt_deg=max_tilt_deg,
+                             allow_non_hu=allow_non_hu, max_side=limit)
+        with series:
+            return predict_series(_SeriesStages(self, allow_non_hu), series, batch_size=batch_size,
+                                  progress=progress, readers=readers)
 
     def _read(self, options: PredictOptions, item: Any) -> SliceInput:
         """The slice read here; one larger than the server takes is refused from its header or shape, before its
@@ -350,6 +363,43 @@ class RemoteAnalyzer:
 #: What the Python backend reports when the server process behind it is stopping (PyTriton's IPC torn down).
 _STOPPING = ("BrokenPipeError", "EOFError", "ConnectionResetError", "ConnectionRefusedError",
              "inference handler is stopped", "Cancelled responses handler", "server is stopping")
+
+
+class _SeriesStages:
+    """The three stages ``sdk.series.pipeline`` runs an analyzer through, with the server as the backend."""
+
+    def __init__(self, remote: RemoteAnalyzer, allow_non_hu: bool) -> None:
+        self.remote, self.allow_non_hu = remote, allow_non_hu
+        identity = remote.identity()
+        #: what the served Predictions say ran them (set from the first answer)
+        self.backend, self.precision = "remote", "?"
+        self.model = {"name": str(identity["name"]), "version": str(identity["version"]),
+                      "digest": str(identity["digest"])}
+
+    def _batch_size(self, asked: int | None) -> int:
+        if asked is not None and (isinstance(asked, bool) or not isinstance(asked, int) or asked < 1):
+            raise InputError(f"batch_size={asked!r} is not accepted: give a positive integer")
+        return min(asked or self.remote.max_batch, self.remote.max_batch)
+
+    def _prepare(self, items: Sequence[tuple[int | None, Any]], options: PredictOptions) -> Any:
+        from ..sdk.analyzer import Prepared
+
+        return Prepared([(slice_, 0.0) for _, slice_ in items], None)  # the series reader decoded them
+
+    def _infer(self, prepared: Any) -> list[Any]:
+        from ..sdk.analyzer import Inferred
+
+        ran = []
+        for group in _groups([slice_ for slice_, _ in prepared.slices], self.remote.max_batch):
+            started = time.perf_counter()
+            predictions = self.remote._send(group, self.allow_non_hu)
+            self.backend, self.precision = predictions[0].backend, predictions[0].precision
+            ran.append(Inferred({"predictions": predictions}, [(s, 0.0) for s in group],  # type: ignore[dict-item]
+                                (time.perf_counter() - started) * 1000.0))
+        return ran
+
+    def _decode(self, ran: Any) -> list[Prediction]:
+        return list(ran.outputs["predictions"])
 
 
 class _NotReady(Exception):
