@@ -55,6 +55,23 @@ def require_client() -> None:
         _missing("tritonclient is not installed in the test environment (the remote extra: ./dev.sh setup)")
 
 
+def stop_group(process: subprocess.Popen) -> int | None:
+    """SIGTERM to ``process``'s group (a server started with start_new_session), SIGKILL if it lingers."""
+    pid = process.pid
+    if process.poll() is None:
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(pid, signal.SIGTERM)
+        try:
+            process.wait(STOP_TIMEOUT_S)
+        except subprocess.TimeoutExpired:
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(pid, signal.SIGKILL)
+            process.wait(STOP_TIMEOUT_S)
+    with contextlib.suppress(ProcessLookupError, PermissionError):  # tritonserver or its stubs, should they linger
+        os.killpg(pid, signal.SIGKILL)
+    return process.returncode
+
+
 def free_ports(count: int) -> list[int]:
     """``count`` distinct TCP ports free on 127.0.0.1 just now."""
     sockets, ports = [], []
@@ -139,21 +156,7 @@ class ServerProcess:
 
     def stop(self) -> int | None:
         """SIGTERM to the server's process group (its PID), then SIGKILL if it has not ended in time."""
-        if self.process is None:
-            return None
-        pid = self.process.pid
-        if self.process.poll() is None:
-            with contextlib.suppress(ProcessLookupError):
-                os.killpg(pid, signal.SIGTERM)
-            try:
-                self.process.wait(STOP_TIMEOUT_S)
-            except subprocess.TimeoutExpired:
-                with contextlib.suppress(ProcessLookupError):
-                    os.killpg(pid, signal.SIGKILL)
-                self.process.wait(STOP_TIMEOUT_S)
-        with contextlib.suppress(ProcessLookupError, PermissionError):  # tritonserver, should it linger
-            os.killpg(pid, signal.SIGKILL)
-        return self.process.returncode
+        return None if self.process is None else stop_group(self.process)
 
 
 def start_server(package: Path, folder: Path, *extra: str, ports: tuple[int, int] | None = None) -> ServerProcess:

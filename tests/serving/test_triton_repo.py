@@ -9,14 +9,12 @@ protobuf (the server's own schema) and compared with the ONNX graph they serve.
 
 from __future__ import annotations
 
-import contextlib
 import dataclasses
 import hashlib
 import http.client
 import json
 import os
 import shutil
-import signal
 import subprocess
 import sys
 from dataclasses import dataclass
@@ -33,12 +31,12 @@ from liverlesion.serving.repository import RepositoryOptions, plan_repository, w
 from sdk_fixtures import RECORDS, THRESHOLD_GRID, drawn_slice, make_threshold_package, threshold_graph
 from serving_process import (
     START_TIMEOUT_S,
-    STOP_TIMEOUT_S,
     _die_with_parent,
     assert_same,
     free_ports,
     require_client,
     serve_python,
+    stop_group,
     wait_until,
 )
 
@@ -441,21 +439,7 @@ class TritonRepoServer:
 
     def stop(self) -> int | None:
         """SIGTERM to the server's process group (its PID), SIGKILL if it has not ended in time."""
-        if self.process is None:
-            return None
-        pid = self.process.pid
-        if self.process.poll() is None:
-            with contextlib.suppress(ProcessLookupError):
-                os.killpg(pid, signal.SIGTERM)
-            try:
-                self.process.wait(STOP_TIMEOUT_S)
-            except subprocess.TimeoutExpired:
-                with contextlib.suppress(ProcessLookupError):
-                    os.killpg(pid, signal.SIGKILL)
-                self.process.wait(STOP_TIMEOUT_S)
-        with contextlib.suppress(ProcessLookupError, PermissionError):  # the stubs, should any linger
-            os.killpg(pid, signal.SIGKILL)
-        return self.process.returncode
+        return None if self.process is None else stop_group(self.process)
 
 
 #: Run in the serving environment: where its tritonserver, the stub for its Python, its libraries are.

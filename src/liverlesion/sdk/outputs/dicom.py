@@ -316,7 +316,6 @@ def to_dicom_sr(prediction: Prediction, source_dataset: Any, seg: Any, *, series
     """A Comprehensive 3D SR (TID 1500) with each lesion's type, probability and area, referencing ``seg``."""
     hd = require("highdicom", "dicom", "writing DICOM SR")
     from pydicom.sr.codedict import codes
-    from pydicom.uid import generate_uid
 
     frame = _check_source(prediction, source_dataset)
     _check_seg(seg, source_dataset)
@@ -362,16 +361,7 @@ def to_dicom_sr(prediction: Prediction, source_dataset: Any, seg: Any, *, series
             source_images=[hd.sr.SourceImageForMeasurementGroup.from_source_image(
                 source_dataset, referenced_frame_numbers=None if frame is None else [frame + 1])],
         ))
-    observer = hd.sr.ObserverContext(
-        observer_type=codes.DCM.Device,
-        observer_identifying_attributes=hd.sr.DeviceObserverIdentifyingAttributes(
-            uid=generate_uid(entropy_srcs=[MANUFACTURER, name, version]), name=name,
-            manufacturer_name=MANUFACTURER, model_name=name, serial_number=DEVICE_SERIAL_NUMBER),
-    )
-    report = hd.sr.MeasurementReport(
-        observation_context=hd.sr.ObservationContext(observer_device_context=observer),
-        procedure_reported=codes.LN.CTUnspecifiedBodyRegion, imaging_measurements=groups,
-    )
+    report = measurement_report(groups, name, version)
     try:
         sr = hd.sr.Comprehensive3DSR(
             evidence=[source_dataset, seg], content=report[0], series_instance_uid=hd.UID(),
@@ -382,6 +372,24 @@ def to_dicom_sr(prediction: Prediction, source_dataset: Any, seg: Any, *, series
         raise DicomError(f"source image {source_dataset.SOPInstanceUID}: no DICOM SR can be built on it "
                          f"({type(exc).__name__}: {exc})") from None
     return deidentified(sr, source_dataset)
+
+
+def measurement_report(groups: list[Any], name: str, version: str) -> Any:
+    """TID 1500 content: ``groups`` observed by this SDK as a device (its UID stable per model name and version)."""
+    hd = require("highdicom", "dicom", "DICOM SR output")
+    from pydicom.sr.codedict import codes
+    from pydicom.uid import generate_uid
+
+    observer = hd.sr.ObserverContext(
+        observer_type=codes.DCM.Device,
+        observer_identifying_attributes=hd.sr.DeviceObserverIdentifyingAttributes(
+            uid=generate_uid(entropy_srcs=[MANUFACTURER, name, version]), name=name,
+            manufacturer_name=MANUFACTURER, model_name=name, serial_number=DEVICE_SERIAL_NUMBER),
+    )
+    return hd.sr.MeasurementReport(
+        observation_context=hd.sr.ObservationContext(observer_device_context=observer),
+        procedure_reported=codes.LN.CTUnspecifiedBodyRegion, imaging_measurements=groups,
+    )
 
 
 def _referenced_segment(hd: Any, seg: Any, number: int, source_dataset: Any, frame: int | None) -> Any:

@@ -45,6 +45,7 @@ from .dicom import (
     checked_number,
     deidentified,
     finding_codes,
+    measurement_report,
     segment_frames,
     slice_thickness,
 )
@@ -325,7 +326,6 @@ def series_to_dicom_sr(measurements: SeriesMeasurements, sources: Sequence[Any],
     from pydicom import Dataset
     from pydicom.sr.codedict import codes
     from pydicom.sr.coding import Code
-    from pydicom.uid import generate_uid
 
     lesions = _check_measurements(measurements)
     sources = _check_sources(sources)
@@ -371,16 +371,7 @@ def series_to_dicom_sr(measurements: SeriesMeasurements, sources: Sequence[Any],
         source_images=[hd.sr.SourceImageForMeasurementGroup.from_source_image(ds)
                        for ds in _frame_sources(seg, None, sources)],
     ))
-    observer = hd.sr.ObserverContext(
-        observer_type=codes.DCM.Device,
-        observer_identifying_attributes=hd.sr.DeviceObserverIdentifyingAttributes(
-            uid=generate_uid(entropy_srcs=[MANUFACTURER, name, version]), name=name,
-            manufacturer_name=MANUFACTURER, model_name=name, serial_number=DEVICE_SERIAL_NUMBER),
-    )
-    report = hd.sr.MeasurementReport(
-        observation_context=hd.sr.ObservationContext(observer_device_context=observer),
-        procedure_reported=codes.LN.CTUnspecifiedBodyRegion, imaging_measurements=groups,
-    )
+    report = measurement_report(groups, name, version)
     try:
         sr = hd.sr.Comprehensive3DSR(
             evidence=[*sources, seg], content=report[0], series_instance_uid=hd.UID(), series_number=series_number,
