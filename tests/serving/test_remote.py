@@ -162,21 +162,67 @@ def _drawn_series(folder):
     return paths[0].parent
 
 
+def _seg_content(seg):
+    """What a SEG says, without its UIDs and dates: the segments, the frames' segment numbers, the pixels."""
+    segments = [(s.SegmentNumber, s.SegmentLabel, s.SegmentAlgorithmType, s.SegmentAlgorithmName,
+                 s.SegmentedPropertyTypeCodeSequence[0].CodeMeaning) for s in seg.SegmentSequence]
+    frames = [f.SegmentIdentificationSequence[0].ReferencedSegmentNumber
+              for f in seg.PerFrameFunctionalGroupsSequence]
+    return segments, frames, bytes(seg.PixelData)
+
+
+def _sr_content(items):
+    """What an SR says, item by item (value type, concept, value), without its UIDs and references."""
+    out = []
+    for item in items:
+        name = item.ConceptNameCodeSequence[0].CodeMeaning if "ConceptNameCodeSequence" in item else ""
+        value = None
+        if item.ValueType == "NUM" and "MeasuredValueSequence" in item:
+            value = str(item.MeasuredValueSequence[0].NumericValue)
+        elif item.ValueType == "TEXT":
+            value = item.TextValue
+        elif item.ValueType == "CODE":
+            value = item.ConceptCodeSequence[0].CodeMeaning
+        out.append((item.ValueType, name, value))
+        if "ContentSequence" in item:
+            out.extend(_sr_content(item.ContentSequence))
+    return out
+
+
 @pytest.mark.parametrize("protocol", PROTOCOLS)
 def test_predict_series_equals_in_process_predict_series(served, tmp_path, protocol):
+    pytest.importorskip("highdicom")
     folder = _drawn_series(tmp_path / "ct")
     local = served.analyzer.predict_series(folder)
     done = []
     with RemoteAnalyzer(served.server.url(protocol), protocol=protocol, expect_digest=served.digest) as remote:
         got = remote.predict_series(folder, batch_size=4, progress=lambda n, total: done.append((n, total)))
     np.testing.assert_array_equal(got.labels, local.labels)
-    assert len(local.lesions) == 2
+    np.testing.assert_array_equal(got.lesion_ids, local.lesion_ids)
+    assert sorted(lesion.label for lesion in local.lesions) == ["cyst", "metastasis"]  # what the series has drawn
     assert [lesion.to_dict() for lesion in got.lesions] == [lesion.to_dict() for lesion in local.lesions]
     assert got.measurements.to_dict() == local.measurements.to_dict()
-    assert done[-1] == (16, 16) and got.model["digest"] == served.digest
-    seg = got.to_dicom_seg()
-    assert len(seg.SegmentSequence) == len(local.to_dicom_seg().SegmentSequence) == 3
-    assert len(got.to_dicom_sr(seg).ContentSequence) > 0
+    assert [s.to_dict() for s in got.slices] == [s.to_dict() for s in local.slices]
+    assert (got.backend, got.precision, got.model) == (local.backend, local.precision, local.model)
+    assert done[-1] == (16, 16) and got.timings["batch_size"] == 4 and got.timings["open_ms"] > 0
+    seg, local_seg = got.to_dicom_seg(), local.to_dicom_seg()
+    assert _seg_content(seg) == _seg_content(local_seg) and len(seg.SegmentSequence) == 3
+    sr, local_sr = got.to_dicom_sr(seg), local.to_dicom_sr(local_seg)
+    content = _sr_content(sr.ContentSequence)
+    assert content == _sr_content(local_sr.ContentSequence)
+    assert sum(kind == "NUM" for kind, _, _ in content) >= 2 * 3  # volumes and axes of each lesion, the liver's
+
+
+def test_a_series_already_opened_is_predicted_as_in_process_and_left_open(served, tmp_path):
+    from liverlesion.sdk.series.source import open_series
+
+    folder = _drawn_series(tmp_path / "ct")
+    with RemoteAnalyzer(served.server.grpc, protocol="grpc") as remote, open_series(folder) as series:
+        got = remote.predict_series(series, batch_size=8)
+        assert got.series is series
+        np.testing.assert_array_equal(got.labels, served.analyzer.predict_series(series).labels)
+        with pytest.raises(InputError, match="already opened"):  # reading options belong to open_series then
+            remote.predict_series(series, allow_non_hu=True)
 
 
 def test_predict_series_refuses_a_bad_series_before_sending(served, tmp_path):

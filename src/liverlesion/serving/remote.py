@@ -192,17 +192,27 @@ class RemoteAnalyzer:
                        max_side: int | None = None) -> Any:
         """``LesionAnalyzer.predict_series`` with the slices predicted by the server: the series is opened, read,
         joined into 3D lesions and measured here (``sdk.series.pipeline``, the same code), one request per batch
-        in flight while the next batch is read. Returns the same SeriesPrediction (SEG, SR, JSON, NIfTI)."""
+        in flight while the next batch is read. ``source`` as in-process, a series already opened (``open_series``)
+        included. Returns the same SeriesPrediction (SEG, SR, JSON, NIfTI)."""
         from ..sdk.series.pipeline import predict_series
-        from ..sdk.series.source import open_series
+        from ..sdk.series.source import SeriesSlices
 
         self._check_open()
+        options: dict[str, Any] = {"series_uid": series_uid, "spacing": spacing, "batch_size": batch_size,
+                                   "progress": progress, "readers": readers, "max_tilt_deg": max_tilt_deg,
+                                   "allow_non_hu": allow_non_hu}
+        if isinstance(source, SeriesSlices):
+            # opened by the caller with its own reading options (the pipeline refuses others, as in-process); the
+            # server checks HU again, so it is told what the series was read with
+            if max(source.shape) > contract.MAX_SIDE:
+                raise InputError(f"the series' slices of {source.shape[0]} x {source.shape[1]} pixels exceed the "
+                                 f"served limit of {contract.MAX_SIDE} pixels per side (serving.contract.MAX_SIDE); "
+                                 "predict it in-process")
+            stages = _SeriesStages(self, source.options.allow_non_hu)
+            return predict_series(stages, source, max_side=max_side, **options)
+        # opened (and closed) by the pipeline, as in-process, with the side bounded to what the server takes
         limit = min(side_limit(max_side), contract.MAX_SIDE)
-        series = open_series(source, series_uid=series_uid, spacing=spacing, max_tilt_deg=max_tilt_deg,
-                             allow_non_hu=allow_non_hu, max_side=limit)
-        with series:
-            return predict_series(_SeriesStages(self, allow_non_hu), series, batch_size=batch_size,
-                                  progress=progress, readers=readers)
+        return predict_series(_SeriesStages(self, allow_non_hu), source, max_side=limit, **options)
 
     def _read(self, options: PredictOptions, item: Any) -> SliceInput:
         """The slice read here; one larger than the server takes is refused from its header or shape, before its
@@ -393,7 +403,9 @@ class _SeriesStages:
         for group in _groups([slice_ for slice_, _ in prepared.slices], self.remote.max_batch):
             started = time.perf_counter()
             predictions = self.remote._send(group, self.allow_non_hu)
-            self.backend, self.precision = predictions[0].backend, predictions[0].precision
+            # what the server's analyzer says ran it, as the in-process SeriesPrediction (and its SEG) records it
+            first = predictions[0]
+            self.backend, self.precision, self.model = first.backend, first.precision, dict(first.model)
             ran.append(Inferred({"predictions": predictions}, [(s, 0.0) for s in group],  # type: ignore[dict-item]
                                 (time.perf_counter() - started) * 1000.0))
         return ran
