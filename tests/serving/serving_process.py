@@ -210,13 +210,18 @@ def binary_request(inputs: list[tuple[str, list[int], str, bytes]]) -> tuple[byt
 
 SPACING = ("spacing_mm", [1, 2], "FP64", np.array([1.0, 1.0]).tobytes())
 HU_64 = ("hu", [1, 64, 64], "FP32", np.full((64, 64), -1000, np.float32).tobytes())
-#: Requests Triton itself refuses: (body, headers, HTTP status, words of the error).
+#: Bad requests: (body, headers, HTTP status, words of the error). Triton refuses most itself (400/500); a request
+#: missing an input the SDK needs is answered (200) with the SDK's refusal in-band, since every HU input is optional
+#: (one of contract.HU_INPUTS) and tritonserver 2.51 then leaves the required-input check to the model.
 BAD_REQUESTS = {
     # tritonserver 2.51 answers a JSON it cannot parse with 500, its other refusals with 400
     "malformed JSON": (b'{"inputs": [', {}, 500, "failed to parse the request JSON buffer"),
     "wrong data type": (*binary_request([HU_64, ("spacing_mm", [1, 2], "FP32", np.ones(2, np.float32).tobytes())]),
                         400, "expects 'FP64'"),
-    "missing input": (*binary_request([HU_64]), 400, "missing required input(s) ['spacing_mm']"),
+    "missing input": (*binary_request([HU_64]), 200, "the request has no input 'spacing_mm'"),
+    "no slice": (*binary_request([SPACING]), 200, "carries exactly one of the inputs hu, hu_int16"),
+    "two slices": (*binary_request([HU_64, ("hu_int16", [1, 64, 64], "INT16", bytes(2 * 64 * 64)), SPACING]), 200,
+                   "carries exactly one of the inputs hu, hu_int16; this one carries hu, hu_int16"),
     "wrong rank": (*binary_request([("hu", [1, 4096], "FP32", bytes(4 * 4096)), SPACING]), 400, "unexpected shape"),
     # 20000 x 20000 claimed with 8 bytes sent: refused from the header, nothing allocated for 1.6 GB
     "oversized claim": (*binary_request([("hu", [1, 20000, 20000], "FP32", bytes(8)), SPACING]), 400,

@@ -107,6 +107,33 @@ def test_a_batch_answers_its_good_requests_and_refuses_only_the_bad_ones(analyze
         assert served.lesions == local.lesions and served.slice_class == local.slice_class
 
 
+def test_whole_hu_travel_as_int16_and_give_the_float32_answer(analyzer):
+    from liverlesion.serving.wire import request_tensors
+
+    whole = load_slice(drawn_slice(1.0, 300.0), spacing=(1.0, 1.0))
+    fraction = load_slice(drawn_slice(1.0, 300.0) + 0.25, spacing=(1.0, 1.0))
+    sent = request_tensors([whole])
+    assert "hu" not in sent and sent["hu_int16"].dtype == np.int16  # half the bytes
+    assert np.array_equal(sent["hu_int16"][0], whole.hu)
+    assert set(request_tensors([fraction])) & set(contract.HU_INPUTS) == {"hu"}  # never rounded
+    as_int16 = FakeRequest({k: v for k, v in sent.items()})
+    as_float = request(whole.hu)
+    served = [_answered(r, whole) for r in PipelineHandler(analyzer)([as_int16, as_float])]
+    assert np.array_equal(served[0].label_map, served[1].label_map) and served[0].lesions == served[1].lesions
+    assert served[0].lesions  # the drawn slice has lesions to compare
+
+
+def test_a_slice_with_more_lesions_than_the_wire_numbers_is_refused_alone(analyzer, monkeypatch):
+    monkeypatch.setattr(contract, "MAX_WIRE_LESIONS", 1)
+    two = drawn_slice(1.0, 300.0)  # two drawn cysts
+    none = np.where(np.arange(64)[None, :] < 20, -1000.0, 100.0).repeat(64, 0)  # air and liver only
+    responses = PipelineHandler(analyzer)([request(two), request(none)])
+    reason = refusal(parse_payload(responses[0]["prediction_json"][0]))
+    assert reason is not None and "more than the 1 a served answer can number" in reason[1]
+    assert responses[1]["lesion_components"].dtype == np.uint16
+    assert _answered(responses[1], load_slice(none, spacing=(1.0, 1.0))).lesions == ()
+
+
 def test_the_drawn_cysts_come_back_as_two_cysts_of_their_drawn_areas(analyzer):
     response = PipelineHandler(analyzer)([request(drawn_slice(0.5, 300.0), (0.5, 0.5))])[0]
     prediction = _answered(response, load_slice(drawn_slice(0.5, 300.0), spacing=(0.5, 0.5)))
@@ -197,7 +224,7 @@ def _works(served) -> None:
 
 @pytest.mark.serving
 @pytest.mark.parametrize("case", list(BAD_REQUESTS))
-def test_a_bad_request_gets_a_triton_error_and_the_server_keeps_serving(served, case):
+def test_a_bad_request_is_refused_with_its_reason_and_the_server_keeps_serving(served, case):
     body, headers, status, words = BAD_REQUESTS[case]
     got_status, text = post(served.server.http_port, body, headers)
     assert got_status == status and words in text, text

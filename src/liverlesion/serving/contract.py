@@ -34,11 +34,14 @@ class Tensor:
 
 
 #: numpy dtype name -> Triton config data type.
-TRITON_TYPES = {"float32": "TYPE_FP32", "float64": "TYPE_FP64", "int32": "TYPE_INT32", "uint8": "TYPE_UINT8",
-                "bytes": "TYPE_STRING", "bool": "TYPE_BOOL"}
+TRITON_TYPES = {"float32": "TYPE_FP32", "float64": "TYPE_FP64", "int32": "TYPE_INT32", "int16": "TYPE_INT16",
+                "uint16": "TYPE_UINT16", "uint8": "TYPE_UINT8", "bytes": "TYPE_STRING", "bool": "TYPE_BOOL"}
 
 PIPELINE_INPUTS = (
-    Tensor("hu", "float32", (-1, -1), "the slice in HU as stored (rows x cols)"),
+    # Exactly one of hu / hu_int16 (HU_INPUTS): a slice of whole HU (every CT series whose rescale keeps integers)
+    # travels as int16, half the bytes; bytes dominate a served request's cost (docs/serving.md).
+    Tensor("hu", "float32", (-1, -1), "the slice in HU as stored (rows x cols)", optional=True),
+    Tensor("hu_int16", "int16", (-1, -1), "the same, for a slice whose HU are all whole numbers", optional=True),
     # float64: the spacing as the client holds it, so that the geometry and every area and diameter in mm are the
     # in-process ones to the bit (float32 turns 0.7 mm into 0.69999999 and moves nearest-neighbour ties).
     Tensor("spacing_mm", "float64", (2,), "pixel spacing (row_mm, col_mm)"),
@@ -47,10 +50,14 @@ PIPELINE_INPUTS = (
 )
 PIPELINE_OUTPUTS = (
     Tensor("label_map", "uint8", (-1, -1), "labels.TARGET_LABELS per input pixel"),
-    Tensor("lesion_components", "int32", (-1, -1), "0 none, k: lesion k of the JSON"),
+    Tensor("lesion_components", "uint16", (-1, -1), "0 none, k: lesion k of the JSON (at most MAX_WIRE_LESIONS)"),
     Tensor("prediction_json", "bytes", (1,), "Prediction.to_dict(masks='none') as UTF-8 JSON; for a slice the "
            "SDK refused, {ERROR_KEY: {type, message}} and 1 x 1 maps (the other requests of its batch are served)"),
 )
+#: The pipeline's slice inputs, of which a request carries exactly one.
+HU_INPUTS = ("hu", "hu_int16")
+#: Most lesions one served slice may have (uint16 lesion ids); a slice with more is refused, to predict in-process.
+MAX_WIRE_LESIONS = 65535
 #: Key of ``prediction_json`` for a refused slice: {"type": the liverlesion error class, "message": why}.
 ERROR_KEY = "error"
 #: Request parameters the pipeline reads (Triton request parameters): take values outside the plausible-HU rules

@@ -257,6 +257,8 @@ class RemoteAnalyzer:
         module = self._module
         inputs = []
         for spec in contract.PIPELINE_INPUTS:
+            if spec.name not in tensors:  # the HU input not taken (wire.request_tensors)
+                continue
             array = tensors[spec.name]
             tensor = module.InferInput(spec.name, list(array.shape), _triton_type(spec.dtype))
             if self.protocol == "http":
@@ -431,7 +433,8 @@ def _groups(slices: list[SliceInput], size: int) -> Iterator[list[SliceInput]]:
 
 
 def _triton_type(dtype: str) -> str:
-    return {"float32": "FP32", "float64": "FP64", "uint8": "UINT8", "int32": "INT32", "bytes": "BYTES"}[dtype]
+    return {"float32": "FP32", "float64": "FP64", "uint8": "UINT8", "uint16": "UINT16", "int16": "INT16",
+            "int32": "INT32", "bytes": "BYTES"}[dtype]
 
 
 def _close_quietly(client: Any) -> None:

@@ -127,14 +127,14 @@ class PipelineHandler:
             if isinstance(item, LiverLesionError):
                 responses.append(_refused(item, _items(request)))
                 continue
-            done = [next(outcomes) for _ in item]
+            done = [_wire_sized(next(outcomes)) for _ in item]
             failed = next((d for d in done if isinstance(d, LiverLesionError)), None)
             responses.append(_refused(failed, len(done)) if failed is not None else _answer(done))
         return responses
 
     def read(self, request: Any) -> list[SliceInput]:
         """The SliceInputs of one request (batch dimension first), checked as ``load_slice`` checks an array."""
-        hu = _input(request, "hu")
+        hu = _hu(request)
         spacing = _input(request, "spacing_mm")
         orientation = _optional_input(request, "orientation")
         if hu.ndim != 3 or spacing.ndim != 2 or spacing.shape != (hu.shape[0], 2):
@@ -210,6 +210,23 @@ def _input(request: Any, name: str) -> np.ndarray:
     return np.asarray(value)
 
 
+def _hu(request: Any) -> np.ndarray:
+    """The request's slices as float32 HU, from whichever of ``contract.HU_INPUTS`` it carries (exactly one)."""
+    given = {name: value for name in contract.HU_INPUTS if (value := _optional_input(request, name)) is not None}
+    if len(given) != 1:
+        raise InputError(f"a request carries exactly one of the inputs {', '.join(contract.HU_INPUTS)}; this one "
+                         f"carries {', '.join(given) or 'neither'}")
+    return next(iter(given.values())).astype(np.float32, copy=False)
+
+
+def _wire_sized(outcome: Any) -> Any:
+    """``outcome``, or an InputError for a Prediction with more lesions than the wire's uint16 ids can number."""
+    if isinstance(outcome, LiverLesionError) or len(outcome.lesions) <= contract.MAX_WIRE_LESIONS:
+        return outcome
+    return InputError(f"the slice has {len(outcome.lesions)} lesions, more than the {contract.MAX_WIRE_LESIONS} a "
+                      "served answer can number (serving.contract.MAX_WIRE_LESIONS); predict it in-process")
+
+
 def _optional_input(request: Any, name: str) -> np.ndarray | None:
     try:
         return np.asarray(request[name])
@@ -229,20 +246,21 @@ def _allow_non_hu(request: Any) -> bool:
 
 def _items(request: Any) -> int:
     """How many slices a request holds (its batch dimension), for a refusal of each."""
-    shape = getattr(_optional_input(request, "hu"), "shape", ())
+    found = (_optional_input(request, name) for name in contract.HU_INPUTS)
+    shape = getattr(next((v for v in found if v is not None), None), "shape", ())
     return int(shape[0]) if len(shape) >= 1 and shape[0] > 0 else 1
 
 
 def _answer(predictions: Sequence[Any]) -> dict[str, np.ndarray]:
     return {"label_map": np.stack([p.label_map for p in predictions]).astype(np.uint8, copy=False),
-            "lesion_components": np.stack([p.lesion_components for p in predictions]).astype(np.int32, copy=False),
+            "lesion_components": np.stack([p.lesion_components for p in predictions]).astype(np.uint16, copy=False),
             "prediction_json": np.array([[prediction_payload(p)] for p in predictions], dtype=np.object_)}
 
 
 def _refused(error: LiverLesionError, items: int) -> dict[str, np.ndarray]:
     log.info("refused a request: %s", error)
     # 1 x 1 maps, not 0 x 0: PyTriton's tensor store cannot copy an empty array (the JSON says it was refused)
-    return {"label_map": np.zeros((items, 1, 1), np.uint8), "lesion_components": np.zeros((items, 1, 1), np.int32),
+    return {"label_map": np.zeros((items, 1, 1), np.uint8), "lesion_components": np.zeros((items, 1, 1), np.uint16),
             "prediction_json": np.array([[refusal_payload(error)]] * items, dtype=np.object_)}
 
 

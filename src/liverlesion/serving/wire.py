@@ -47,7 +47,10 @@ def request_tensors(slices: Sequence[SliceInput]) -> dict[str, np.ndarray]:
     shapes = {s.shape for s in slices}
     if len(shapes) != 1:
         raise WireError(f"one request carries slices of one shape; got {sorted(shapes)}")
-    return {"hu": np.stack([np.asarray(s.hu, dtype=np.float32) for s in slices]),
+    hu = np.stack([np.asarray(s.hu, dtype=np.float32) for s in slices])
+    whole = hu.astype(np.int16)  # the SDK accepts HU within int16's range only (inputs.hu), so this cannot wrap
+    pixels = {"hu_int16": whole} if np.array_equal(whole, hu) else {"hu": hu}
+    return {**pixels,
             "spacing_mm": np.array([s.spacing_mm for s in slices], dtype=np.float64),
             "orientation": np.stack([orientation_tensor(s.orientation) for s in slices])}
 
