@@ -131,7 +131,9 @@ def test_a_slice_with_more_lesions_than_the_wire_numbers_is_refused_alone(analyz
     reason = refusal(parse_payload(responses[0]["prediction_json"][0]))
     assert reason is not None and "more than the 1 a served answer can number" in reason[1]
     assert responses[1]["lesion_components"].dtype == np.uint16
-    assert _answered(responses[1], load_slice(none, spacing=(1.0, 1.0))).lesions == ()
+    assert responses[1]["lesion_components"].shape == (1, 1, 1)  # no lesion: not sent whole
+    empty = _answered(responses[1], load_slice(none, spacing=(1.0, 1.0)))
+    assert empty.lesions == () and empty.lesion_components.shape == (64, 64) and not empty.lesion_components.any()
 
 
 def test_the_drawn_cysts_come_back_as_two_cysts_of_their_drawn_areas(analyzer):

@@ -50,7 +50,8 @@ PIPELINE_INPUTS = (
 )
 PIPELINE_OUTPUTS = (
     Tensor("label_map", "uint8", (-1, -1), "labels.TARGET_LABELS per input pixel"),
-    Tensor("lesion_components", "uint16", (-1, -1), "0 none, k: lesion k of the JSON (at most MAX_WIRE_LESIONS)"),
+    Tensor("lesion_components", "uint16", (-1, -1), "0 none, k: lesion k of the JSON (at most "
+           "MAX_WIRE_LESIONS); 1 x 1 zeros when no slice of the request has a lesion"),
     Tensor("prediction_json", "bytes", (1,), "Prediction.to_dict(masks='none') as UTF-8 JSON; for a slice the "
            "SDK refused, {ERROR_KEY: {type, message}} and 1 x 1 maps (the other requests of its batch are served)"),
 )

@@ -253,7 +253,9 @@ def _items(request: Any) -> int:
 
 def _answer(predictions: Sequence[Any]) -> dict[str, np.ndarray]:
     return {"label_map": np.stack([p.label_map for p in predictions]).astype(np.uint8, copy=False),
-            "lesion_components": np.stack([p.lesion_components for p in predictions]).astype(np.uint16, copy=False),
+            # most slices of a series have no lesion: their all-zero map is sent as 1 x 1 (wire.prediction_from)
+            "lesion_components": np.stack([p.lesion_components for p in predictions]).astype(np.uint16, copy=False)
+            if any(p.lesions for p in predictions) else np.zeros((len(predictions), 1, 1), np.uint16),
             "prediction_json": np.array([[prediction_payload(p)] for p in predictions], dtype=np.object_)}
 
 

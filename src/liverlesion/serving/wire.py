@@ -96,6 +96,8 @@ def prediction_from(data: Mapping[str, Any], label_map: np.ndarray, lesion_compo
     server speaking another contract is a :class:`WireError`, not a wrong Prediction.
     """
     shape = slice_.shape
+    if lesion_components.shape == (1, 1) and not data.get("lesions"):  # no lesion in the request: not sent whole
+        lesion_components = np.zeros(shape, np.int32)
     if label_map.shape != shape or lesion_components.shape != shape:
         raise WireError(f"the server returned maps of shape {label_map.shape} / {lesion_components.shape} for a "
                         f"slice of {shape}")
