@@ -49,9 +49,9 @@ for path in pathlib.Path(sys.argv[1]).rglob("*.pyi"):
     text = path.read_text()
     path.write_text("\n".join(fix_def(line) for line in text.split("\n")))
 PY
-echo "== mypy (TensorRT engines and backend, against tensorrt-stubs)"
+echo "== mypy (TensorRT engines and backend, against tensorrt-stubs; serving)"
 # follow-imports=silent: report the files named here; the modules they import are read, not judged.
 # A fresh cache each run: the copied stubs are new files every time anyway.
 MYPYPATH="$STUBS" "$VENV/bin/python" -m mypy --config-file setup.cfg --follow-imports=silent --cache-dir "$STUBS/.cache" \
   src/liverlesion/engines src/liverlesion/backends/tensorrt.py src/liverlesion/backends/tensorrt_rtx.py \
-  src/liverlesion/backends/rtx_runtime_cache.py src/liverlesion/machine
+  src/liverlesion/backends/rtx_runtime_cache.py src/liverlesion/machine src/liverlesion/serving

@@ -297,7 +297,7 @@ class RemoteAnalyzer:
                 time.sleep(RETRY_WAIT_S * 2 ** attempt)
                 attempt += 1
 
-    def _classify(self, exc: Exception) -> tuple[RemoteError, bool]:
+    def _classify(self, exc: BaseException) -> tuple[RemoteError, bool]:
         """The typed error for a transport failure, and whether retrying it may help."""
         status = str(getattr(exc, "status", lambda: None)() or "")
         message = str(exc).strip() or type(exc).__name__

@@ -247,7 +247,7 @@ def _allow_non_hu(request: Any) -> bool:
 def _items(request: Any) -> int:
     """How many slices a request holds (its batch dimension), for a refusal of each."""
     found = (_optional_input(request, name) for name in contract.HU_INPUTS)
-    shape = getattr(next((v for v in found if v is not None), None), "shape", ())
+    shape: tuple[int, ...] = getattr(next((v for v in found if v is not None), None), "shape", ())
     return int(shape[0]) if len(shape) >= 1 and shape[0] > 0 else 1
 
 
