@@ -144,6 +144,26 @@ def test_probability_is_the_mean_of_the_winning_type_over_its_voxels():
         pytest.approx(150 / 255)
 
 
+def test_lesion_voxel_probabilities_alone_give_what_the_whole_volume_gives():
+    from liverlesion.sdk.series.lesions3d import LesionProbabilities
+
+    rng = np.random.default_rng(4)
+    labels = np.full((6, 20, 20), LIVER, np.uint8)
+    labels[rng.random(labels.shape) < 0.15] = METASTASIS
+    labels[rng.random(labels.shape) < 0.05] = CYST
+    probability = rng.integers(0, 256, labels.shape).astype(np.uint8)
+    dense, dense_ids = measure_series(labels, SPACING, positions(6), probability)
+    index = np.flatnonzero(labels.ravel() >= CYST)
+    sparse, sparse_ids = measure_series(labels, SPACING, positions(6),
+                                        LesionProbabilities(index, probability.ravel()[index]))
+    assert len(dense.lesions) > 3 and np.array_equal(dense_ids, sparse_ids)
+    for a, b in zip(dense.lesions, sparse.lesions):
+        assert b.probability == pytest.approx(a.probability, rel=1e-12)
+    with pytest.raises(InputError, match="indices must lie in the label volume"):
+        measure_series(labels, SPACING, positions(6),
+                       LesionProbabilities(index + labels.size, probability.ravel()[index]))
+
+
 def test_without_probabilities_the_probability_is_nan_and_null_in_json():
     labels = np.full((3, 5, 5), LIVER, np.uint8)
     labels[1, 2, 2] = CYST

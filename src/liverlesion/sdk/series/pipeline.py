@@ -3,9 +3,9 @@
 Three stages overlap across batches of slices (``LesionAnalyzer._prepare`` / ``_infer`` /
 ``_decode``): a small reader pool reads, decodes and resamples the slices of batch k+1 while
 the calling thread runs the backend on batch k, and one writer thread decodes batch k-1 into
-the series' uint8 label and probability volumes. Queues between the stages are bounded (the
-next batch being read, one decoded batch waiting), so at most about four batches are held at
-once: the HU of the whole series never is, only the uint8 volumes grow with it. Each
+the series' uint8 label volume (and its lesion pixels' probabilities). Queues between the stages
+are bounded (the next batch being read, one decoded batch waiting), so at most about four batches
+are held at once: the HU of the whole series never is, only the uint8 label volume grows with it. Each
 Prediction is dropped once written; a small summary of each slice is kept. An error in any
 stage stops the others and is raised in the caller as the same typed error, naming the slice;
 no thread outlives the call.
@@ -29,7 +29,7 @@ from ...machine.host import cpu_count
 from ..geometry import MAX_TILT_DEG
 from ..inputs.slice import SliceInput
 from ..options import PredictOptions
-from .lesions3d import measure_series
+from .lesions3d import LesionProbabilities, measure_series
 from .result import SeriesPrediction, SliceSummary
 from .source import SeriesSlices, SliceReadError, open_series
 
@@ -89,9 +89,9 @@ def predict_series(analyzer: Any, source: Any, *, series_uid: str | None = None,
         if series is not source:  # opened here: release a NIfTI volume's inflated copy; the outputs reread headers
             series.close()
     streamed = time.perf_counter()
-    measurements, lesion_ids = measure_series(run.labels, series.spacing_mm, series.positions_mm, run.probability,
-                                              slice_thickness_mm=series.slice_spacing_mm)
-    del run.probability  # only the measurements needed it
+    measurements, lesion_ids = measure_series(run.labels, series.spacing_mm, series.positions_mm,
+                                              run.lesion_probabilities(), slice_thickness_mm=series.slice_spacing_mm)
+    run.probability_parts.clear()  # only the measurements needed them
     end = time.perf_counter()
     timings = {**run.timings(), "open_ms": _ms(opened - start), "measure_ms": _ms(end - streamed),
                "pipeline_s": streamed - opened, "wall_s": end - start,
@@ -132,8 +132,9 @@ class _Run:
         self.analyzer, self.series, self.size, self.readers, self.progress = analyzer, series, size, readers, progress
         count, (rows, cols) = len(series), series.shape
         self.labels = np.zeros((count, rows, cols), np.uint8)
-        #: round(255 * p) of each 2-D lesion's probability over its pixels (what measure_series averages)
-        self.probability = np.zeros((count, rows, cols), np.uint8)
+        #: per slice with lesions: (flat indices of its lesion pixels in the volume, round(255 * p) of the 2-D
+        #: lesion each belongs to): what measure_series averages, held for the lesion pixels only
+        self.probability_parts: list[tuple[np.ndarray, np.ndarray]] = []
         self.summaries: list[SliceSummary | None] = [None] * count
         self.options = PredictOptions()  # the series reader has applied the reading options already
         self.read_ms = self.infer_ms = self.infer_wall_ms = self.wait_read_ms = self.wait_write_ms = 0.0
@@ -215,7 +216,9 @@ class _Run:
                     lut = np.zeros(len(prediction.lesions) + 1, np.uint8)
                     for lesion in prediction.lesions:
                         lut[lesion.id] = round(255.0 * lesion.probability)
-                    self.probability[k] = lut.take(prediction.lesion_components)
+                    components = prediction.lesion_components.ravel()
+                    pixels = np.flatnonzero(components)
+                    self.probability_parts.append((pixels + k * components.size, lut.take(components[pixels])))
                 ref = self.series.refs[k]
                 self.summaries[k] = SliceSummary(
                     index=k, sop_instance_uid=ref.sop_instance_uid, position_mm=ref.position_mm, name=ref.name,
@@ -224,6 +227,13 @@ class _Run:
                     liver_pixels=int(np.count_nonzero(prediction.label_map)),
                     lesion_pixels=int(np.count_nonzero(prediction.label_map >= FIRST_LESION_LABEL)))
                 k += 1
+
+    def lesion_probabilities(self) -> LesionProbabilities:
+        """The lesion pixels' probabilities of the whole series, in the sparse form measure_series reads."""
+        if not self.probability_parts:
+            return LesionProbabilities(np.zeros(0, np.int64), np.zeros(0, np.uint8))
+        index, value = zip(*self.probability_parts)
+        return LesionProbabilities(np.concatenate(index).astype(np.int64, copy=False), np.concatenate(value))
 
     def timings(self) -> dict[str, float]:
         return {"read_ms": self.read_ms, "inference_ms": self.infer_ms, "infer_wall_ms": self.infer_wall_ms,
