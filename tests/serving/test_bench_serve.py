@@ -25,6 +25,7 @@ def test_bench_serve_reports_every_client_count_against_in_process(threshold_pac
     assert [row["clients"] for row in rows] == [1, 4, 8]
     for row in rows:
         assert row["failed"] == 0 and row["answered"] == row["requests"] == row["clients"] * REQUESTS
+        assert row["mismatched"] == 0  # every served answer is the in-process one
         assert row["executions"] >= 1 and 1.0 <= row["mean_batch"] <= result["max_batch"]
         assert row["p50_ms"] <= row["p99_ms"]
         assert set(row["time_split_ms"]) >= {"triton_queue_ms", "python_backend_and_ipc_ms", "sdk_ms"}

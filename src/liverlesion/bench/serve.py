@@ -5,7 +5,8 @@ On the same slices (lesion-slice phantoms, 512 x 512) and the same backend and p
 1. in-process: ``LesionAnalyzer.predict_batch`` in batches of the server's largest batch: slices/s;
 2. served: ``liverlesion serve`` started as a subprocess (the serving environment's Python: PyTriton pins
    numpy<2), then 1, 4 and 8 concurrent clients (``RemoteAnalyzer``, one slice per request) x N requests each:
-   requests/s, p50 / p99 latency, failed requests, and from Triton's statistics the mean dynamic batch size and
+   requests/s, p50 / p99 latency, failed requests, answers that differ from in-process ``predict`` on the same
+   slice (maps, lesions, class), and from Triton's statistics the mean dynamic batch size and
    where a request's time goes: the client (reading the slice, serialising, transport, decoding), Triton's
    queue (the batcher's delay), Triton's tensor copies, the Python backend and PyTriton's IPC to the handler
    process, and the SDK itself (what ``predict_batch`` spends in the handler).
@@ -159,15 +160,26 @@ def in_process(analyzer: Any, slices: Sequence[Any], requests: int, batch: int) 
     return {"slices": requests, "batch_size": batch, "seconds": seconds, "slices_per_s": requests / seconds}
 
 
+def _same(served: Any, local: Any) -> bool:
+    """The served Prediction is the in-process one: maps to the pixel, lesions and slice class."""
+    return bool(np.array_equal(served.label_map, local.label_map)
+                and np.array_equal(served.lesion_components, local.lesion_components)
+                and served.lesions == local.lesions
+                and (served.slice_class, served.slice_class_probability)
+                == (local.slice_class, local.slice_class_probability))
+
+
 def served_load(url: str, protocol: str, slices: Sequence[Any], clients: int, requests: int,
-                stats: Any) -> dict[str, Any]:
-    """``clients`` threads, each its own RemoteAnalyzer sending ``requests`` one-slice requests, released at once."""
+                stats: Any, expected: Sequence[Any] | None = None) -> dict[str, Any]:
+    """``clients`` threads, each its own RemoteAnalyzer sending ``requests`` one-slice requests, released at once;
+    each answer compared with ``expected`` (in-process Predictions of ``slices``) when given."""
     from ..serving.remote import RemoteAnalyzer
 
     latencies: list[float] = []
     sdk_ms: list[float] = []
     round_trip_ms: list[float] = []
     failures: list[str] = []
+    mismatched = [0]
     lock = threading.Lock()
     start_line = threading.Barrier(clients + 1)
     remotes = [RemoteAnalyzer(url, protocol=protocol, timeout_s=120) for _ in range(clients)]
@@ -175,7 +187,7 @@ def served_load(url: str, protocol: str, slices: Sequence[Any], clients: int, re
         remote.predict(slices[0].hu, spacing=slices[0].spacing_mm)
 
     def client(k: int) -> None:
-        mine, sdk, trips, bad = [], [], [], []
+        mine, sdk, trips, bad, differ = [], [], [], [], 0
         start_line.wait()
         for i in range(requests):
             item = slices[(i + k) % len(slices)]
@@ -186,6 +198,8 @@ def served_load(url: str, protocol: str, slices: Sequence[Any], clients: int, re
                 bad.append(f"{type(exc).__name__}: {exc}"[:300])
                 continue
             mine.append((time.perf_counter() - began) * 1000.0)
+            if expected is not None and not _same(prediction, expected[(i + k) % len(slices)]):
+                differ += 1
             sdk.append(prediction.timings.get("total_ms", 0.0))
             trips.append(prediction.timings.get("round_trip_ms", 0.0))
         with lock:
@@ -193,6 +207,7 @@ def served_load(url: str, protocol: str, slices: Sequence[Any], clients: int, re
             sdk_ms.extend(sdk)
             round_trip_ms.extend(trips)
             failures.extend(bad)
+            mismatched[0] += differ
 
     threads = [threading.Thread(target=client, args=(k,)) for k in range(clients)]
     for t in threads:
@@ -206,8 +221,9 @@ def served_load(url: str, protocol: str, slices: Sequence[Any], clients: int, re
     after = stats()
     for remote in remotes:
         remote.close()
-    return _row(clients, requests, seconds, latencies, sdk_ms, round_trip_ms, failures,
-                {k: after[k] - before[k] for k in after})
+    row = _row(clients, requests, seconds, latencies, sdk_ms, round_trip_ms, failures,
+               {k: after[k] - before[k] for k in after})
+    return {**row, "mismatched": None if expected is None else mismatched[0]}
 
 
 def _row(clients: int, requests: int, seconds: float, latencies: list[float], sdk_ms: list[float],
@@ -252,6 +268,7 @@ def run_serve_bench(package: str | Path, *, requests: int = DEFAULT_REQUESTS,
         chosen_backend, chosen_precision = analyzer.backend, analyzer.precision
         say(f"in-process: predict_batch of {requests} slices on {chosen_backend} {chosen_precision} ...")
         local = in_process(analyzer, [s.hu for s in data.slices], max(requests, 8 * max_batch), max_batch)
+        expected = [analyzer.predict(s.hu, spacing=s.spacing_mm) for s in data.slices]
     log = log or Path.cwd() / "liverlesion-bench-serve.log"
     rows = []
     with served(package, chosen_backend, chosen_precision, threads=threads, max_batch=max_batch,
@@ -264,7 +281,7 @@ def run_serve_bench(package: str | Path, *, requests: int = DEFAULT_REQUESTS,
 
         for count in clients:
             say(f"served ({protocol}): {count} client(s) x {requests} requests ...")
-            rows.append(served_load(url, protocol, data.slices, count, requests, stats))
+            rows.append(served_load(url, protocol, data.slices, count, requests, stats, expected))
     best = next((r for r in rows if r["clients"] == max(clients)), rows[-1])
     ratio = best["requests_per_s"] / local["slices_per_s"] if local["slices_per_s"] else 0.0
     return {"schema": SCHEMA, "liverlesion": __version__, "created": datetime.now(timezone.utc).isoformat(),
@@ -280,12 +297,13 @@ def format_serve_table(result: dict[str, Any]) -> str:
     lines = [f"liverlesion bench --serve: {result['backend']} {result['precision']}, {result['protocol']}, "
              f"max batch {result['max_batch']}, queue delay {result['queue_delay_ms']} ms, {result['cpus']} CPUs",
              f"in-process predict_batch: {local['slices_per_s']:.1f} slices/s (batch {local['batch_size']})",
-             f"{'clients':>7} {'req/s':>8} {'p50 ms':>8} {'p99 ms':>8} {'batch':>6} {'failed':>6}  "
+             f"{'clients':>7} {'req/s':>8} {'p50 ms':>8} {'p99 ms':>8} {'batch':>6} {'failed':>6} {'differ':>6}  "
              f"{'client':>7} {'queue':>6} {'copies':>6} {'py+ipc':>7} {'sdk':>6}  (ms per request)"]
     for row in result["served"]:
         split = row["time_split_ms"]
         lines.append(f"{row['clients']:>7} {row['requests_per_s']:>8.1f} {row['p50_ms'] or 0:>8.1f} "
-                     f"{row['p99_ms'] or 0:>8.1f} {row['mean_batch']:>6.2f} {row['failed']:>6}  "
+                     f"{row['p99_ms'] or 0:>8.1f} {row['mean_batch']:>6.2f} {row['failed']:>6} "
+                     f"{'-' if row.get('mismatched') is None else row['mismatched']:>6}  "
                      f"{split['client_and_transport_ms'] or 0:>7.2f} {split['triton_queue_ms']:>6.2f} "
                      f"{split['triton_tensor_copies_ms']:>6.2f} {split['python_backend_and_ipc_ms']:>7.2f} "
                      f"{split['sdk_ms']:>6.2f}")

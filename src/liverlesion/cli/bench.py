@@ -121,4 +121,4 @@ def _run_serve(args: argparse.Namespace) -> int:
     if args.json is not None:
         write_json(result, args.json)
         print(f"wrote {args.json}")
-    return 0 if all(r["failed"] == 0 for r in result["served"]) else 1
+    return 0 if all(r["failed"] == 0 and not r.get("mismatched") for r in result["served"]) else 1
