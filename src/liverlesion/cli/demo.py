@@ -170,6 +170,11 @@ def run(args: argparse.Namespace) -> int:
         dicom = [] if "highdicom" in skipped else ["--dicom-seg", str(out / "dicom"), "--dicom-sr", str(out / "dicom")]
         step(f"predict on a real CT slice (pydicom's CT_small.dcm){', with DICOM SEG and SR out' if dicom else ''}", [
             "predict", str(package), real, *overlays, *dicom, "--json", str(reports / "predict-CT_small.json")])
+    step("a whole series: LiTS phantom volume 0 (NIfTI; a pretraining volume, so this shows the series path, not "
+         "accuracy) through predict-series: 3D lesions, volumes, RECIST axes", [
+             "predict-series", str(package), str(phantoms / "lits" / "volume-0.nii.gz"),
+             "--nifti", str(out / "series" / "labels-0.nii.gz"),
+             "--json", str(reports / "series-0.json"), "--quiet"])
 
     _summary(out, reports, step.timings, time.perf_counter() - started)
     return 0
