@@ -295,17 +295,23 @@ def _segment_numbers(seg: Any) -> dict[str, int]:
     return {str(item.SegmentLabel).lower(): int(item.SegmentNumber) for item in seg.SegmentSequence}
 
 
-def _check_seg(seg: Any, source: Any) -> None:
-    """Refuse anything but the DICOM Segmentation made on ``source`` (what to_dicom_seg returns)."""
+def seg_references(seg: Any, needs: str) -> set[str]:
+    """The SOP instances a DICOM Segmentation references; anything but a Segmentation is refused (``needs``: the
+    caller and the SEG it takes, for the message)."""
     import pydicom
 
     if not isinstance(seg, pydicom.Dataset) or str(seg.get("SOPClassUID", "")) != SEGMENTATION_STORAGE \
             or "SegmentSequence" not in seg or "PerFrameFunctionalGroupsSequence" not in seg:
         got = type(seg).__name__ if not isinstance(seg, pydicom.Dataset) else f"SOP class {seg.get('SOPClassUID')}"
-        raise InputError(f"to_dicom_sr needs the DICOM Segmentation made from this prediction (to_dicom_seg), "
-                         f"got {got}; store that SEG too, the SR references it")
-    referenced = {str(item.get("ReferencedSOPInstanceUID", "")) for series in seg.get("ReferencedSeriesSequence", [])
-                  for item in series.get("ReferencedInstanceSequence", [])}
+        raise InputError(f"{needs}, got {got}; store that SEG too, the SR references it")
+    return {str(item.get("ReferencedSOPInstanceUID", "")) for series in seg.get("ReferencedSeriesSequence", [])
+            for item in series.get("ReferencedInstanceSequence", [])}
+
+
+def _check_seg(seg: Any, source: Any) -> None:
+    """Refuse anything but the DICOM Segmentation made on ``source`` (what to_dicom_seg returns)."""
+    referenced = seg_references(seg, "to_dicom_sr needs the DICOM Segmentation made from this prediction "
+                                     "(to_dicom_seg)")
     if str(source.SOPInstanceUID) not in referenced:
         raise InputError(f"the SEG {seg.get('SOPInstanceUID')} was not made on source image "
                          f"{source.SOPInstanceUID}: pass the SEG made from this prediction")

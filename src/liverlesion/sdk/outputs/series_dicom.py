@@ -39,13 +39,13 @@ from .dicom import (
     DEVICE_SERIAL_NUMBER,
     MANUFACTURER,
     SEG_SERIES_NUMBER,
-    SEGMENTATION_STORAGE,
     SR_SERIES_NUMBER,
     check_source_image,
     checked_number,
     deidentified,
     finding_codes,
     measurement_report,
+    seg_references,
     segment_frames,
     slice_thickness,
 )
@@ -265,15 +265,8 @@ def series_to_dicom_seg(labels: np.ndarray, lesion_ids: np.ndarray, measurements
 
 def _check_seg(seg: Any, sources: Sequence[Any]) -> None:
     """Refuse anything but a Segmentation that references every source instance and no other."""
-    import pydicom
-
-    if not isinstance(seg, pydicom.Dataset) or str(seg.get("SOPClassUID", "")) != SEGMENTATION_STORAGE \
-            or "SegmentSequence" not in seg or "PerFrameFunctionalGroupsSequence" not in seg:
-        got = type(seg).__name__ if not isinstance(seg, pydicom.Dataset) else f"SOP class {seg.get('SOPClassUID')}"
-        raise InputError(f"series_to_dicom_sr needs the DICOM Segmentation of this series (series_to_dicom_seg), "
-                         f"got {got}; store that SEG too, the SR references it")
-    referenced = {str(item.get("ReferencedSOPInstanceUID", "")) for series in seg.get("ReferencedSeriesSequence", [])
-                  for item in series.get("ReferencedInstanceSequence", [])}
+    referenced = seg_references(seg, "series_to_dicom_sr needs the DICOM Segmentation of this series "
+                                     "(series_to_dicom_seg)")
     if referenced != {str(ds.SOPInstanceUID) for ds in sources}:
         raise InputError(f"the SEG {seg.get('SOPInstanceUID')} references {len(referenced)} instances, not these "
                          f"{len(sources)} sources: pass the SEG made from this series")
