@@ -226,6 +226,24 @@ def test_recist_axes_are_measured_when_first_read_not_in_predict(monkeypatch):
     assert len(calls) == 1  # measured once
 
 
+def test_lesions_that_differ_only_in_their_axes_are_not_equal():
+    from dataclasses import replace
+
+    from liverlesion.sdk.diameters import AxialDiameters
+
+    labels = np.zeros(GRID.size, np.int32)
+    labels[3:25, 3:25] = 1
+    labels[5:9, 5:12] = MET
+    lesion, = Postprocessor(GRID)(outputs(labels), SliceInput(hu=np.zeros(GRID.size, np.float32),
+                                                              spacing_mm=GRID.spacing_mm)).lesions
+    axes = lesion.axes
+    same = replace(lesion, outline=None, measured_axes=axes)  # as a served Prediction brings them
+    other = replace(same, measured_axes=AxialDiameters(axes.long_mm + 1.0, axes.short_mm, axes.long_ends,
+                                                       axes.short_ends))
+    assert lesion == same and hash(lesion) == hash(same)
+    assert lesion != other
+
+
 def test_to_dict_is_json_and_its_run_length_map_decodes_to_the_label_map():
     labels = np.zeros(GRID.size, np.int32)
     labels[3:25, 3:25] = 1

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, fields
 from functools import cached_property
 from typing import Any
 
@@ -37,6 +37,18 @@ class Lesion:
     measured_axes: AxialDiameters | None = field(default=None, repr=False, compare=False)
     #: (this lesion's pixels within ``bbox``, pixel spacing (row_mm, col_mm)): what ``axes`` measures.
     outline: tuple[np.ndarray, tuple[float, float]] | None = field(default=None, repr=False, compare=False)
+
+    def __eq__(self, other: object) -> bool:
+        """Field by field, and the RECIST axes too (a property, measured lazily, so not a compared field)."""
+        if not isinstance(other, Lesion):
+            return NotImplemented
+        return self._fields() == other._fields() and self.axes == other.axes
+
+    def __hash__(self) -> int:  # equal lesions have equal compared fields, so this agrees with __eq__
+        return hash(self._fields())
+
+    def _fields(self) -> tuple[Any, ...]:
+        return tuple(getattr(self, f.name) for f in fields(self) if f.compare)
 
     @cached_property
     def axes(self) -> AxialDiameters | None:

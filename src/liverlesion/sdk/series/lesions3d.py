@@ -124,7 +124,7 @@ def measure_series(labels: np.ndarray, spacing_mm: Sequence[float], slice_positi
     row_mm, col_mm = spacing
     thickness = _thickness(slice_positions_mm, labels.shape[0], slice_thickness_mm)
     if isinstance(probability, LesionProbabilities):
-        probability = _to_sparse_check(probability, labels)
+        probability = _checked_sparse(probability, labels)
     elif probability is not None:
         probability = np.asarray(probability)
         if probability.shape != labels.shape or probability.dtype != np.uint8:
@@ -139,12 +139,13 @@ def measure_series(labels: np.ndarray, spacing_mm: Sequence[float], slice_positi
     if window is not None:
         ids_window, count = ndimage.label(lesion[window], structure=_TWENTY_SIX)
         corner = tuple(s.start for s in window)
-        means = None if not isinstance(probability, LesionProbabilities) else \
-            _sparse_means(probability, labels, ids_window, corner, count)
+        sparse = isinstance(probability, LesionProbabilities)
+        sums = _sparse_sums(probability, labels, ids_window, corner, count) if sparse else None
+        volume = None if sparse else probability
         for k, box in enumerate(ndimage.find_objects(ids_window), start=1):
             full = tuple(slice(b.start + c, b.stop + c) for b, c in zip(box, corner))
-            given = probability if means is None else means[k]
-            found.append(_measure(k, ids_window[box] == k, full, labels, given, spacing, voxel_ml))
+            found.append(_measure(k, ids_window[box] == k, full, labels, volume, None if sums is None else sums[k],
+                                  spacing, voxel_ml))
     del lesion
     ids = np.zeros(labels.shape, dtype=np.min_scalar_type(count))
     if window is not None:
@@ -159,19 +160,20 @@ def measure_series(labels: np.ndarray, spacing_mm: Sequence[float], slice_positi
 
 
 def _measure(k: int, component: np.ndarray, box: tuple[slice, ...], labels: np.ndarray,
-             probability: np.ndarray | None, spacing: Spacing, voxel_ml: float) -> Lesion3D:
+             probability: np.ndarray | None, sums: np.ndarray | None, spacing: Spacing, voxel_ml: float) -> Lesion3D:
     """Lesion ``k`` from its mask ``component`` cropped to its bounding ``box`` of the series.
 
-    ``probability``: the uint8 volume, or (sparse form) this lesion's sum and count of round(255 p) per label.
+    Its probability from the uint8 ``probability`` volume, or from ``sums`` (the sparse form: the sum and count
+    of round(255 p) of its voxels, per label), or NaN without either.
     """
     types = labels[box][component]  # its voxels' labels, all lesion types
     counts = np.bincount(types, minlength=len(TARGET_LABELS))[FIRST_LESION_LABEL:]
     winner = int(np.argmax(counts))  # ties go to the lower label index, as the per-slice vote does
-    if probability is None:
-        mean = float("nan")
-    elif probability.ndim == 2:  # (2, labels): sums and counts of this lesion's voxels, by label
-        total, n = probability[:, FIRST_LESION_LABEL + winner]
+    if sums is not None:
+        total, n = sums[:, FIRST_LESION_LABEL + winner]
         mean = float(total) / float(n) / 255.0 if n else float("nan")
+    elif probability is None:
+        mean = float("nan")
     else:
         mine = probability[box][component][types == FIRST_LESION_LABEL + winner]
         mean = float(mine.mean(dtype=np.float64)) / 255.0
@@ -191,7 +193,7 @@ def _measure(k: int, component: np.ndarray, box: tuple[slice, ...], labels: np.n
         votes={name: int(n) for name, n in zip(LESION_CLASSES, counts) if n})
 
 
-def _to_sparse_check(probability: LesionProbabilities, labels: np.ndarray) -> LesionProbabilities:
+def _checked_sparse(probability: LesionProbabilities, labels: np.ndarray) -> LesionProbabilities:
     """The sparse probabilities checked against ``labels``: one uint8 value per lesion voxel index."""
     index, value = np.asarray(probability.index), np.asarray(probability.value)
     if index.ndim != 1 or index.shape != value.shape or value.dtype != np.uint8 or index.dtype.kind not in "iu":
@@ -202,7 +204,7 @@ def _to_sparse_check(probability: LesionProbabilities, labels: np.ndarray) -> Le
     return LesionProbabilities(index.astype(np.int64, copy=False), value)
 
 
-def _sparse_means(probability: LesionProbabilities, labels: np.ndarray, ids_window: np.ndarray,
+def _sparse_sums(probability: LesionProbabilities, labels: np.ndarray, ids_window: np.ndarray,
                   corner: tuple[int, ...], count: int) -> np.ndarray:
     """(count + 1, 2, labels): per lesion id, the sum and count of round(255 p) of its voxels, by label."""
     nlabels = len(TARGET_LABELS)
