@@ -66,6 +66,10 @@ def predict_series(analyzer: Any, source: Any, *, series_uid: str | None = None,
     is called from the calling thread as batches are written.
     """
     start = time.perf_counter()
+    size = analyzer._batch_size(batch_size)  # the arguments checked before any header is read
+    workers = _check_readers(readers)
+    if progress is not None and not callable(progress):
+        raise InputError(f"progress={progress!r:.40} is not accepted: give a callable progress(done, total) or None")
     if isinstance(source, SeriesSlices):
         given = {"series_uid": series_uid, "spacing": spacing, "max_side": max_side}
         extra = [name for name, value in given.items() if value is not None]
@@ -77,11 +81,6 @@ def predict_series(analyzer: Any, source: Any, *, series_uid: str | None = None,
         series = open_series(source, series_uid=series_uid, spacing=spacing, max_tilt_deg=max_tilt_deg,
                              allow_non_hu=allow_non_hu, max_side=max_side)
     try:
-        size = analyzer._batch_size(batch_size)
-        workers = _check_readers(readers)
-        if progress is not None and not callable(progress):
-            raise InputError(f"progress={progress!r:.40} is not accepted: give a callable progress(done, total) "
-                             "or None")
         opened = time.perf_counter()
         run = _Run(analyzer, series, size, workers, progress)
         run.go()
