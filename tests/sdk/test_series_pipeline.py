@@ -232,7 +232,7 @@ def test_a_truncated_file_names_itself_and_leaves_no_thread(analyzer, drawn, tmp
     with pytest.raises(SliceReadError, match=broken.name) as info:
         analyzer.predict_series(tmp_path / "ct")
     assert isinstance(info.value, DataFormatError) and info.value.index == 20
-    assert set(threading.enumerate()) == before
+    assert set(threading.enumerate()) <= before  # none left behind (one that existed may have ended)
 
 
 @pytest.mark.parametrize("stage", ["_prepare", "_infer", "_decode", "progress"])
@@ -258,7 +258,7 @@ def test_an_error_in_any_stage_reaches_the_caller_and_no_thread_remains(analyzer
         assert "slice 10 of 36" in str(info.value)  # reads run in order: the 11th is slice 10
     elif stage in ("_infer", "_decode"):
         assert "slices 20..21 of 36" in str(info.value)
-    assert set(threading.enumerate()) == before
+    assert set(threading.enumerate()) <= before  # none left behind (one that existed may have ended)
 
 
 def test_arguments_are_checked(analyzer, drawn):

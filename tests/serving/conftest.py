@@ -44,9 +44,9 @@ def served(threshold_package: Path, tmp_path_factory: pytest.TempPathFactory) ->
 
     with load_package(threshold_package) as package:
         digest = package_digest(package.manifest)
+    analyzer = LesionAnalyzer.load(threshold_package, backend="openvino")  # first: a failed load leaves no server
     server = start_server(threshold_package, tmp_path_factory.mktemp("serve-logs"), "--max-batch", "8",
                           "--queue-delay-ms", "5")
-    analyzer = LesionAnalyzer.load(threshold_package, backend="openvino")
     try:
         yield Served(server, threshold_package, digest, analyzer)
     finally:

@@ -87,10 +87,20 @@ def free_ports(count: int) -> list[int]:
     return ports
 
 
+def _libc_prctl() -> Any:
+    with contextlib.suppress(OSError, AttributeError):
+        return ctypes.CDLL("libc.so.6", use_errno=True).prctl
+    return None
+
+
+#: Looked up here, in the parent: loading a library in a forked child can hang on a lock another thread held.
+_PRCTL = _libc_prctl()
+
+
 def _die_with_parent() -> None:
     """In the child: SIGTERM when the test runner dies, so that no server outlives a killed run (Linux)."""
-    with contextlib.suppress(OSError, AttributeError):
-        ctypes.CDLL("libc.so.6", use_errno=True).prctl(1, signal.SIGTERM)  # PR_SET_PDEATHSIG
+    if _PRCTL is not None:
+        _PRCTL(1, signal.SIGTERM)  # PR_SET_PDEATHSIG
 
 
 @dataclass
@@ -161,6 +171,7 @@ class ServerProcess:
 
 def start_server(package: Path, folder: Path, *extra: str, ports: tuple[int, int] | None = None) -> ServerProcess:
     """A started server on ``package`` (free ports unless given), logging to ``folder``."""
+    require_client()  # the tests talk to it with tritonclient: skip (fail under CI) without it
     http_port, grpc_port = ports or free_ports(2)
     token = "serving-tests-" + os.urandom(12).hex()
     folder.mkdir(parents=True, exist_ok=True)

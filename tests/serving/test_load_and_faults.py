@@ -188,5 +188,3 @@ def test_a_server_stopped_mid_load_gives_typed_errors_then_serves_again(threshol
     errors = [r for _, _, r in outcomes if isinstance(r, Exception)]
     # down: nothing listening, or a model unloading / loading; never an untyped or a generic remote error
     assert errors and {type(e) for e in errors} <= {ServerUnavailable, ModelMissing}, {repr(e) for e in errors}
-    # no hang: a call ends within its timeout and one retry (5 s each, 0.5 s between), with room for a loaded CPU
-    assert max(seconds for seconds, _, _ in outcomes) < 2 * 5 + 0.5 + 5

@@ -206,10 +206,10 @@ def _row(package: Path, backend: str, precision: str, batch_size: int | None, sy
             return {**row, "status": "failed", "reason": str(exc)}
     raw = 2.0 / (1.0 / before + 1.0 / after)  # the same slices in the two runs: the harmonic mean of their rates
     end_to_end = count / seconds
-    ratio = end_to_end / raw
+    ratio = round(end_to_end / raw, 4)  # the ratio reported is the one judged
     return {**row, "slices": count, "end_to_end_s": round(seconds, 4), "end_to_end_per_s": round(end_to_end, 2),
             "raw_per_s": round(raw, 2), "raw_runs_per_s": [round(before, 2), round(after, 2)],
-            "ratio": round(ratio, 4), "target_ratio": TARGET_RATIO, "met": ratio >= TARGET_RATIO, **details}
+            "ratio": ratio, "target_ratio": TARGET_RATIO, "met": ratio >= TARGET_RATIO, **details}
 
 
 def run_series_bench(package: str | Path, *, slices: int = DEFAULT_SLICES, side: int = DEFAULT_SIDE,
